@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Run a command with a real Kafka broker and a real PostgreSQL available, e.g.
+#   deploy/test-env.sh .venv/bin/pytest -q tests/
+#
+# Unless PLACEMATCH_TEST_KAFKA is already set, starts a Kafka broker (deploy/kafka/kafka.sh) on a
+# free port; unless PLACEMATCH_TEST_DATABASE_URL is already set, starts PostgreSQL
+# (deploy/postgres.sh) on a free port. Both start in parallel, in a temporary directory that is
+# removed afterwards along with whatever this script started. The command's exit code is returned.
+#
+# Exported for the command:
+#   PLACEMATCH_TEST_KAFKA          bootstrap address, 127.0.0.1:PORT
+#   PLACEMATCH_TEST_KAFKA_PORT     its port
+#   PLACEMATCH_TEST_KAFKA_CTL      absolute path of deploy/kafka/kafka.sh   } only when this script
+#   PLACEMATCH_TEST_KAFKA_DIR      the broker's run directory               } started the broker:
+#   PLACEMATCH_KAFKA_HOME          absolute path of deploy/kafka            } "$CTL" kill|stop|start
+#                                                                             --dir "$DIR" restarts it
+#   PLACEMATCH_TEST_DATABASE_URL   postgresql+asyncpg://placematch:placematch@127.0.0.1:PORT/placematch
+#   PLACEMATCH_TEST_POSTGRES_DIR   the cluster's directory (only when this script started it)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KAFKA_CTL="$ROOT/deploy/kafka/kafka.sh"
+POSTGRES_CTL="$ROOT/deploy/postgres.sh"
+
+log() { printf 'test-env: %s\n' "$*" >&2; }
+
+[[ $# -ge 1 ]] || { echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
+    || echo $((20000 + RANDOM % 40000))
+}
+
+# /tmp rather than $TMPDIR: when we are root, PostgreSQL runs as `postgres` and must reach the dir.
+WORK="$(mktemp -d "${PLACEMATCH_TEST_ENV_TMP:-/tmp}/placematch-test-env.XXXXXX")"
+chmod 755 "$WORK"
+KAFKA_DIR=""
+POSTGRES_DIR=""
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n "$KAFKA_DIR" ]]; then "$KAFKA_CTL" stop --dir "$KAFKA_DIR" || true; fi
+  if [[ -n "$POSTGRES_DIR" ]]; then "$POSTGRES_CTL" stop --dir "$POSTGRES_DIR" || true; fi
+  if [[ -z "${PLACEMATCH_TEST_ENV_KEEP:-}" ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+started="${EPOCHREALTIME:-$SECONDS}"
+kafka_job="" postgres_job=""
+if [[ -z "${PLACEMATCH_TEST_KAFKA:-}" ]]; then
+  KAFKA_DIR="$WORK/kafka"
+  kafka_port="$(free_port)"
+  "$KAFKA_CTL" start --port "$kafka_port" --dir "$KAFKA_DIR" > "$WORK/kafka.out" &
+  kafka_job=$!
+fi
+if [[ -z "${PLACEMATCH_TEST_DATABASE_URL:-}" ]]; then
+  POSTGRES_DIR="$WORK/postgres"
+  "$POSTGRES_CTL" ensure
+  postgres_port="$(free_port)"
+  while [[ "$postgres_port" == "${kafka_port:-}" ]]; do postgres_port="$(free_port)"; done
+  "$POSTGRES_CTL" start --port "$postgres_port" --dir "$POSTGRES_DIR" > "$WORK/postgres.out" &
+  postgres_job=$!
+fi
+
+failed=""
+if [[ -n "$kafka_job" ]]; then
+  if wait "$kafka_job"; then
+    export PLACEMATCH_TEST_KAFKA="$(tail -n1 "$WORK/kafka.out")"
+    export PLACEMATCH_TEST_KAFKA_PORT="${PLACEMATCH_TEST_KAFKA##*:}"
+    export PLACEMATCH_TEST_KAFKA_CTL="$KAFKA_CTL"
+    export PLACEMATCH_TEST_KAFKA_DIR="$KAFKA_DIR"
+    export PLACEMATCH_KAFKA_HOME="$ROOT/deploy/kafka"
+  else
+    failed+=" kafka"
+  fi
+fi
+if [[ -n "$postgres_job" ]]; then
+  if wait "$postgres_job"; then
+    export PLACEMATCH_TEST_DATABASE_URL="$(tail -n1 "$WORK/postgres.out")"
+    export PLACEMATCH_TEST_POSTGRES_DIR="$POSTGRES_DIR"
+  else
+    failed+=" postgres"
+  fi
+fi
+if [[ -n "$failed" ]]; then
+  log "could not start:$failed"
+  exit 1
+fi
+log "ready in $(awk -v a="$started" -v b="${EPOCHREALTIME:-$SECONDS}" 'BEGIN{printf "%.1f", b-a}')s: kafka ${PLACEMATCH_TEST_KAFKA} postgres ${PLACEMATCH_TEST_DATABASE_URL}"
+
+set +e
+"$@"
+rc=$?
+set -e
+exit "$rc"

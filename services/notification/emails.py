@@ -1,0 +1,216 @@
+"""Email alerts: jinja2 templates (plain text + HTML) and SMTP sending with aiosmtplib."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any, Mapping
+
+import aiosmtplib
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from .domain import AttemptOutcome, classify_smtp
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+HEADLINES: dict[str, tuple[str, str]] = {
+    "referral.invited": (
+        "New placement request: you are invited to offer",
+        "A borough in the partnership has raised a placement request that matches your enrolment. "
+        "You may submit an offer (weekly fee and start date) before the deadline.",
+    ),
+    "referral.no_eligible_providers": (
+        "No eligible provider for your referral",
+        "No approved provider matched this referral. Consider amending it (for example the travel "
+        "distance or placement type) or contacting the commissioning team.",
+    ),
+    "shortlist.updated": (
+        "Shortlist updated",
+        "The ranked shortlist for your referral has changed.",
+    ),
+    "offer.accepted": (
+        "Your offer has been accepted",
+        "The borough has awarded the placement to your offer. The borough will contact you with the "
+        "child's details.",
+    ),
+    "offer.not_selected": (
+        "Your offer was not selected",
+        "The borough has awarded this placement to another offer. Thank you for offering.",
+    ),
+    "referral.closed_unfilled": (
+        "Referral closed without a placement",
+        "The offer deadline passed without an offer; the referral was closed unfilled.",
+    ),
+    "provider.suspended": (
+        "Your organisation has been suspended",
+        "Your organisation has been suspended from the Dynamic Purchasing System. You will not be "
+        "invited to new referrals until you are reinstated.",
+    ),
+}
+
+_LABELS = {
+    "primary_need": "Primary need",
+    "secondary_needs": "Secondary needs",
+    "age_at_start": "Age at start",
+    "gender": "Gender",
+    "placement_type": "Placement type",
+    "required_from": "Required from",
+    "offer_deadline": "Offer deadline",
+    "district": "District",
+    "weekly_fee_pence": "Weekly fee",
+    "reason": "Reason",
+    "borough": "Borough",
+}
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        keep_trailing_newline=True,
+    )
+
+
+_ENV = _environment()
+
+
+def _display(name: str, value: Any) -> str:
+    if name.endswith("_pence") and isinstance(value, int):
+        return f"£{value / 100:,.2f}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items() if v is not None)
+    return str(value)
+
+
+def details_of(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The request's (already redacted) data as readable label/value pairs; ids stay out."""
+    rows: list[tuple[str, str]] = []
+    for name, value in data.items():
+        if value is None or name.endswith("_id") or name in ("invited", "entries", "results"):
+            continue
+        if name == "location" and isinstance(value, Mapping):
+            value = value.get("district") or value.get("postcode")
+            if not value:
+                continue
+            name = "district"
+        rows.append((_LABELS.get(name, name.replace("_", " ").capitalize()), _display(name, value)))
+    return rows
+
+
+def render_notification(
+    *, webhook_type: str, notification_id: str, referral_id: str | None, data: Mapping[str, Any]
+) -> RenderedEmail:
+    headline, intro = HEADLINES.get(webhook_type, ("placematch notification", ""))
+    context = {
+        "headline": headline,
+        "intro": intro,
+        "details": details_of(data),
+        "referral_id": referral_id,
+        "notification_id": notification_id,
+        "webhook_type": webhook_type,
+    }
+    return RenderedEmail(
+        subject=f"[placematch] {headline}",
+        text=_ENV.get_template("notification.txt.j2").render(context),
+        html=_ENV.get_template("notification.html.j2").render(context),
+    )
+
+
+def render_endpoint_disabled(
+    *, subscription_id: str, url: str, failing_since: str | None, disabled_at: str
+) -> RenderedEmail:
+    context = {
+        "subscription_id": subscription_id,
+        "url": url,
+        "failing_since": failing_since,
+        "disabled_at": disabled_at,
+    }
+    return RenderedEmail(
+        subject="[placematch] Your webhook endpoint has been disabled",
+        text=_ENV.get_template("endpoint_disabled.txt.j2").render(context),
+        html=_ENV.get_template("endpoint_disabled.html.j2").render(context),
+    )
+
+
+def build_message(rendered: RenderedEmail, *, sender: str, to: str, message_key: str | None = None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = rendered.subject
+    message["Message-ID"] = make_msgid(idstring=message_key, domain="placematch")
+    if message_key:
+        message["X-Placematch-Notification"] = message_key
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    sender: str
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SmtpConfig:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.email_sender,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout_seconds=getattr(settings, "webhook_timeout_seconds", 10.0),
+        )
+
+
+async def send_email(message: EmailMessage, config: SmtpConfig) -> AttemptOutcome:
+    """Send one message; the SMTP reply code decides success, retry or refusal."""
+    started = time.perf_counter()
+    attempted_at = datetime.now(timezone.utc)
+    code: int | None = None
+    error: str | None = None
+    try:
+        _, reply = await aiosmtplib.send(
+            message,
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            start_tls=config.starttls,
+            timeout=config.timeout_seconds,
+        )
+        code = int(reply.split(" ", 1)[0]) if reply[:3].isdigit() else 250
+    except aiosmtplib.SMTPRecipientsRefused as refused:
+        first = refused.recipients[0] if refused.recipients else None
+        code = first.code if first is not None else 550
+        error = str(refused)
+    except aiosmtplib.SMTPResponseException as refused:
+        code = refused.code
+        error = refused.message
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as failure:
+        error = f"{type(failure).__name__}: {failure}"
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    return AttemptOutcome(
+        attempted_at=attempted_at,
+        status_code=code,
+        latency_ms=latency_ms,
+        result=classify_smtp(code),
+        error=error,
+    )

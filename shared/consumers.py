@@ -1,0 +1,129 @@
+"""Consumer runner: hands bus messages to a handler exactly once in effect.
+
+For each event: one transaction records `(consumer, event id)` in `processed_events` and runs
+the handler with the same connection, so a redelivered event has no second effect. The bus
+offset is committed only after that transaction. A handler that keeps failing is retried with
+backoff, then the event goes to `<topic>.dlq` with the error, and the consumer moves on.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import Awaitable, Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared import context
+from shared.bus import Bus, Message
+from shared.db import Database, insert_ignore
+from shared.events import Envelope, format_time, now_utc
+from shared.schema import processed_events
+
+log = logging.getLogger("placematch.consumer")
+
+Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
+
+
+class PoisonEvent(Exception):
+    """Raise from a handler for an event that can never succeed: it goes to the DLQ at once."""
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        db: Database,
+        bus: Bus,
+        topics: Sequence[str],
+        handler: Handler,
+        max_attempts: int = 4,
+        retry_base_seconds: float = 0.2,
+    ) -> None:
+        self.name = name
+        self.db = db
+        self.bus = bus
+        self.topics = list(topics)
+        self.handler = handler
+        self.max_attempts = max_attempts
+        self.retry_base_seconds = retry_base_seconds
+        self.handled = 0
+        self.dead_lettered = 0
+        self.duplicates = 0
+        self.ready = asyncio.Event()
+
+    async def process(self, envelope: Envelope) -> bool:
+        """Apply one event in one transaction; False when it had been processed before."""
+        token_c = context.correlation_id.set(envelope.correlationid or envelope.id)
+        token_k = context.causation_id.set(envelope.id)
+        try:
+            async with self.db.transaction() as conn:
+                fresh = await insert_ignore(conn, processed_events, {
+                    "consumer": self.name, "event_id": envelope.id, "processed_at": format_time(now_utc())})
+                if not fresh:
+                    return False
+                await self.handler(conn, envelope)
+            return True
+        finally:
+            context.correlation_id.reset(token_c)
+            context.causation_id.reset(token_k)
+
+    async def handle_message(self, message: Message) -> None:
+        error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                envelope = Envelope.from_kafka(message.value, message.headers or None)
+                if await self.process(envelope):
+                    self.handled += 1
+                else:
+                    self.duplicates += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except PoisonEvent:
+                error = traceback.format_exc()
+                break
+            except Exception:
+                error = traceback.format_exc()
+                log.warning("%s: attempt %d/%d failed on %s offset %s:\n%s", self.name, attempt,
+                            self.max_attempts, message.topic, message.offset, error)
+                if attempt < self.max_attempts:
+                    await asyncio.sleep(self.retry_base_seconds * 2 ** (attempt - 1))
+        await self.bus.publish([Message(
+            f"{message.topic}.dlq", message.key, message.value,
+            {**message.headers, "placematch-error": error[-2000:].encode(),
+             "placematch-consumer": self.name.encode(), "placematch-origin-offset": str(message.offset).encode()},
+        )])
+        self.dead_lettered += 1
+        log.error("%s: sent %s offset %s to %s.dlq", self.name, message.topic, message.offset, message.topic)
+
+    async def run(self) -> None:
+        subscription = self.bus.subscribe(self.name, self.topics)
+        while True:
+            try:
+                await subscription.start()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: cannot subscribe yet (%s); retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+        self.ready.set()
+        try:
+            while True:
+                try:
+                    for message in await subscription.fetch(timeout=1.0):
+                        await self.handle_message(message)
+                        await subscription.commit(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # commit failed, rebalance, bus away: go back, redeliveries are no-ops
+                    log.warning("%s: %s; resuming from the last committed offset", self.name, exc)
+                    await asyncio.sleep(0.5)
+                    try:
+                        await subscription.rewind()
+                    except Exception:
+                        pass
+        finally:
+            await asyncio.shield(subscription.stop())

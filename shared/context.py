@@ -1,0 +1,8 @@
+"""Who and why of the current request or event, carried to the store without plumbing."""
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
+actor: ContextVar[str | None] = ContextVar("actor", default=None)

@@ -1,0 +1,81 @@
+"""Alembic per service: one history in services/<service>/migrations, run at start-up or by CLI.
+
+A service's `migrations/env.py` is just `from shared.migrations import run_env; run_env(metadata)`.
+Its first revision calls `create_core_tables()` and then creates its own read-model tables.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command, context, op
+from alembic.config import Config
+from sqlalchemy import MetaData, pool
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.db import Database
+from shared.schema import metadata as core_metadata
+
+SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+
+
+def create_core_tables() -> None:
+    """Core schema version 1 (events, outbox, processed_events, idempotency_keys).
+
+    A later change to shared/schema.py must come with a new function here and a new revision in
+    every service; this one then stays as it is.
+    """
+    core_metadata.create_all(op.get_bind(), checkfirst=True)
+
+
+async def create_core_schema(db: Database) -> None:
+    """Core tables without Alembic, for tests of the shared core itself."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(core_metadata.create_all)
+
+
+def alembic_config(service: str, url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(SERVICES_DIR / service / "migrations"))
+    cfg.set_main_option("version_table", f"alembic_version_{service}")
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+async def upgrade(db: Database, service: str) -> None:
+    """Bring the service's database to the newest revision (inside the running event loop)."""
+
+    def _run(sync_conn: Any) -> None:
+        cfg = alembic_config(service)
+        cfg.attributes["connection"] = sync_conn
+        command.upgrade(cfg, "head")
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_run)
+
+
+def run_env(target_metadata: MetaData | None = None) -> None:
+    """Body of every service's env.py: online migrations on the given or configured connection."""
+    cfg = context.config
+    version_table = cfg.get_main_option("version_table") or "alembic_version"
+
+    def _migrate(connection: Any) -> None:
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          version_table=version_table, render_as_batch=connection.dialect.name == "sqlite")
+        with context.begin_transaction():
+            context.run_migrations()
+
+    connection = cfg.attributes.get("connection")
+    if connection is not None:
+        _migrate(connection)
+        return
+
+    async def _standalone() -> None:
+        engine = create_async_engine(cfg.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate)
+        await engine.dispose()
+
+    asyncio.run(_standalone())

@@ -1,0 +1,57 @@
+"""Tables every service has: events, outbox, processed events, idempotency keys.
+
+Each service's first Alembic migration creates them with `shared.migrations.create_core_tables`.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+                        UniqueConstraint)
+
+Position = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("stream_id", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("time", String(40), nullable=False),
+    Column("body", Text, nullable=False, doc="The whole CloudEvent as canonical JSON."),
+    Column("stream_hash", String(64), nullable=False, doc="sha256(previous stream_hash + body)"),
+    Column("chain_hash", String(64), nullable=False, doc="sha256(previous chain_hash + body), global order"),
+    UniqueConstraint("stream_id", "version", name="uq_events_stream_version"),
+)
+Index("ix_events_type", events.c.type)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=False),
+    Column("topic", String(200), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("consumer", String(100), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("processed_at", String(40), nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(300), primary_key=True, doc="principal + method + path"),
+    Column("key", String(200), primary_key=True),
+    Column("fingerprint", String(64), nullable=False, doc="sha256 of the request body"),
+    Column("status", Integer, nullable=True, doc="NULL while the first request is in progress"),
+    Column("headers", Text, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("created_at", String(40), nullable=False),
+)

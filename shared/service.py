@@ -1,0 +1,133 @@
+"""The runtime every service shares: database, event store, bus, outbox relay, consumers.
+
+A service's `app.py` builds a `ServiceRuntime` (what it publishes, what it consumes, background
+tasks) and hands it with its routers to `create_service_app`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Sequence
+
+from fastapi import APIRouter, FastAPI
+
+from shared.bus import Bus, make_bus
+from shared.consumers import EventConsumer, Handler
+from shared.db import Database
+from shared.logs import get_logger
+from shared.migrations import upgrade
+from shared.relay import OutboxRelay
+from shared.settings import Settings
+from shared.store import EventStore
+from shared.web import CorrelationMiddleware, IdempotencyMiddleware, health_router, install_problem_handlers
+
+log = get_logger("placematch.service")
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """Consume `topics` (short names: "enrolment" -> placematch.enrolment) with `handler`."""
+
+    topics: Sequence[str]
+    handler: Handler
+    name: str = "main"
+
+
+Task = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        *,
+        publishes: Sequence[str] = (),
+        consumes: Sequence[ConsumerSpec] = (),
+        tasks: Sequence[Task] = (),
+        bus: Bus | None = None,
+        migrate: Callable[[Database], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.db = Database(settings.database_url_for(name))
+        self.store = EventStore(self.db, f"placematch/{name}")
+        self.bus: Bus = bus or make_bus(settings)
+        self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
+        self.publishes = [settings.topic(t) for t in publishes]
+        self.consumers = [
+            EventConsumer(
+                name=f"{settings.topic_prefix}{name}-{spec.name}", db=self.db, bus=self.bus,
+                topics=[settings.topic(t) for t in spec.topics], handler=spec.handler,
+                max_attempts=settings.consumer_max_attempts, retry_base_seconds=settings.consumer_retry_base_seconds,
+            )
+            for spec in consumes
+        ]
+        self.tasks = list(tasks)
+        self._migrate = migrate or (lambda db: upgrade(db, name))
+        self._running: list[asyncio.Task[None]] = []
+
+    def topic(self, short: str) -> str:
+        return self.settings.topic(short)
+
+    async def start(self) -> None:
+        await self._migrate(self.db)
+        topics = [*self.publishes, *(t for c in self.consumers for t in c.topics)]
+        topics += [f"{t}.dlq" for t in topics]
+        await self.bus.start(topics)
+        self._running.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        for consumer in self.consumers:
+            self._running.append(asyncio.create_task(consumer.run(), name=consumer.name))
+        for task in self.tasks:
+            self._running.append(asyncio.create_task(self._supervised(task), name=f"{self.name}-task"))
+        log.info("service started", service=self.name, database=self.db.dialect,
+                 bus=type(self.bus).__name__)
+
+    async def _supervised(self, task: Task) -> None:
+        while True:
+            try:
+                await task(self)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task failed; restarting in 1s", service=self.name)
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._running.clear()
+        with contextlib.suppress(Exception):
+            await self.relay.drain(timeout=5)
+        await self.bus.stop()
+        await self.db.dispose()
+
+    async def consumers_ready(self, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            for consumer in self.consumers:
+                await consumer.ready.wait()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: str,
+                       description: str = "") -> FastAPI:
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=runtime.lifespan)
+    app.state.runtime = runtime
+    app.state.settings = runtime.settings
+    install_problem_handlers(app)
+    app.add_middleware(IdempotencyMiddleware, fastapi_app=app)
+    app.add_middleware(CorrelationMiddleware)
+    app.include_router(health_router())
+    for router in routers:
+        app.include_router(router)
+    return app

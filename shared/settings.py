@@ -1,0 +1,60 @@
+"""Settings for every service and command, read from `PLACEMATCH_*` environment variables."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("enrolment", "referral", "matching", "notification")
+DEFAULT_PORTS = {"enrolment": 8001, "referral": 8002, "matching": 8003, "notification": 8004}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLACEMATCH_", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Where embedded SQLite files and the local bus live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default sqlite+aiosqlite:///<data_dir>/<service>.db"
+    )
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset = in-process local bus.")
+    kafka_partitions: int = Field(3, description="Partitions for topics created at start-up.")
+    topic_prefix: str = Field("", description="Prepended to every topic name (isolates test runs).")
+    jwt_secret: str = Field("placematch-dev-secret-change-me-0123456789", description="HS256 signing secret.")
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_public_key: str | None = Field(None, description="PEM public key when jwt_algorithm is RS256.")
+    jwt_private_key: str | None = Field(None, description="PEM private key for `placematch token` with RS256.")
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, description="HTTP port of `placematch serve`; default per service.")
+    base_port: int = Field(8000, description="`placematch up`: services listen on base_port+1..+4.")
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+    relay_poll_seconds: float = Field(0.5, description="Outbox relay fallback poll when not woken.")
+    consumer_max_attempts: int = Field(4, description="Attempts before an event goes to <topic>.dlq.")
+    consumer_retry_base_seconds: float = 0.2
+    webhook_allow_private: bool = Field(False, description="Allow webhook URLs on private/loopback addresses.")
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_retry_base_seconds: float = 5.0
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    email_sender: str = "placematch <no-reply@placematch.local>"
+    email_enabled: bool = True
+    deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
+
+    def database_url_for(self, service: str) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').as_posix()}"
+
+    def topic(self, name: str) -> str:
+        """Full topic name, e.g. topic("enrolment") -> "placematch.enrolment"."""
+        base = name if name.startswith("placematch.") else f"placematch.{name}"
+        return f"{self.topic_prefix}{base}"
+
+    def port_for(self, service: str) -> int:
+        return self.port or (self.base_port + SERVICES.index(service) + 1)

@@ -1,0 +1,177 @@
+"""Append-only event store with optimistic concurrency, an outbox and a hash chain.
+
+`append` runs inside the caller's transaction, so a handler can append events, update its read
+model and record the processed event id atomically. On PostgreSQL every append first takes one
+transaction-scoped advisory lock: commits then happen in position order, so neither the relay
+nor a reader following `read_all` can ever pass over an event that commits late, and the global
+hash chain has one well-defined predecessor per event.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared import context
+from shared.aggregate import Aggregate, NewEvent
+from shared.db import Database
+from shared.errors import ConcurrencyError
+from shared.events import Envelope, registry
+from shared.schema import events as events_table
+from shared.schema import outbox as outbox_table
+
+APPEND_LOCK_KEY = 0x706C6D61  # "plma": one advisory lock per database
+GENESIS = "0" * 64
+
+A = TypeVar("A", bound=Aggregate)
+
+
+def link_hash(previous: str, body: str) -> str:
+    return hashlib.sha256((previous + body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What an append produced: the envelopes with their positions."""
+
+    envelopes: list[Envelope]
+
+
+class EventStore:
+    def __init__(self, db: Database, source: str) -> None:
+        self.db = db
+        self.source = source
+
+    async def append(
+        self,
+        conn: AsyncConnection,
+        stream_id: str,
+        expected_version: int | None,
+        new_events: Sequence[NewEvent],
+        *,
+        topic: str | None = None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> list[Envelope]:
+        """Record `new_events` after version `expected_version` (None = don't check).
+
+        With `topic`, each event is also put in the outbox for the relay to publish.
+        Raises ConcurrencyError when the stream moved on.
+        """
+        if not new_events:
+            return []
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+        current = await self.stream_version(conn, stream_id)
+        if expected_version is not None and current != expected_version:
+            raise ConcurrencyError(
+                f"stream {stream_id} is at version {current}, not {expected_version}; reload and retry"
+            )
+        last = (await conn.execute(
+            select(events_table.c.stream_id, events_table.c.stream_hash, events_table.c.chain_hash)
+            .order_by(events_table.c.position.desc()).limit(1)
+        )).first()
+        chain = last.chain_hash if last else GENESIS
+        stream_prev = (await conn.execute(
+            select(events_table.c.stream_hash).where(events_table.c.stream_id == stream_id)
+            .order_by(events_table.c.version.desc()).limit(1)
+        )).scalar() or GENESIS
+        recorded: list[Envelope] = []
+        for offset, new in enumerate(new_events, start=1):
+            envelope = Envelope(
+                type=new.type,
+                subject=stream_id,
+                data=new.data,
+                source=self.source,
+                sequence=current + offset,
+                correlationid=correlation_id or context.correlation_id.get(),
+                causationid=causation_id or context.causation_id.get(),
+                actor=actor or context.actor.get(),
+                dataversion=registry.version_of(new.type),
+            )
+            body = envelope.to_json().decode()
+            stream_prev = link_hash(stream_prev, body)
+            chain = link_hash(chain, body)
+            try:
+                result = await conn.execute(
+                    events_table.insert().values(
+                        event_id=envelope.id, stream_id=stream_id, version=envelope.sequence,
+                        type=envelope.type, time=envelope.time, body=body,
+                        stream_hash=stream_prev, chain_hash=chain,
+                    ).returning(events_table.c.position)
+                )
+            except IntegrityError as exc:
+                raise ConcurrencyError(f"stream {stream_id} was appended to concurrently; retry") from exc
+            position = result.scalar_one()
+            envelope = Envelope(**{**envelope.__dict__, "position": position})
+            if topic:
+                await conn.execute(outbox_table.insert().values(
+                    position=position, topic=topic, key=stream_id, payload=body.encode()))
+            recorded.append(envelope)
+        return recorded
+
+    async def stream_version(self, conn: AsyncConnection, stream_id: str) -> int:
+        return (await conn.execute(
+            select(func.coalesce(func.max(events_table.c.version), 0)).where(events_table.c.stream_id == stream_id)
+        )).scalar_one()
+
+    async def read_stream(self, stream_id: str, conn: AsyncConnection | None = None) -> list[Envelope]:
+        query = select(events_table.c.position, events_table.c.body).where(
+            events_table.c.stream_id == stream_id).order_by(events_table.c.version)
+        if conn is not None:
+            rows = (await conn.execute(query)).all()
+        else:
+            async with self.db.read() as c:
+                rows = (await c.execute(query)).all()
+        return [Envelope.from_json(r.body, position=r.position) for r in rows]
+
+    async def read_all(self, after: int = 0, limit: int = 1000, conn: AsyncConnection | None = None) -> list[Envelope]:
+        """Events after global position `after`, in position order."""
+        query = (select(events_table.c.position, events_table.c.body)
+                 .where(events_table.c.position > after).order_by(events_table.c.position).limit(limit))
+        if conn is not None:
+            rows = (await conn.execute(query)).all()
+        else:
+            async with self.db.read() as c:
+                rows = (await c.execute(query)).all()
+        return [Envelope.from_json(r.body, position=r.position) for r in rows]
+
+    async def load(self, cls: type[A], stream_id: str, conn: AsyncConnection | None = None) -> A:
+        """Rebuild an aggregate by folding its stream (version 0 when the stream is empty)."""
+        history = await self.read_stream(stream_id, conn)
+        return cls.replay(stream_id, ((e.type, e.data) for e in history))
+
+    async def execute(
+        self,
+        cls: type[A],
+        stream_id: str,
+        command: Callable[[A], list[NewEvent]],
+        *,
+        topic: str | None,
+        attempts: int = 3,
+        after: Callable[[AsyncConnection, A, list[Envelope]], Awaitable[Any]] | None = None,
+    ) -> tuple[A, list[Envelope]]:
+        """Load, decide, append in one transaction; retry on a concurrent append.
+
+        `after(conn, aggregate, envelopes)` runs in the same transaction (e.g. to update a read
+        model). Domain errors from `command` propagate and nothing is recorded.
+        """
+        for attempt in range(attempts):
+            try:
+                async with self.db.transaction() as conn:
+                    aggregate = await self.load(cls, stream_id, conn)
+                    new_events = command(aggregate)
+                    envelopes = await self.append(conn, stream_id, aggregate.version, new_events, topic=topic)
+                    aggregate.mutate(new_events)
+                    if after is not None:
+                        await after(conn, aggregate, envelopes)
+                return aggregate, envelopes
+            except ConcurrencyError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")

@@ -1,0 +1,241 @@
+"""Web helpers every service uses: problem+json errors, Idempotency-Key, correlation ids, health."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import delete, select, update
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import context
+from shared.db import insert_ignore
+from shared.errors import DomainError
+from shared.events import format_time, now_utc
+from shared.logs import get_logger
+from shared.schema import idempotency_keys
+
+PROBLEM = "application/problem+json"
+log = get_logger("placematch.web")
+
+
+def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None,
+            **extensions: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            **{k: v for k, v in extensions.items() if v is not None}}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers = {**(headers or {}), "Retry-After": str(retry_after)}
+        return problem(exc.status, exc.title, exc.detail, headers=headers, field=exc.field, rule=exc.rule)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field_of(tuple(e.get("loc", ()))), "rule": e.get("type", "invalid"),
+                   "message": e.get("msg", "")} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid request"}
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid request", detail, field=first["field"], rule=first["rule"], errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", error=str(exc))
+        return problem(500, "Internal error", "an unexpected error occurred; it has been logged with the "
+                       f"correlation id {context.correlation_id.get()}")
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class CorrelationMiddleware:
+    """Binds `X-Correlation-ID` (or a new one) to the request and echoes it in the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        cid = (headers.get(b"x-correlation-id") or b"").decode() or str(uuid.uuid4())
+        token = context.correlation_id.set(cid)
+        actor_token = context.actor.set(None)
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-correlation-id", cid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_header)
+        finally:
+            context.correlation_id.reset(token)
+            context.actor.reset(actor_token)
+
+
+class IdempotencyMiddleware:
+    """`Idempotency-Key` on writes: a retried request gets the first response, nothing runs twice.
+
+    The key is scoped to the caller (token subject), method and path. A first request marks the
+    key as in progress; a concurrent retry gets 409 with Retry-After. 5xx answers are forgotten so
+    the client may retry. Reusing a key with a different body is a 422.
+    """
+
+    METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+    STALE_AFTER = timedelta(minutes=2)
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        key = (headers.get(b"idempotency-key") or b"").decode().strip()
+        if not key:
+            await self.app(scope, receive, send)
+            return
+        if len(key) > 200:
+            await problem(422, "Invalid request", "Idempotency-Key must be at most 200 characters",
+                          field="Idempotency-Key", rule="max_length")(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        scope_key = f"{_caller(headers)} {scope['method']} {scope['path']}"
+        fingerprint = hashlib.sha256(body).hexdigest()
+        db = self.fastapi_app.state.runtime.db
+
+        replay = await self._claim(db, scope_key, key, fingerprint)
+        if replay is not None:
+            await replay(scope, receive, send)
+            return
+
+        captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = [(k.decode(), v.decode()) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                captured["body"] += message.get("body", b"")
+            await send(message)
+
+        try:
+            await self.app(scope, _replay_body(body), capture)
+        finally:
+            async with db.transaction() as conn:
+                where = (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
+                if captured["status"] >= 500:
+                    await conn.execute(delete(idempotency_keys).where(where))
+                else:
+                    kept = [(k, v) for k, v in captured["headers"]
+                            if k.lower() in ("content-type", "location", "retry-after")]
+                    await conn.execute(update(idempotency_keys).where(where).values(
+                        status=captured["status"], headers=orjson.dumps(kept).decode(), body=captured["body"]))
+
+    async def _claim(self, db: Any, scope_key: str, key: str, fingerprint: str) -> Response | None:
+        async with db.transaction() as conn:
+            claimed = await insert_ignore(conn, idempotency_keys, {
+                "scope": scope_key, "key": key, "fingerprint": fingerprint, "status": None,
+                "created_at": format_time(now_utc())})
+            if claimed:
+                return None
+            row = (await conn.execute(select(idempotency_keys).where(
+                (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)))).one()
+        if row.fingerprint != fingerprint:
+            return problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a "
+                           "different request body; use a new key for a new request",
+                           field="Idempotency-Key", rule="reused_with_different_body")
+        if row.status is None:
+            return problem(409, "Request in progress", "a request with this Idempotency-Key is still being "
+                           "processed; retry shortly", headers={"Retry-After": "1"}, field="Idempotency-Key")
+        response = Response(content=row.body, status_code=row.status)
+        for k, v in orjson.loads(row.headers or "[]"):
+            response.headers[k] = v
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+
+def _caller(headers: dict[bytes, bytes]) -> str:
+    auth = (headers.get(b"authorization") or b"").decode()
+    _, _, token = auth.partition(" ")
+    if not token:
+        return "anonymous"
+    try:
+        claims = jwt.decode(token.strip(), options={"verify_signature": False})
+        return f"{claims.get('role')}:{claims.get('tenant')}:{claims.get('sub')}"
+    except jwt.PyJWTError:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay_body(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health", summary="Liveness")
+    async def health(request: Request) -> dict[str, str]:
+        return {"status": "ok", "service": request.app.state.runtime.name}
+
+    @router.get("/ready", summary="Database and bus reachable", responses={503: {"description": "not ready"}})
+    async def ready(request: Request) -> Response:
+        runtime = request.app.state.runtime
+        checks = {"database": await runtime.db.ping(), "bus": await runtime.bus.ping()}
+        if all(checks.values()):
+            return JSONResponse({"status": "ready", "checks": checks})
+        failing = ", ".join(k for k, ok in checks.items() if not ok)
+        return problem(503, "Not ready", f"not reachable: {failing}", checks=checks)
+
+    return router

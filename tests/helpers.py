@@ -1,0 +1,43 @@
+"""Small helpers shared by the test suites."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Callable
+
+
+async def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.05,
+    message: str | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that value.
+
+    `predicate` may be a plain function or a coroutine function. An `AssertionError` raised by it
+    counts as "not yet", so a predicate can be written as a block of asserts; any other exception
+    propagates at once. After `timeout` seconds an `AssertionError` is raised that names what was
+    awaited and carries the last assertion failure, if any.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_failure: AssertionError | None = None
+    last_value: Any = None
+    while True:
+        try:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+        except AssertionError as failure:
+            last_failure = failure
+        else:
+            if value:
+                return value
+            last_value = value
+            last_failure = None
+        if loop.time() >= deadline:
+            what = message or getattr(predicate, "__qualname__", repr(predicate))
+            detail = f": {last_failure}" if last_failure is not None else f" (last value: {last_value!r})"
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}") from last_failure
+        await asyncio.sleep(interval)

@@ -1,0 +1,116 @@
+"""The shared core on SQLite and the local bus: store, outbox, relay, consumer, idempotency."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
+
+from shared.aggregate import NewEvent
+from shared.bus import LocalBus, Message
+from shared.consumers import PoisonEvent
+from shared.db import Database
+from shared.errors import ConcurrencyError
+from shared.events import Envelope, EventRegistry, registry
+from shared.migrations import create_core_schema
+from shared.service import ConsumerSpec, ServiceRuntime
+from shared.settings import Settings
+from shared.store import EventStore
+
+counts = MetaData()
+seen = Table("seen", counts, Column("subject", String(100), primary_key=True), Column("n", Integer))
+
+
+async def _wait(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path, relay_poll_seconds=0.1, consumer_retry_base_seconds=0.01)
+
+
+async def test_append_read_and_concurrency(tmp_path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+    await create_core_schema(db)
+    store = EventStore(db, "placematch/test")
+    async with db.transaction() as conn:
+        recorded = await store.append(conn, "s-1", 0, [NewEvent("thing-made", {"a": 1}), NewEvent("thing-made", {"a": 2})])
+    assert [e.sequence for e in recorded] == [1, 2]
+    with pytest.raises(ConcurrencyError):
+        async with db.transaction() as conn:
+            await store.append(conn, "s-1", 1, [NewEvent("thing-made", {"a": 3})])
+    stream = await store.read_stream("s-1")
+    assert [e.data["a"] for e in stream] == [1, 2]
+    assert stream[0].source == "placematch/test" and stream[0].subject == "s-1"
+    everything = await store.read_all()
+    assert [e.position for e in everything] == sorted(e.position for e in everything)
+    await db.dispose()
+
+
+def test_envelope_round_trip_through_cloudevents_binding() -> None:
+    envelope = Envelope(type="provider-approved", subject="p-1", data={"x": "1.00"}, source="placematch/enrolment",
+                        sequence=3, correlationid="c-1", actor="commissioner:region")
+    message = envelope.to_kafka()
+    assert message.key == "p-1"
+    assert message.headers["content-type"] == b"application/cloudevents+json"
+    back = Envelope.from_kafka(message.value, message.headers)
+    assert back == envelope
+
+
+def test_upcaster_applies_on_read() -> None:
+    reg = EventRegistry()
+    reg.register("thing-made", 2, {1: lambda d: {**d, "colour": "unknown"}})
+    old = Envelope(type="thing-made", subject="s", data={"a": 1}, source="x", dataversion=1)
+    assert reg.upcast(old).data == {"a": 1, "colour": "unknown"}
+    assert reg.upcast(old).dataversion == 2
+
+
+async def test_relay_and_consumer_apply_each_event_once(settings) -> None:
+    async def handler(conn, envelope: Envelope) -> None:
+        if envelope.data.get("poison"):
+            raise PoisonEvent("bad")
+        row = (await conn.execute(select(seen.c.n).where(seen.c.subject == envelope.subject))).scalar()
+        if row is None:
+            await conn.execute(seen.insert().values(subject=envelope.subject, n=1))
+        else:
+            await conn.execute(seen.update().where(seen.c.subject == envelope.subject).values(n=row + 1))
+
+    async def migrate(db: Database) -> None:
+        await create_core_schema(db)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(counts.create_all)
+
+    runtime = ServiceRuntime("coretest", settings, publishes=["coretest"],
+                             consumes=[ConsumerSpec(["coretest"], handler)], migrate=migrate)
+    await runtime.start()
+    try:
+        async with runtime.db.transaction() as conn:
+            for i in range(5):
+                await runtime.store.append(conn, f"s-{i}", 0, [NewEvent("thing-made", {"i": i})],
+                                           topic=runtime.topic("coretest"))
+            await runtime.store.append(conn, "poison", 0, [NewEvent("thing-made", {"poison": True})],
+                                       topic=runtime.topic("coretest"))
+
+        async def all_seen() -> bool:
+            async with runtime.db.read() as conn:
+                return len((await conn.execute(select(seen))).all()) == 5 and runtime.consumers[0].dead_lettered == 1
+        await _wait(all_seen)
+
+        # redeliver everything: no second effect
+        bus = runtime.bus
+        assert isinstance(bus, LocalBus)
+        messages = await bus.read_topic(runtime.topic("coretest"))
+        await bus.publish([Message(m.topic, m.key, m.value) for m in messages if b"poison" not in m.value])
+        async def redelivered() -> bool:
+            return runtime.consumers[0].duplicates == 5
+        await _wait(redelivered)
+        assert runtime.consumers[0].handled == 5
+        async with runtime.db.read() as conn:
+            assert {r.n for r in (await conn.execute(select(seen))).all()} == {1}
+        dlq = await bus.read_topic(runtime.topic("coretest") + ".dlq")
+        assert len(dlq) == 1 and b"poison" in dlq[0].value
+    finally:
+        await runtime.stop()
