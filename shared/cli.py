@@ -1,0 +1,155 @@
+"""The `placematch` command line: run the services, mint tokens, fill a demo, audit and replay."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.settings import DEFAULT_PORTS, SERVICES, Settings
+
+app = typer.Typer(help="placematch: regional commissioning of children's placements.", no_args_is_help=True)
+console = Console()
+
+
+def load_create_app(service: str) -> Any:
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+    return importlib.import_module(f"services.{service}.app").create_app
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _uvicorn_server(fastapi_app: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+            return None
+
+        def capture_signals(self) -> Any:  # one handler for all servers is installed by `up`
+            import contextlib
+
+            return contextlib.nullcontext()
+
+    return Server(uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning", lifespan="on",
+                                 log_config=None))
+
+
+@app.command()
+def up(
+    base_port: int = typer.Option(8000, help="Services listen on BASE+1 (enrolment) .. BASE+4 (notification)."),
+    data_dir: Path = typer.Option(Path("var"), help="Where the SQLite files and the local bus live."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+) -> None:
+    """Run all four services on this machine: SQLite under DATA_DIR, in-process bus, no Kafka."""
+    from shared.logs import configure_logging
+
+    os.environ.setdefault("PLACEMATCH_WEBHOOK_ALLOW_PRIVATE", "true")
+    base = Settings()
+    configure_logging(base.log_format, base.log_level)
+    settings = base.model_copy(update={"data_dir": data_dir, "base_port": base_port, "host": host,
+                                       "kafka_bootstrap": None, "database_url": None, "port": None})
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def main() -> None:
+        servers = []
+        table = Table(title=f"placematch is starting (data in {data_dir.resolve()})")
+        table.add_column("service")
+        table.add_column("url")
+        table.add_column("docs")
+        for service in SERVICES:
+            port = settings.port_for(service)
+            servers.append(_uvicorn_server(load_create_app(service)(settings), host, port))
+            table.add_row(service, f"http://{host}:{port}", f"http://{host}:{port}/docs")
+        console.print(table)
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            console.print("stopping…")
+            for server in servers:
+                server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        tasks = [asyncio.create_task(s.serve()) for s in servers]
+
+        async def announce() -> None:
+            while not all(s.started for s in servers):
+                if any(t.done() for t in tasks):
+                    return
+                await asyncio.sleep(0.05)
+            console.print("[bold green]placematch is up[/] — Ctrl-C stops it")
+
+        await asyncio.gather(announce(), *tasks)
+        failed = [t for t in tasks if t.exception() is not None] if all(t.done() for t in tasks) else []
+        if failed or not all(s.started for s in servers):
+            raise typer.Exit(1)
+
+    asyncio.run(main())
+
+
+@app.command()
+def serve(service: str = typer.Argument(..., help="enrolment | referral | matching | notification")) -> None:
+    """Run one service alone, configured from the environment (Kafka + PostgreSQL in production)."""
+    import uvicorn
+
+    from shared.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    fastapi_app = load_create_app(service)(settings)
+    uvicorn.run(fastapi_app, host=settings.host, port=settings.port_for(service), log_config=None,
+                log_level="warning")
+
+
+@app.command()
+def migrate(service: str = typer.Argument(..., help="enrolment | referral | matching | notification")) -> None:
+    """Bring a service's database to the newest schema (also done by `serve` at start-up)."""
+    from shared.db import Database
+    from shared.migrations import upgrade
+
+    load_create_app(service)
+    settings = Settings()
+
+    async def main() -> None:
+        db = Database(settings.database_url_for(service))
+        try:
+            await upgrade(db, service)
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+    console.print(f"{service}: database is at the newest revision")
+
+
+@app.command()
+def token(
+    role: str = typer.Option(..., help="commissioner | borough | provider | auditor"),
+    tenant: str = typer.Option(..., help="Borough code (e.g. croydon), provider id, or region name."),
+    sub: Optional[str] = typer.Option(None, help="Subject; default role:tenant."),
+    ttl_days: int = typer.Option(30, help="Days until the token expires."),
+) -> None:
+    """Mint a bearer token signed with PLACEMATCH_JWT_SECRET (for local use and scripts)."""
+    from shared.auth import mint_token
+
+    try:
+        typer.echo(mint_token(Settings(), role, tenant, sub, ttl_seconds=ttl_days * 86400))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--role") from exc
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
