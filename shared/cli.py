@@ -60,7 +60,49 @@ def up(
                                        "kafka_bootstrap": None, "database_url": None, "port": None})
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    async def main() -> None:
+    async @app.command()
+def verify(
+    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    service: Optional[str] = typer.Option(None, help="Only this service."),
+    database_url: Optional[str] = typer.Option(None, envvar="PLACEMATCH_DATABASE_URL",
+                                               help="Check this database instead (needs --service)."),
+) -> None:
+    """Check every service's event store hash chain; name the first broken link and exit 1."""
+    from shared.db import Database
+    from shared.integrity import verify_store
+
+    names = [service] if service else list(SERVICES)
+
+    async def main() -> bool:
+        table = Table(title="event store integrity")
+        for column in ("service", "events", "result"):
+            table.add_column(column)
+        all_ok = True
+        for name in names:
+            url = database_url if (database_url and service) else f"sqlite+aiosqlite:///{(data_dir / f'{name}.db').as_posix()}"
+            if url.startswith("sqlite") and not (data_dir / f"{name}.db").exists():
+                table.add_row(name, "-", "[yellow]no store[/]")
+                continue
+            db = Database(url)
+            try:
+                report = await verify_store(db)
+            finally:
+                await db.dispose()
+            if report.ok:
+                table.add_row(name, str(report.events), "[green]intact[/]")
+            else:
+                all_ok = False
+                b = report.broken
+                table.add_row(name, str(report.events),
+                              f"[red]BROKEN at position {b.position} (stream {b.stream_id} v{b.version}): {b.reason}[/]")
+        console.print(table)
+        return all_ok
+
+    if not asyncio.run(main()):
+        raise typer.Exit(1)
+
+
+def main() -> None:
         servers = []
         table = Table(title=f"placematch is starting (data in {data_dir.resolve()})")
         table.add_column("service")
@@ -120,7 +162,49 @@ def migrate(service: str = typer.Argument(..., help="enrolment | referral | matc
     load_create_app(service)
     settings = Settings()
 
-    async def main() -> None:
+    async @app.command()
+def verify(
+    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    service: Optional[str] = typer.Option(None, help="Only this service."),
+    database_url: Optional[str] = typer.Option(None, envvar="PLACEMATCH_DATABASE_URL",
+                                               help="Check this database instead (needs --service)."),
+) -> None:
+    """Check every service's event store hash chain; name the first broken link and exit 1."""
+    from shared.db import Database
+    from shared.integrity import verify_store
+
+    names = [service] if service else list(SERVICES)
+
+    async def main() -> bool:
+        table = Table(title="event store integrity")
+        for column in ("service", "events", "result"):
+            table.add_column(column)
+        all_ok = True
+        for name in names:
+            url = database_url if (database_url and service) else f"sqlite+aiosqlite:///{(data_dir / f'{name}.db').as_posix()}"
+            if url.startswith("sqlite") and not (data_dir / f"{name}.db").exists():
+                table.add_row(name, "-", "[yellow]no store[/]")
+                continue
+            db = Database(url)
+            try:
+                report = await verify_store(db)
+            finally:
+                await db.dispose()
+            if report.ok:
+                table.add_row(name, str(report.events), "[green]intact[/]")
+            else:
+                all_ok = False
+                b = report.broken
+                table.add_row(name, str(report.events),
+                              f"[red]BROKEN at position {b.position} (stream {b.stream_id} v{b.version}): {b.reason}[/]")
+        console.print(table)
+        return all_ok
+
+    if not asyncio.run(main()):
+        raise typer.Exit(1)
+
+
+def main() -> None:
         db = Database(settings.database_url_for(service))
         try:
             await upgrade(db, service)
@@ -145,6 +229,48 @@ def token(
         typer.echo(mint_token(Settings(), role, tenant, sub, ttl_seconds=ttl_days * 86400))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--role") from exc
+
+
+@app.command()
+def verify(
+    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    service: Optional[str] = typer.Option(None, help="Only this service."),
+    database_url: Optional[str] = typer.Option(None, envvar="PLACEMATCH_DATABASE_URL",
+                                               help="Check this database instead (needs --service)."),
+) -> None:
+    """Check every service's event store hash chain; name the first broken link and exit 1."""
+    from shared.db import Database
+    from shared.integrity import verify_store
+
+    names = [service] if service else list(SERVICES)
+
+    async def main() -> bool:
+        table = Table(title="event store integrity")
+        for column in ("service", "events", "result"):
+            table.add_column(column)
+        all_ok = True
+        for name in names:
+            url = database_url if (database_url and service) else f"sqlite+aiosqlite:///{(data_dir / f'{name}.db').as_posix()}"
+            if url.startswith("sqlite") and not (data_dir / f"{name}.db").exists():
+                table.add_row(name, "-", "[yellow]no store[/]")
+                continue
+            db = Database(url)
+            try:
+                report = await verify_store(db)
+            finally:
+                await db.dispose()
+            if report.ok:
+                table.add_row(name, str(report.events), "[green]intact[/]")
+            else:
+                all_ok = False
+                b = report.broken
+                table.add_row(name, str(report.events),
+                              f"[red]BROKEN at position {b.position} (stream {b.stream_id} v{b.version}): {b.reason}[/]")
+        console.print(table)
+        return all_ok
+
+    if not asyncio.run(main()):
+        raise typer.Exit(1)
 
 
 def main() -> None:

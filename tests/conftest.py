@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import os
 import shutil
@@ -145,12 +146,13 @@ def _local_kafka() -> Iterator[KafkaBroker]:
     directory = _scratch_dir("kafka")
     try:
         done = _run([str(KAFKA_CTL), "start", "--port", str(_free_port()), "--dir", str(directory)], timeout=900)
+        problem = None if done.returncode == 0 else _tail(done.stderr)
     except (OSError, subprocess.TimeoutExpired) as error:
+        problem = str(error)
+    if problem is not None:
+        _run([str(KAFKA_CTL), "stop", "--dir", str(directory)], timeout=60)
         shutil.rmtree(directory, ignore_errors=True)
-        _unavailable("Kafka", f"{KAFKA_CTL} start failed: {error}")
-    if done.returncode != 0:
-        shutil.rmtree(directory, ignore_errors=True)
-        _unavailable("Kafka", f"{KAFKA_CTL} start failed:\n{_tail(done.stderr)}")
+        _unavailable("Kafka", f"{KAFKA_CTL} start failed:\n{problem}")
     broker = KafkaBroker(done.stdout.strip().splitlines()[-1], KAFKA_CTL, directory)
     exported = {
         "PLACEMATCH_TEST_KAFKA": broker.bootstrap,
@@ -173,10 +175,15 @@ def _container_kafka() -> Iterator[KafkaBroker]:
     from testcontainers.community.kafka import KafkaContainer
 
     container = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+    problem = None
     try:
         container.start()
     except Exception as error:  # noqa: BLE001 - any failure means "no container Kafka"
-        _unavailable("Kafka", f"testcontainers could not start Kafka: {error}")
+        problem = f"testcontainers could not start Kafka: {error}"
+    if problem:
+        with contextlib.suppress(Exception):
+            container.stop()
+        _unavailable("Kafka", problem)
     try:
         yield KafkaBroker(container.get_bootstrap_server())
     finally:
@@ -224,14 +231,14 @@ def _local_postgres() -> Iterator[str]:
     directory = _scratch_dir("postgres")
     try:
         done = _run([str(POSTGRES_CTL), "start", "--port", str(_free_port()), "--dir", str(directory)], timeout=180)
+        problem = None if done.returncode == 0 else _tail(done.stderr)
     except (OSError, subprocess.TimeoutExpired) as error:
-        shutil.rmtree(directory, ignore_errors=True)
-        _unavailable("PostgreSQL", f"{POSTGRES_CTL} start failed: {error}")
-    if done.returncode != 0:
+        problem = str(error)
+    if problem is not None:
+        _run([str(POSTGRES_CTL), "stop", "--dir", str(directory)], timeout=60)
         shutil.rmtree(directory, ignore_errors=True)
         _unavailable(
-            "PostgreSQL",
-            f"{POSTGRES_CTL} start failed (as root, `{POSTGRES_CTL} ensure` installs it):\n{_tail(done.stderr)}",
+            "PostgreSQL", f"{POSTGRES_CTL} start failed (as root, `{POSTGRES_CTL} ensure` installs it):\n{problem}"
         )
     url = done.stdout.strip().splitlines()[-1]
     os.environ["PLACEMATCH_TEST_DATABASE_URL"] = url
@@ -249,10 +256,15 @@ def _container_postgres() -> Iterator[str]:
     container = PostgresContainer(
         "postgres:16-alpine", username="placematch", password="placematch", dbname="placematch", driver="asyncpg"
     )
+    problem = None
     try:
         container.start()
     except Exception as error:  # noqa: BLE001 - any failure means "no container PostgreSQL"
-        _unavailable("PostgreSQL", f"testcontainers could not start PostgreSQL: {error}")
+        problem = f"testcontainers could not start PostgreSQL: {error}"
+    if problem:
+        with contextlib.suppress(Exception):
+            container.stop()
+        _unavailable("PostgreSQL", problem)
     try:
         yield container.get_connection_url()
     finally:
@@ -296,10 +308,13 @@ def database_url() -> Iterator[str]:
     that write, so they do not see each other's rows."""
     url = os.environ.get("PLACEMATCH_TEST_DATABASE_URL")
     if url:
+        problem = None
         try:
             _execute(url, "SELECT 1")
-        except Exception as error:  # noqa: BLE001
-            _unavailable("PostgreSQL", f"PLACEMATCH_TEST_DATABASE_URL does not answer: {error}")
+        except Exception as error:  # noqa: BLE001 - any failure means "not usable"
+            problem = f"PLACEMATCH_TEST_DATABASE_URL does not answer: {error}"
+        if problem:
+            _unavailable("PostgreSQL", problem)
         yield url
     elif _docker_available():
         yield from _container_postgres()

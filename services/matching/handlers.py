@@ -7,11 +7,12 @@ Notification ids derive from the consumed event's id, so they are stable across 
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.aggregate import NewEvent
+from shared.consumers import PoisonEvent
 from shared.events import Envelope
 from shared.store import EventStore
 
@@ -28,8 +29,6 @@ from .domain import (
 )
 from .eligibility import ReferralFacts
 from .ranking import POLICY_STREAM, Policy, RankingPolicy
-
-Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
 
 # Provider events after which a provider may newly qualify for open referrals.
 WIDENING = ("provider-approved", "provider-reinstated", "provider-updated")
@@ -114,10 +113,14 @@ class Matching:
     async def handle(self, conn: AsyncConnection, event: Envelope) -> None:
         cause = event.id
         data = event.data
-        if event.source.endswith("/enrolment") or event.type.startswith("provider-"):
-            await self._on_provider_event(conn, event.type, event.subject, data, cause)
-        else:
-            await self._on_referral_event(conn, event.type, event.subject, data, cause, event.time)
+        try:
+            if event.source.endswith("/enrolment") or event.type.startswith("provider-"):
+                await self._on_provider_event(conn, event.type, event.subject, data, cause)
+            else:
+                await self._on_referral_event(conn, event.type, event.subject, data, cause, event.time)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as error:
+            # malformed data never gets better on retry: straight to the dead-letter topic
+            raise PoisonEvent(f"{event.type} {event.id}: unusable data ({error!r})") from error
 
     async def _on_provider_event(self, conn: AsyncConnection, type_: str, provider_id: str,
                                  data: dict[str, Any], cause: str) -> None:
@@ -202,9 +205,3 @@ class Matching:
                 if unfilled:
                     await self._notify(conn, [closed_unfilled_notification(cause, referral)])
 
-
-def make_handler(matching: Matching) -> Callable[[AsyncConnection, Envelope], Awaitable[None]]:
-    async def handle(conn: AsyncConnection, event: Envelope) -> None:
-        await matching.handle(conn, event)
-
-    return handle

@@ -58,6 +58,8 @@ WEBHOOK_TYPES: frozenset[str] = frozenset(
         "provider.suspended",
     }
 )
+SUBSCRIPTION_DISABLED = "subscription.disabled"
+"""Internal type of the email telling an owner its endpoint was disabled (never a webhook)."""
 SUBSCRIBER_ROLES: frozenset[str] = frozenset({"provider", "borough"})
 SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
@@ -829,6 +831,8 @@ class Delivery(Aggregate):
             self.next_attempt_at = parse_instant(data["next_attempt_at"])
 
     def _failed_event(self, reason: str, at: datetime, status_code: int | None, attempts: int) -> NewEvent:
+        """`delivery-failed` also goes to `placematch.notifications.dlq`, so it carries the
+        request it failed to deliver: an operator can re-publish it as it stands."""
         return NewEvent(
             "delivery-failed",
             {
@@ -837,6 +841,16 @@ class Delivery(Aggregate):
                 "status_code": status_code,
                 "reason": reason,
                 "failed_at": iso(at),
+                "channel": self.channel.value,
+                "subscription_id": self.subscription_id,
+                "request": {
+                    "notification_id": self.notification_id,
+                    "webhook_type": self.webhook_type,
+                    "recipient": self.recipient.as_dict() if self.recipient else None,
+                    "email": self.target if self.channel is Channel.EMAIL else None,
+                    "referral_id": self.referral_id,
+                    "data": self.data,
+                },
             },
         )
 
@@ -885,7 +899,7 @@ class DeliveryFilter:
                 field="status",
                 rule="one_of",
             )
-        if event_type is not None and event_type not in WEBHOOK_TYPES:
+        if event_type is not None and event_type not in WEBHOOK_TYPES | {SUBSCRIPTION_DISABLED}:
             raise RuleViolation(f"Unknown event type {event_type}.", field="event_type", rule="known_webhook_type")
         if channel is not None and channel not in Channel._value2member_map_:
             raise RuleViolation("channel must be webhook or email.", field="channel", rule="one_of")

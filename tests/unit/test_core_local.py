@@ -114,3 +114,24 @@ async def test_relay_and_consumer_apply_each_event_once(settings) -> None:
         assert len(dlq) == 1 and b"poison" in dlq[0].value
     finally:
         await runtime.stop()
+
+
+async def test_verify_detects_a_hand_edited_event(tmp_path) -> None:
+    from sqlalchemy import update
+
+    from shared.integrity import verify_store
+    from shared.schema import events
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/v.db")
+    await create_core_schema(db)
+    store = EventStore(db, "placematch/test")
+    async with db.transaction() as conn:
+        for i in range(3):
+            await store.append(conn, f"s-{i % 2}", None, [NewEvent("thing-made", {"fee": 100 + i})])
+    assert (await verify_store(db)).ok
+    async with db.transaction() as conn:
+        row = (await conn.execute(select(events).where(events.c.position == 2))).one()
+        await conn.execute(update(events).where(events.c.position == 2).values(body=row.body.replace("101", "99")))
+    report = await verify_store(db)
+    assert not report.ok and report.broken.position == 2 and "stream hash" in report.broken.reason
+    await db.dispose()

@@ -422,10 +422,13 @@ def test_other_4xx_is_not_retried(code: int) -> None:
     d = scheduled_delivery()
     events = d.record_attempt(outcome(code), policy=RetryPolicy(), jitter_sample=0.5)
     assert [e.type for e in events] == ["delivery-attempted", "delivery-failed"]
-    assert events[1].data == {
+    failed = events[1].data
+    assert {k: failed[k] for k in ("delivery_id", "attempts", "status_code", "reason", "failed_at")} == {
         "delivery_id": "d-1", "attempts": 1, "status_code": code, "reason": "rejected",
         "failed_at": "2026-06-01T09:00:00Z",
     }
+    assert failed["request"]["notification_id"] == "n-1"
+    assert failed["request"]["data"]["district"] == "Croydon"
 
 
 def test_last_attempt_fails_the_delivery() -> None:

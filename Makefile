@@ -1,0 +1,63 @@
+# placematch — everyday commands. `make test` needs Java 17 + Maven (Kafka is assembled from Maven
+# Central) and PostgreSQL binaries (`deploy/postgres.sh ensure` installs them as root).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?= -q -x tests/
+
+.PHONY: help venv install run test unit integration bench kafka-fetch postgres-ensure clean distclean
+
+help:
+	@echo "make install      create .venv and install placematch with test extras (skipped if up to date)"
+	@echo "make run          placematch up: all four services, embedded (SQLite, in-process bus)"
+	@echo "make test         all tests against a real Kafka and PostgreSQL (deploy/test-env.sh)"
+	@echo "make unit         tests/unit only, no infrastructure"
+	@echo "make bench        python -m bench"
+	@echo "make kafka-fetch  download the Kafka broker jars (deploy/kafka/libs, cached)"
+	@echo "make clean        remove caches and build output; distclean also .venv and Kafka jars"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+venv: $(BIN)/python
+
+# Reinstall only when pyproject.toml changes (or the venv is new); the editable install picks up
+# code changes by itself.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/placematch up
+
+kafka-fetch:
+	deploy/kafka/kafka.sh fetch
+
+postgres-ensure:
+	deploy/postgres.sh ensure
+
+test: install kafka-fetch
+	deploy/test-env.sh $(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+integration: install kafka-fetch
+	deploy/test-env.sh $(BIN)/pytest -q tests/integration
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis deploy/kafka/target .cache
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) deploy/kafka/libs

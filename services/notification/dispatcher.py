@@ -1,0 +1,236 @@
+"""The stored-retry dispatcher: attempts due deliveries and records what happened.
+
+Nothing waits in memory: a delivery's next attempt is a row (`deliveries.next_attempt_at`) derived
+from its events, so a restart simply picks up whatever is due. A short lease on the row keeps two
+dispatchers (or two passes) from attempting the same delivery at once; an expired lease (a crash
+mid-attempt) makes it due again, which is why receivers de-duplicate on `webhook-id`.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.aggregate import NewEvent
+from shared.errors import ConcurrencyError
+from shared.events import format_time
+from shared.logs import get_logger
+from shared.store import EventStore
+
+from . import projections
+from .config import NotificationSettings
+from .domain import (
+    SUBSCRIPTION_DISABLED,
+    AttemptOutcome,
+    AttemptResult,
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    NotificationRequest,
+    PlannedDelivery,
+    Subscription,
+    SubscriptionStatus,
+    delivery_recorded,
+)
+from .emails import SmtpConfig, build_message, render_endpoint_disabled, render_notification, send_email
+from .webhooks import send_webhook
+
+log = get_logger("placematch.notification.dispatcher")
+
+DELIVERY_NAMESPACE = uuid.UUID("5b0f7a8e-3c1d-4b7e-9a51-8f2d6c0e4a13")
+
+
+def delivery_id_for(notification_id: str, planned: PlannedDelivery) -> str:
+    """Deterministic, so a request handled twice schedules the same deliveries."""
+    target = planned.subscription_id or f"email:{planned.target.lower()}"
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{notification_id}/{target}"))
+
+
+class Deliveries:
+    """Recording decisions about deliveries: schedule, settle, and everything that follows."""
+
+    def __init__(self, store: EventStore, settings: NotificationSettings, *, audit_topic: str, dlq_topic: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.audit_topic = audit_topic
+        self.dlq_topic = dlq_topic
+
+    async def schedule(
+        self, conn: AsyncConnection, request: NotificationRequest, planned: PlannedDelivery, at: datetime
+    ) -> str | None:
+        delivery_id = delivery_id_for(request.notification_id, planned)
+        if await self.store.stream_version(conn, delivery_id):
+            return None
+        events = Delivery.schedule(delivery_id, request=request, planned=planned, at=at)
+        await projections.project(conn, await self.store.append(conn, delivery_id, 0, events))
+        return delivery_id
+
+    async def record(self, conn: AsyncConnection, delivery: Delivery, events: list[NewEvent]) -> None:
+        """Append a delivery's new events; a settling one also goes to the audit trail, and a
+        failure to `placematch.notifications.dlq`."""
+        version = delivery.version
+        for event in events:
+            topic = self.dlq_topic if event.type == "delivery-failed" else None
+            envelopes = await self.store.append(conn, delivery.id, version, [event], topic=topic)
+            version += 1
+            await projections.project(conn, envelopes)
+        delivery.mutate(events)
+        for event in events:
+            if event.type in ("delivery-succeeded", "delivery-failed"):
+                await self.store.append(
+                    conn, delivery.notification_id, None,
+                    [NewEvent("delivery-recorded", delivery_recorded(delivery, settled=event))],
+                    topic=self.audit_topic,
+                )
+                log.info("delivery settled", delivery_id=delivery.id, channel=delivery.channel.value,
+                         status=event.type, attempts=event.data["attempts"])
+
+    async def endpoint_health(self, conn: AsyncConnection, subscription_id: str, succeeded: bool, at: datetime) -> None:
+        subscription = await self.store.load(Subscription, subscription_id, conn)
+        if subscription.owner is None:
+            return
+        events = subscription.record_delivery_outcome(
+            succeeded=succeeded, at=at, policy=self.settings.disable_policy())
+        if not events:
+            return
+        envelopes = await self.store.append(conn, subscription.id, subscription.version, events)
+        await projections.project(conn, envelopes)
+        subscription.mutate(events)
+        disabled = next((e for e in events if e.type == "subscription-disabled"), None)
+        if disabled is not None:
+            await self.tell_owner_disabled(conn, subscription, disabled, at)
+
+    async def tell_owner_disabled(
+        self, conn: AsyncConnection, subscription: Subscription, disabled: NewEvent, at: datetime
+    ) -> None:
+        assert subscription.owner is not None
+        email = subscription.contact_email or await projections.email_of(conn, subscription.owner)
+        if not email or not self.settings.email_enabled:
+            log.warning("endpoint disabled; no address to tell its owner", subscription_id=subscription.id)
+            return
+        request = NotificationRequest(
+            notification_id=f"disabled-{subscription.id}-{disabled.data['disabled_at']}",
+            webhook_type=SUBSCRIPTION_DISABLED,
+            recipient=subscription.owner,
+            email=email,
+            referral_id=None,
+            data={"subscription_id": subscription.id, "url": subscription.url,
+                  "failing_since": disabled.data.get("failing_since"), "disabled_at": disabled.data["disabled_at"]},
+        )
+        await self.schedule(conn, request, PlannedDelivery(Channel.EMAIL, email), at)
+
+
+class Dispatcher:
+    def __init__(self, runtime: Any, settings: NotificationSettings, deliveries: Deliveries) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.deliveries = deliveries
+        self.policy = settings.retry_policy()
+        self.smtp = SmtpConfig.from_settings(settings)
+        self._wake = asyncio.Event()
+        self._client: httpx.AsyncClient | None = None
+        self._random = random.Random()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, _runtime: Any = None) -> None:
+        self._client = httpx.AsyncClient(follow_redirects=False)
+        try:
+            while True:
+                self._wake.clear()
+                busy = await self.run_due()
+                if busy:
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.settings.delivery_poll_seconds)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self._client.aclose()
+            self._client = None
+
+    async def run_due(self) -> int:
+        """Attempt every delivery due now; return how many were attempted."""
+        now = datetime.now(timezone.utc)
+        lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
+        async with self.runtime.db.read() as conn:
+            due = await projections.due_deliveries(conn, format_time(now), self.settings.delivery_concurrency)
+        claimed = []
+        for delivery_id in due:
+            async with self.runtime.db.transaction() as conn:
+                if await projections.claim(conn, delivery_id, format_time(now), format_time(lease)):
+                    claimed.append(delivery_id)
+        await asyncio.gather(*(self._attempt_safely(d) for d in claimed))
+        return len(claimed)
+
+    async def _attempt_safely(self, delivery_id: str) -> None:
+        try:
+            await self.attempt(delivery_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("delivery attempt crashed; it will be retried when its lease expires",
+                          delivery_id=delivery_id)
+
+    async def attempt(self, delivery_id: str) -> None:
+        store = self.runtime.store
+        delivery = await store.load(Delivery, delivery_id)
+        if delivery.status is not DeliveryStatus.PENDING:
+            return
+        if delivery.channel is Channel.WEBHOOK:
+            assert delivery.subscription_id is not None
+            subscription = await store.load(Subscription, delivery.subscription_id)
+            if subscription.status is not SubscriptionStatus.ACTIVE:
+                await self._abandon(delivery_id, f"subscription_{subscription.status.value}")
+                return
+            assert self._client is not None
+            now = datetime.now(timezone.utc)
+            outcome = await send_webhook(
+                self._client, url=subscription.url, body=delivery.body, message_id=delivery.message_id,
+                secrets=subscription.signing_secrets(now), allow_private=self.settings.webhook_allow_private,
+                timeout_seconds=self.settings.webhook_timeout_seconds,
+            )
+        else:
+            outcome = await send_email(self._message_for(delivery), self.smtp)
+        await self.settle(delivery_id, outcome)
+
+    def _message_for(self, delivery: Delivery) -> Any:
+        if delivery.webhook_type == SUBSCRIPTION_DISABLED:
+            rendered = render_endpoint_disabled(
+                subscription_id=delivery.data["subscription_id"], url=delivery.data["url"],
+                failing_since=delivery.data.get("failing_since"), disabled_at=delivery.data["disabled_at"])
+        else:
+            rendered = render_notification(
+                webhook_type=delivery.webhook_type, notification_id=delivery.notification_id,
+                referral_id=delivery.referral_id, data=delivery.data)
+        return build_message(rendered, sender=self.smtp.sender, to=delivery.target, message_key=delivery.message_id)
+
+    async def settle(self, delivery_id: str, outcome: AttemptOutcome) -> None:
+        for attempt in range(3):
+            try:
+                async with self.runtime.db.transaction() as conn:
+                    delivery = await self.runtime.store.load(Delivery, delivery_id, conn)
+                    if delivery.status is not DeliveryStatus.PENDING:
+                        return
+                    events = delivery.record_attempt(outcome, policy=self.policy, jitter_sample=self._random.random())
+                    await self.deliveries.record(conn, delivery, events)
+                    if delivery.channel is Channel.WEBHOOK and delivery.subscription_id:
+                        await self.deliveries.endpoint_health(
+                            conn, delivery.subscription_id, outcome.result is AttemptResult.SUCCEEDED,
+                            outcome.attempted_at)
+                return
+            except ConcurrencyError:
+                if attempt == 2:
+                    raise
+
+    async def _abandon(self, delivery_id: str, reason: str) -> None:
+        async with self.runtime.db.transaction() as conn:
+            delivery = await self.runtime.store.load(Delivery, delivery_id, conn)
+            events = delivery.abandon(reason=reason, at=datetime.now(timezone.utc))
+            await self.deliveries.record(conn, delivery, events)

@@ -1,0 +1,26 @@
+"""Wiring of the referral service: store, outbox to placematch.referral, consumers, deadline closer."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.referral import api, deadlines, handlers
+from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
+from shared.settings import Settings
+
+DESCRIPTION = """Boroughs raise referrals; invited providers offer or decline; the borough awards.
+
+A borough reads only its own referrals. An invited provider reads a redacted view (no `child_ref`,
+age instead of birth date, location to district) and only its own offers. Every write accepts an
+`Idempotency-Key` header. Errors are RFC 9457 problem+json with `field` and `rule`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = ServiceRuntime(
+        "referral",
+        settings,
+        publishes=["referral"],
+        consumes=[ConsumerSpec(["matching", "enrolment"], handlers.handle)],
+        tasks=[deadlines.close_passed_deadlines],
+    )
+    return create_service_app(runtime, [api.router], title="placematch referral", description=DESCRIPTION)
