@@ -60,49 +60,7 @@ def up(
                                        "kafka_bootstrap": None, "database_url": None, "port": None})
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    async @app.command()
-def verify(
-    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
-    service: Optional[str] = typer.Option(None, help="Only this service."),
-    database_url: Optional[str] = typer.Option(None, envvar="PLACEMATCH_DATABASE_URL",
-                                               help="Check this database instead (needs --service)."),
-) -> None:
-    """Check every service's event store hash chain; name the first broken link and exit 1."""
-    from shared.db import Database
-    from shared.integrity import verify_store
-
-    names = [service] if service else list(SERVICES)
-
-    async def main() -> bool:
-        table = Table(title="event store integrity")
-        for column in ("service", "events", "result"):
-            table.add_column(column)
-        all_ok = True
-        for name in names:
-            url = database_url if (database_url and service) else f"sqlite+aiosqlite:///{(data_dir / f'{name}.db').as_posix()}"
-            if url.startswith("sqlite") and not (data_dir / f"{name}.db").exists():
-                table.add_row(name, "-", "[yellow]no store[/]")
-                continue
-            db = Database(url)
-            try:
-                report = await verify_store(db)
-            finally:
-                await db.dispose()
-            if report.ok:
-                table.add_row(name, str(report.events), "[green]intact[/]")
-            else:
-                all_ok = False
-                b = report.broken
-                table.add_row(name, str(report.events),
-                              f"[red]BROKEN at position {b.position} (stream {b.stream_id} v{b.version}): {b.reason}[/]")
-        console.print(table)
-        return all_ok
-
-    if not asyncio.run(main()):
-        raise typer.Exit(1)
-
-
-def main() -> None:
+    async def main() -> None:
         servers = []
         table = Table(title=f"placematch is starting (data in {data_dir.resolve()})")
         table.add_column("service")
@@ -162,49 +120,7 @@ def migrate(service: str = typer.Argument(..., help="enrolment | referral | matc
     load_create_app(service)
     settings = Settings()
 
-    async @app.command()
-def verify(
-    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
-    service: Optional[str] = typer.Option(None, help="Only this service."),
-    database_url: Optional[str] = typer.Option(None, envvar="PLACEMATCH_DATABASE_URL",
-                                               help="Check this database instead (needs --service)."),
-) -> None:
-    """Check every service's event store hash chain; name the first broken link and exit 1."""
-    from shared.db import Database
-    from shared.integrity import verify_store
-
-    names = [service] if service else list(SERVICES)
-
-    async def main() -> bool:
-        table = Table(title="event store integrity")
-        for column in ("service", "events", "result"):
-            table.add_column(column)
-        all_ok = True
-        for name in names:
-            url = database_url if (database_url and service) else f"sqlite+aiosqlite:///{(data_dir / f'{name}.db').as_posix()}"
-            if url.startswith("sqlite") and not (data_dir / f"{name}.db").exists():
-                table.add_row(name, "-", "[yellow]no store[/]")
-                continue
-            db = Database(url)
-            try:
-                report = await verify_store(db)
-            finally:
-                await db.dispose()
-            if report.ok:
-                table.add_row(name, str(report.events), "[green]intact[/]")
-            else:
-                all_ok = False
-                b = report.broken
-                table.add_row(name, str(report.events),
-                              f"[red]BROKEN at position {b.position} (stream {b.stream_id} v{b.version}): {b.reason}[/]")
-        console.print(table)
-        return all_ok
-
-    if not asyncio.run(main()):
-        raise typer.Exit(1)
-
-
-def main() -> None:
+    async def main() -> None:
         db = Database(settings.database_url_for(service))
         try:
             await upgrade(db, service)
@@ -271,6 +187,50 @@ def verify(
 
     if not asyncio.run(main()):
         raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    output: Optional[Path] = typer.Option(None, help="Fresh database to rebuild into; default DATA_DIR/replay/matching.db"),
+    quality_weight: Optional[str] = typer.Option(None, help="Replay under another quality weight (what-if)."),
+    price_weight: Optional[str] = typer.Option(None, help="Replay under another price weight (what-if)."),
+) -> None:
+    """Rebuild matching's read models from the event log and check every decision is reproduced."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.matching.replay import difference_summary, replay_matching
+
+    if not (data_dir / "matching.db").exists():
+        console.print(f"[red]no matching store at {data_dir / 'matching.db'}[/]")
+        raise typer.Exit(2)
+    target = output or data_dir / "replay" / "matching.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Progress(TextColumn("replaying matching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("replay", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = asyncio.run(replay_matching(data_dir, target, quality_weight=quality_weight,
+                                             price_weight=price_weight, progress=progress))
+    console.print(f"inputs replayed: {report.inputs}; decisions recorded: {report.decisions_recorded}; "
+                  f"re-derived: {report.decisions_replayed}; read models rebuilt in {target}")
+    if report.missing_inputs:
+        console.print(f"[red]{len(report.missing_inputs)} inputs missing from the stores[/], e.g. {report.missing_inputs[:3]}")
+    if report.differences:
+        table = Table(title=f"{len(report.differences)} decisions differ")
+        for column in ("referral", "decision", "recorded", "replayed"):
+            table.add_column(column, overflow="fold")
+        for diff in report.differences[:50]:
+            row = difference_summary(diff)
+            table.add_row(row["referral"], str(row["decision"]), row["recorded"], row["replayed"])
+        console.print(table)
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print("[green]every decision reproduced byte for byte[/]")
+
 
 
 def main() -> None:

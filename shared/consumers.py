@@ -12,6 +12,7 @@ import logging
 import traceback
 from typing import Awaitable, Callable, Sequence
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared import context
@@ -23,6 +24,18 @@ from shared.schema import processed_events
 log = logging.getLogger("placematch.consumer")
 
 Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
+
+
+async def journal(conn: AsyncConnection, consumer: str, event_id: str) -> bool:
+    """Record that this service took event `event_id` in, next in its input order.
+
+    False when it was recorded before (a redelivery). Consumers call it for every event; a
+    command whose event other decisions depend on (matching's policy change) calls it too, so
+    replay can feed every input back in the original order.
+    """
+    seq = (await conn.execute(select(func.coalesce(func.max(processed_events.c.seq), 0) + 1))).scalar_one()
+    return await insert_ignore(conn, processed_events, {
+        "consumer": consumer, "event_id": event_id, "processed_at": format_time(now_utc()), "seq": seq})
 
 
 class PoisonEvent(Exception):
@@ -59,9 +72,7 @@ class EventConsumer:
         token_k = context.causation_id.set(envelope.id)
         try:
             async with self.db.transaction() as conn:
-                fresh = await insert_ignore(conn, processed_events, {
-                    "consumer": self.name, "event_id": envelope.id, "processed_at": format_time(now_utc())})
-                if not fresh:
+                if not await journal(conn, self.name, envelope.id):
                     return False
                 await self.handler(conn, envelope)
             return True

@@ -42,6 +42,8 @@ processed_events = Table(
     Column("consumer", String(100), primary_key=True),
     Column("event_id", String(36), primary_key=True),
     Column("processed_at", String(40), nullable=False),
+    Column("seq", BigInteger, nullable=False, default=0,
+           doc="Order in which this service took its inputs in; replay feeds them back in this order"),
 )
 
 idempotency_keys = Table(

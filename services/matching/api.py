@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Principal, require
 from shared.errors import NotFound
+from shared.consumers import journal
 from shared.events import Envelope
 
 from . import projections as views
@@ -97,6 +98,10 @@ async def shortlist(referral_id: str, request: Request,
             "excluded": [x for x in data["excluded"] if x["provider_id"] == who.tenant]}
 
 
+POLICY_JOURNAL = "matching-policy"
+"""Journal name under which policy changes take their place in matching's input order (replay)."""
+
+
 @router.get("/policy", summary="The current ranking policy")
 async def get_policy(request: Request, who: Principal = Depends(require())) -> dict[str, Any]:
     async with request.app.state.runtime.db.read() as conn:
@@ -111,6 +116,7 @@ async def put_policy(body: PolicyBody, request: Request,
 
     async def rerank(conn: AsyncConnection, policy: RankingPolicy, envelopes: list[Envelope]) -> None:
         if envelopes:
+            await journal(conn, POLICY_JOURNAL, envelopes[0].id)
             await matching.rerank_all_open(conn, policy.current, envelopes[0].id)
 
     policy, _ = await runtime.store.execute(

@@ -1,0 +1,149 @@
+"""Replay: rebuild matching's read models from the event log and re-derive every decision.
+
+Inputs are the enrolment and referral stores' events and matching's own policy changes, fed back
+in the order matching originally took them in (its `processed_events` journal). The decisions
+re-derived into a fresh database (`referral-matched`, `shortlist-ranked`) must equal the recorded
+ones byte for byte (canonical JSON); any difference is reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from shared.aggregate import NewEvent
+from shared.consumers import journal
+from shared.db import Database
+from shared.events import Envelope, dumps
+from shared.migrations import upgrade
+from shared.schema import processed_events
+from shared.settings import Settings
+from shared.store import EventStore
+
+from .api import POLICY_JOURNAL
+from .handlers import Matching
+from .ranking import POLICY_STREAM, RankingPolicy
+
+DECISIONS = ("referral-matched", "shortlist-ranked")
+
+
+@dataclass
+class Difference:
+    stream_id: str
+    index: int
+    recorded: str | None
+    replayed: str | None
+
+
+@dataclass
+class ReplayReport:
+    inputs: int = 0
+    decisions_recorded: int = 0
+    decisions_replayed: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    missing_inputs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and not self.missing_inputs
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path.as_posix()}"
+
+
+async def _decisions(store: EventStore) -> dict[str, list[str]]:
+    by_stream: dict[str, list[str]] = {}
+    after = 0
+    while batch := await store.read_all(after, 5000):
+        for envelope in batch:
+            if envelope.type in DECISIONS:
+                by_stream.setdefault(envelope.subject, []).append(
+                    f"{envelope.type} {dumps(envelope.data).decode()}")
+        after = batch[-1].position or after
+    return by_stream
+
+
+async def _all_events(store: EventStore) -> dict[str, Envelope]:
+    found: dict[str, Envelope] = {}
+    after = 0
+    while batch := await store.read_all(after, 5000):
+        found.update((e.id, e) for e in batch)
+        after = batch[-1].position or after
+    return found
+
+
+async def replay_matching(
+    data_dir: Path,
+    output: Path,
+    *,
+    quality_weight: str | None = None,
+    price_weight: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayReport:
+    """Replay the embedded stores under `data_dir` into a fresh database at `output`.
+
+    With `quality_weight`/`price_weight`, the replay starts from that policy instead of the
+    default: a way to see which decisions a different weighting would have changed.
+    """
+    sources = {name: Database(sqlite_url(data_dir / f"{name}.db")) for name in ("enrolment", "referral", "matching")}
+    output.unlink(missing_ok=True)
+    fresh = Database(sqlite_url(output))
+    report = ReplayReport()
+    try:
+        inputs: dict[str, Envelope] = {}
+        for name, db in sources.items():
+            inputs.update(await _all_events(EventStore(db, f"placematch/{name}")))
+        async with sources["matching"].read() as conn:
+            order = (await conn.execute(select(processed_events.c.consumer, processed_events.c.event_id)
+                                        .order_by(processed_events.c.seq, processed_events.c.processed_at))).all()
+        recorded = await _decisions(EventStore(sources["matching"], "placematch/matching"))
+
+        await upgrade(fresh, "matching")
+        store = EventStore(fresh, "placematch/matching")
+        matching = Matching(store, Settings().topic)
+        if quality_weight is not None or price_weight is not None:
+            async with fresh.transaction() as conn:
+                policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
+                await store.append(conn, POLICY_STREAM, policy.version,
+                                   policy.change(quality_weight or "0.60", price_weight or "0.40"))
+        for index, (consumer, event_id) in enumerate(order, start=1):
+            envelope = inputs.get(event_id)
+            if envelope is None:
+                report.missing_inputs.append(event_id)
+                continue
+            async with fresh.transaction() as conn:
+                await journal(conn, consumer, event_id)
+                if consumer == POLICY_JOURNAL:
+                    policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
+                    events = [NewEvent(envelope.type, envelope.data)]
+                    await store.append(conn, POLICY_STREAM, policy.version, events)
+                    policy.mutate(events)
+                    await matching.rerank_all_open(conn, policy.current, envelope.id)
+                else:
+                    await matching.handle(conn, envelope)
+            report.inputs += 1
+            if progress:
+                progress(index, len(order))
+        replayed = await _decisions(store)
+    finally:
+        for db in (*sources.values(), fresh):
+            await db.dispose()
+
+    report.decisions_recorded = sum(map(len, recorded.values()))
+    report.decisions_replayed = sum(map(len, replayed.values()))
+    for stream_id in sorted(set(recorded) | set(replayed)):
+        left, right = recorded.get(stream_id, []), replayed.get(stream_id, [])
+        for i in range(max(len(left), len(right))):
+            a = left[i] if i < len(left) else None
+            b = right[i] if i < len(right) else None
+            if a != b:
+                report.differences.append(Difference(stream_id, i, a, b))
+    return report
+
+
+def difference_summary(diff: Difference, width: int = 160) -> dict[str, Any]:
+    return {"referral": diff.stream_id, "decision": diff.index + 1,
+            "recorded": (diff.recorded or "—")[:width], "replayed": (diff.replayed or "—")[:width]}
