@@ -6,6 +6,7 @@ Its first revision calls `create_core_tables()` and then creates its own read-mo
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ def alembic_config(service: str, url: str | None = None) -> Config:
     return cfg
 
 
+_alembic_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+"""Alembic keeps the running migration in module globals (`alembic.op`, `alembic.context`), so
+services started in one process (`placematch up`) must migrate one at a time."""
+
+
 async def upgrade(db: Database, service: str) -> None:
     """Bring the service's database to the newest revision (inside the running event loop)."""
 
@@ -52,7 +58,8 @@ async def upgrade(db: Database, service: str) -> None:
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, "head")
 
-    async with db.engine.begin() as conn:
+    lock = _alembic_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, db.engine.begin() as conn:
         await conn.run_sync(_run)
 
 

@@ -8,6 +8,7 @@ mid-attempt) makes it due again, which is why receivers de-duplicate on `webhook
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -173,6 +174,10 @@ class Dispatcher:
         try:
             await self.attempt(delivery_id)
         except asyncio.CancelledError:
+            # Shutting down mid-attempt: give the lease back so the next start retries at once
+            # (the receiver may see this webhook-id twice, which the spec tells it to expect).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(delivery_id))
             raise
         except Exception:
             log.exception("delivery attempt crashed; it will be retried when its lease expires",
@@ -228,6 +233,10 @@ class Dispatcher:
             except ConcurrencyError:
                 if attempt == 2:
                     raise
+
+    async def _release(self, delivery_id: str) -> None:
+        async with self.runtime.db.transaction() as conn:
+            await projections.release(conn, delivery_id)
 
     async def _abandon(self, delivery_id: str, reason: str) -> None:
         async with self.runtime.db.transaction() as conn:

@@ -316,8 +316,5 @@ async def claim(conn: AsyncConnection, did: str, now: str, lease_until: str) -> 
     return bool(result.rowcount)
 
 
-async def next_due_at(conn: AsyncConnection) -> str | None:
-    from sqlalchemy import func
-
-    return (await conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(
-        deliveries.c.status == "pending"))).scalar()
+async def release(conn: AsyncConnection, did: str) -> None:
+    await conn.execute(update(deliveries).where(deliveries.c.id == did).values(lease_until=None))

@@ -96,6 +96,11 @@ async def test_retries_survive_a_restart_and_every_outcome_is_audited(
             receiver.answer(500, 503)
             notification_id = await publish_request(settings, kafka_bootstrap)
             await wait_for(lambda: receiver.requests, timeout=30)
+
+            async def first_attempt_recorded() -> bool:
+                return [len(d["attempts"]) for d in await deliveries(client, settings)] == [1]
+
+            await wait_for(first_attempt_recorded, timeout=30)
         # the service stops after the first failure; the second and third attempts come from a new process
         async with running(settings) as (_app, client):
             [entry] = await wait_for(lambda: deliveries(client, settings, status="delivered"), timeout=30)

@@ -275,8 +275,13 @@ async def test_a_restart_between_attempts_still_completes_the_retry(tmp_path: Pa
             receiver.answer(503)
             await request_notification(app)
             await wait_for(lambda: receiver.requests)
-            [entry] = await wait_for(lambda: deliveries(client, settings))
-            assert entry["status"] == "pending"
+
+            async def first_attempt_recorded() -> bool:
+                return [len(d["attempts"]) for d in await deliveries(client, settings)] == [1]
+
+            await wait_for(first_attempt_recorded)
+            [entry] = await deliveries(client, settings)
+            assert entry["status"] == "pending" and entry["next_attempt_at"]
         assert len(receiver.requests) == 1  # stopped before the retry was due
 
         async with running(settings) as (app, client):

@@ -1,0 +1,25 @@
+"""README.md stays true to the code: every setting documented, every CLI command listed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.cli import app
+from shared.settings import Settings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    for name in Settings.model_fields:
+        assert f"`PLACEMATCH_{name.upper()}`" in README, f"PLACEMATCH_{name.upper()} missing from README"
+
+
+def test_every_command_is_documented() -> None:
+    for command in app.registered_commands:
+        name = command.name or command.callback.__name__
+        assert f"placematch {name}" in README, f"placematch {name} missing from README"
+
+
+def test_two_commands_come_first() -> None:
+    assert README.index("make run") < README.index("## A five-minute tour")
+    assert "make test" in README.split("## A five-minute tour")[0]
