@@ -148,6 +148,25 @@ def token(
 
 
 @app.command()
+def demo(
+    base_port: int = typer.Option(8000, help="Where `placematch up` listens (services at BASE+1..BASE+4)."),
+    seed: int = typer.Option(7, help="Same seed, same requests in the same order."),
+    referrals: int = typer.Option(300, help="How many referrals to raise."),
+    providers: int = typer.Option(100, help="How many providers apply."),
+    host: str = typer.Option("127.0.0.1", help="Host of the running services."),
+) -> None:
+    """Fill a running placematch with a realistic region through its public APIs."""
+    from shared.demo import run_demo
+
+    settings = Settings(base_port=base_port)
+
+    def base_url(service: str) -> str:
+        return f"http://{host}:{settings.port_for(service)}"
+
+    asyncio.run(run_demo(base_url, seed=seed, referrals=referrals, providers=providers, console=console))
+
+
+@app.command()
 def verify(
     data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
     service: Optional[str] = typer.Option(None, help="Only this service."),
@@ -231,6 +250,51 @@ def replay(
         raise typer.Exit(1)
     console.print("[green]every decision reproduced byte for byte[/]")
 
+
+
+audit_app = typer.Typer(help="Evidence packs reconstructed from the event log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+async def _store_events(data_dir: Path) -> list[Any]:
+    from shared.db import Database
+    from shared.store import EventStore
+
+    found: list[Any] = []
+    for name in SERVICES:
+        path = data_dir / f"{name}.db"
+        if not path.exists():
+            continue
+        db = Database(f"sqlite+aiosqlite:///{path.as_posix()}")
+        try:
+            store, after = EventStore(db, f"placematch/{name}"), 0
+            while batch := await store.read_all(after, 5000):
+                found.extend(batch)
+                after = batch[-1].position or after
+        finally:
+            await db.dispose()
+    return found
+
+
+@audit_app.command("referral")
+def audit_referral(
+    referral_id: str = typer.Argument(..., help="The referral's id."),
+    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    html: Optional[Path] = typer.Option(None, help="Also write a printable HTML page here."),
+) -> None:
+    """The evidence pack of one referral, from every service's event store, as JSON."""
+    import orjson
+
+    from services.referral.audit import build_audit_pack, render_html
+
+    pack = build_audit_pack(referral_id, asyncio.run(_store_events(data_dir)))
+    if pack["raised"] is None:
+        console.print(f"[red]no referral {referral_id} in the stores under {data_dir}[/]")
+        raise typer.Exit(1)
+    typer.echo(orjson.dumps(pack, option=orjson.OPT_INDENT_2).decode())
+    if html:
+        html.write_text(render_html(pack))
+        console.print(f"wrote {html}", style="green")
 
 
 def main() -> None:
