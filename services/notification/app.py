@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.events import Envelope
 from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
 from shared.settings import Settings
 
@@ -14,25 +16,25 @@ from .handlers import make_handler
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     config = NotificationSettings.of(settings)
-    holder: dict[str, Dispatcher] = {}
 
-    async def handle(conn, event):  # type: ignore[no-untyped-def]
-        await holder["handler"](conn, event)  # type: ignore[operator]
+    # The runtime needs the handler and the task, and they need the runtime's store: bind late.
+    async def handle(conn: AsyncConnection, event: Envelope) -> None:
+        await handler(conn, event)
 
-    async def dispatch(runtime: ServiceRuntime) -> None:
-        await holder["dispatcher"].run(runtime)
+    async def dispatch(_runtime: ServiceRuntime) -> None:
+        await dispatcher.run()
 
     runtime = ServiceRuntime(
         "notification", config,
-        publishes=["audit", "notifications.dlq"],
+        publishes=["audit"],  # placematch.notifications.dlq is created with the consumed topic
         consumes=[ConsumerSpec(["notifications"], handle)],
         tasks=[dispatch],
     )
     deliveries = Deliveries(
         runtime.store, config, audit_topic=runtime.topic("audit"), dlq_topic=runtime.topic("notifications.dlq"))
     dispatcher = Dispatcher(runtime, config, deliveries)
-    holder["dispatcher"] = dispatcher
-    holder["handler"] = make_handler(deliveries, dispatcher, config)  # type: ignore[assignment]
+    handler = make_handler(deliveries, dispatcher, config)
+
     app = create_service_app(
         runtime, [api.router], title="placematch notification",
         description="Signed webhooks (Standard Webhooks) and email alerts for providers and boroughs, "
@@ -40,5 +42,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.notification_settings = config
     app.state.dispatcher = dispatcher
-    app.state.deliveries = deliveries
     return app

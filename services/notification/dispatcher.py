@@ -140,7 +140,7 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
-    async def run(self, _runtime: Any = None) -> None:
+    async def run(self) -> None:
         self._client = httpx.AsyncClient(follow_redirects=False)
         try:
             while True:

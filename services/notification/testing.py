@@ -38,6 +38,8 @@ class WebhookReceiver:
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     default: int = 200
     requests: list[Received] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
+    """Seconds to stall before answering, one per request (a slow portal)."""
     port: int = 0
 
     @property
@@ -61,6 +63,8 @@ class WebhookReceiver:
                 verified = True
             except WebhookVerificationError:
                 verified = False
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
         status, extra = self.script.pop(0) if self.script else (self.default, {})
         if self.secret and not verified:
             status, extra = 401, {}

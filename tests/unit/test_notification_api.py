@@ -291,6 +291,23 @@ async def test_a_restart_between_attempts_still_completes_the_retry(tmp_path: Pa
         assert receiver.requests[0].headers["webhook-id"] == receiver.requests[1].headers["webhook-id"]
 
 
+async def test_a_stop_during_an_attempt_gives_the_delivery_back(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    async with run_receiver(WebhookReceiver()) as receiver:
+        async with running(settings) as (app, client):
+            created = await subscribe(client, settings, receiver.url)
+            receiver.secret = created["secret"]
+            receiver.delays = [1.0]
+            await request_notification(app)
+            await wait_for(lambda: deliveries(client, settings))
+            await wait_for(lambda: receiver.delays == [])  # the first attempt is in flight
+        async with running(settings) as (app, client):
+            # not held back by the dead attempt's lease: redelivered at once
+            await wait_for(lambda: deliveries(client, settings, status="delivered"), timeout=5)
+        assert len({r.headers["webhook-id"] for r in receiver.requests}) == 1
+        assert len(receiver.accepted) >= 1
+
+
 async def test_an_endpoint_failing_too_long_is_disabled_and_its_owner_emailed(tmp_path: Path) -> None:
     with run_mail_catcher() as mail:
         settings = make_settings(tmp_path, email_enabled=True, smtp_port=mail.port,

@@ -1,0 +1,56 @@
+"""One webhook attempt over a real socket: signing, outcome classification, SSRF re-check."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+
+from services.notification.domain import AttemptResult, new_signing_secret
+from services.notification.testing import WebhookReceiver, run_receiver
+from services.notification.webhooks import send_webhook
+
+BODY = '{"type":"referral.invited","timestamp":"2026-06-01T09:00:00Z","data":{}}'
+
+
+async def attempt(receiver: WebhookReceiver, *, allow_private: bool = True, url: str | None = None):  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient() as client:
+        return await send_webhook(client, url=url or receiver.url, body=BODY, message_id="msg_1",
+                                  secrets=[receiver.secret or new_signing_secret()], allow_private=allow_private,
+                                  timeout_seconds=2.0)
+
+
+async def test_accepted_attempt_is_verified_and_timed() -> None:
+    async with run_receiver(WebhookReceiver(secret=new_signing_secret())) as receiver:
+        outcome = await attempt(receiver)
+    assert outcome.result is AttemptResult.SUCCEEDED and outcome.status_code == 200
+    assert receiver.requests[0].verified and outcome.latency_ms >= 0 and outcome.error is None
+
+
+async def test_retry_after_is_read_from_a_429() -> None:
+    async with run_receiver(WebhookReceiver(secret=new_signing_secret())) as receiver:
+        receiver.answer((429, {"Retry-After": "30"}))
+        outcome = await attempt(receiver)
+    assert outcome.result is AttemptResult.RETRYABLE and outcome.retry_after == timedelta(seconds=30)
+
+
+async def test_redirects_are_not_followed() -> None:
+    async with run_receiver(WebhookReceiver(secret=new_signing_secret())) as receiver:
+        receiver.answer((307, {"Location": "http://169.254.169.254/"}))
+        outcome = await attempt(receiver)
+    assert outcome.result is AttemptResult.REJECTED and outcome.status_code == 307
+    assert len(receiver.requests) == 1
+
+
+async def test_connection_refused_is_retryable() -> None:
+    async with run_receiver(WebhookReceiver()) as receiver:
+        url = receiver.url
+    outcome = await attempt(WebhookReceiver(), url=url)
+    assert outcome.result is AttemptResult.RETRYABLE and outcome.status_code is None and outcome.error
+
+
+async def test_private_target_is_refused_before_connecting_unless_allowed() -> None:
+    async with run_receiver(WebhookReceiver(secret=new_signing_secret())) as receiver:
+        outcome = await attempt(receiver, allow_private=False,
+                                url=receiver.url.replace("127.0.0.1", "localhost"))
+    assert outcome.result is AttemptResult.REJECTED and "non-public" in (outcome.error or "")
+    assert receiver.requests == []
