@@ -25,6 +25,12 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.published = 0
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight (publish and delete), then leave `run`."""
+        self._stopping.set()
+        self.db.committed.set()
 
     async def publish_pending(self) -> int:
         """Publish one batch; return how many rows were published."""
@@ -47,7 +53,8 @@ class OutboxRelay:
 
     async def run(self) -> None:
         backoff = 0.2
-        while True:
+        self._stopping.clear()
+        while not self._stopping.is_set():
             try:
                 self.db.committed.clear()
                 if await self.publish_pending():

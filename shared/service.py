@@ -96,6 +96,12 @@ class ServiceRuntime:
                 await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
+        relay_task = self._running[0] if self._running else None
+        if relay_task is not None:
+            # cancelling mid-batch would publish that batch again at the next start
+            self.relay.request_stop()
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(relay_task), 5)
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
