@@ -133,7 +133,10 @@ class IdempotencyMiddleware:
                           field="Idempotency-Key", rule="max_length")(scope, receive, send)
             return
         body = await _read_body(receive)
-        scope_key = f"{_caller(headers)} {scope['method']} {scope['path']}"
+        caller = _caller(headers)
+        if caller == "anonymous":  # open endpoints: one applicant's key must not answer another's
+            caller = f"anonymous@{(scope.get('client') or ('?',))[0]}"
+        scope_key = f"{caller} {scope['method']} {scope['path']}"
         fingerprint = hashlib.sha256(body).hexdigest()
         db = self.fastapi_app.state.runtime.db
 

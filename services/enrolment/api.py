@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from shared import context
 from shared.aggregate import NewEvent
 from shared.auth import Principal, optional_principal, require
-from shared.errors import Forbidden, InvalidTransition, NotFound
+from shared.errors import Forbidden, InvalidTransition, NotFound, RuleViolation
 
 from services.enrolment import projections
 from services.enrolment.domain import Provider
-from services.enrolment.profile import OPERATIONAL_FIELDS
+from services.enrolment.profile import NEED_CODES, OPERATIONAL_FIELDS
 
 router = APIRouter(tags=["providers"])
 
@@ -151,9 +151,13 @@ async def list_providers(
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
     _who: Principal = Depends(require("commissioner", "auditor")),
 ) -> dict[str, Any]:
+    lot_code = lot.strip().upper() if lot else None
+    if lot_code is not None and lot_code not in NEED_CODES:
+        raise RuleViolation(f"{lot!r} is not a lot; use one of {', '.join(NEED_CODES)}",
+                            field="lot", rule="unknown_code")
     async with _runtime(request).db.read() as conn:
         items, total = await projections.list_providers(
-            conn, status=status, lot=lot.upper() if lot else None, limit=limit, offset=offset)
+            conn, status=status, lot=lot_code, limit=limit, offset=offset)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 

@@ -385,6 +385,8 @@ class TestReading:
         assert [p["id"] for p in slcn["items"]] == [b]
         assert_problem(await client.get("/providers?status=dormant", headers=commissioner),
                        422, "status")
+        assert_problem(await client.get("/providers?lot=BANANA", headers=commissioner),
+                       422, "lot", "unknown_code")
 
     async def test_list_follows_updates(self, client: httpx.AsyncClient,
                                         commissioner: dict[str, str]) -> None:

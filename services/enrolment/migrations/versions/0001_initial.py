@@ -44,5 +44,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop the read models only: the event log and outbox are never dropped by a migration."""
     op.drop_table("enrolment_provider_lots")
     op.drop_table("enrolment_providers")
