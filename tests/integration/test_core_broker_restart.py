@@ -167,8 +167,13 @@ async def test_broker_stop_and_start_mid_stream_loses_and_duplicates_nothing(
     assert len(appended) == EVENTS
     assert outage["stopped_at"] < outage["started_at"], f"events should be appended while the broker is down: {outage}"
 
-    await wait_for(lambda: _equals(applied_count(), EVENTS), timeout=240,
-                   message=f"all {EVENTS} events applied after the restart")
+    async def all_applied() -> bool:
+        count = await applied_count()
+        async with runtime.db.read() as conn:
+            pending = (await conn.execute(select(func.count()).select_from(outbox_table))).scalar_one()
+        assert count == EVENTS, f"{count} of {EVENTS} applied, {pending} still in the outbox"
+        return True
+    await wait_for(all_applied, timeout=180, message=f"all {EVENTS} events applied after the restart")
 
     async with runtime.db.read() as conn:
         rows = (await conn.execute(select(applied).order_by(applied.c.n))).all()
@@ -184,7 +189,3 @@ async def test_broker_stop_and_start_mid_stream_loses_and_duplicates_nothing(
     assert left_in_outbox == 0
     assert consumer.dead_lettered == 0
     assert consumer.handled == EVENTS
-
-
-async def _equals(value_coro, expected: int) -> bool:
-    return await value_coro == expected
