@@ -15,7 +15,7 @@ set -euo pipefail
 
 START_TIMEOUT="${POSTGRES_START_TIMEOUT:-60}"
 
-log() { printf 'postgres.sh: %s\n' "$*" >&2; }
+log() { printf 'postgres.sh: %s\n' "$*" >&2 || true; }
 die() { log "$*"; exit 1; }
 usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 

@@ -40,6 +40,8 @@ POSTGRES_DIR=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # Stop what we started even if whoever read our output is gone (no death by SIGPIPE).
+  trap '' PIPE
   if [[ -n "$KAFKA_DIR" ]]; then "$KAFKA_CTL" stop --dir "$KAFKA_DIR" || true; fi
   if [[ -n "$POSTGRES_DIR" ]]; then "$POSTGRES_CTL" stop --dir "$POSTGRES_DIR" || true; fi
   if [[ -z "${PLACEMATCH_TEST_ENV_KEEP:-}" ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi

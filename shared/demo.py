@@ -974,8 +974,11 @@ class Demo:
 
         async def ranked() -> list[dict[str, Any]] | None:
             data = await self.api.call("GET", "matching", f"/referrals/{rid}/shortlist", token)
-            covered = {e["offer_id"] for e in data["entries"]} | {x["offer_id"] for x in data["excluded"]}
-            return list(data["entries"]) if covered == standing and data["entries"] else None
+            # Current when it ranks only standing offers and leaves none out (withdrawn ones are
+            # listed as excluded) - the rule the referral service applies before an award.
+            ranked = {e["offer_id"] for e in data["entries"]}
+            excluded = {x["offer_id"] for x in data["excluded"]}
+            return list(data["entries"]) if ranked and ranked <= standing <= ranked | excluded else None
 
         entries = await _poll(ranked, f"the shortlist of referral {rid} to rank {len(standing)} offers")
         top = entries[0]

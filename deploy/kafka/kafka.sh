@@ -25,7 +25,7 @@ STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 JAVA="${JAVA:-java}"
 if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/bin/java"; fi
 
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
+log() { printf 'kafka.sh: %s\n' "$*" >&2 || true; }
 die() { log "$*"; exit 1; }
 
 usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }

@@ -181,6 +181,20 @@ async def award(referral_id: str, body: AwardIn, request: Request,
     return await service.view_for(_runtime(request), who, referral_id)
 
 
+@router.post("/referrals/{referral_id}/erase", responses=PROBLEM_RESPONSES,
+             summary="Erase the child's identifying details (child_ref, birth date) on request")
+async def erase(referral_id: str, request: Request, who: Principal = Depends(borough_only)) -> dict[str, Any]:
+    await service.erase_personal_data(_runtime(request), who, referral_id)
+    return await service.view_for(_runtime(request), who, referral_id)
+
+
+@router.get("/referrals/{referral_id}/audit", responses=PROBLEM_RESPONSES,
+            summary="Evidence pack: every step across the services (auditor, owning borough)")
+async def audit(referral_id: str, request: Request,
+                who: Principal = Depends(require("auditor", "borough"))) -> dict[str, Any]:
+    return await service.audit_pack(_runtime(request), who, referral_id)
+
+
 @router.post("/referrals/{referral_id}/offers", status_code=201, responses=PROBLEM_RESPONSES,
              summary="Offer a place (invited providers)")
 async def submit_offer(referral_id: str, body: OfferIn, request: Request,

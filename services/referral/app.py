@@ -4,6 +4,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.referral import api, deadlines, handlers
+from services.referral.personal import SealingEventStore
 from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
 from shared.settings import Settings
 
@@ -20,7 +21,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "referral",
         settings,
         publishes=["referral"],
-        consumes=[ConsumerSpec(["matching", "enrolment"], handlers.handle)],
+        consumes=[ConsumerSpec(["matching", "enrolment", "audit", "notifications"], handlers.handle)],
         tasks=[deadlines.close_passed_deadlines],
     )
+    runtime.store = SealingEventStore(runtime.db, runtime.store.source)
     return create_service_app(runtime, [api.router], title="placematch referral", description=DESCRIPTION)

@@ -15,7 +15,7 @@ with a reason code, which is kept as market intelligence.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar, Final, Iterable, Literal, Mapping
@@ -31,7 +31,9 @@ NEED_CODES: Final = frozenset(
 PLACEMENT_TYPES: Final = frozenset(
     {"day", "residential_38", "residential_52", "childrens_home", "foster_care"}
 )
-GENDERS: Final = frozenset({"female", "male", "other"})
+PERSONAL_FIELDS: Final = ("child_ref", "birth_date")
+"""What identifies the child: sealed per referral in the store, erasable on request."""
+GENDERS: Final = frozenset({"female", "male", "non_binary"})
 NEEDS_INDICATORS: Final = (
     "physical_health",
     "emotional_health",
@@ -243,8 +245,9 @@ def _require_in(raw: Mapping[str, Any], key: str, parent: str) -> Any:
 class ReferralDetails:
     """What the borough says about the child and the placement it needs (DESIGN.md payload)."""
 
-    child_ref: str
-    birth_date: date
+    child_ref: str | None
+    """None once erased on request (personal-data-erased)."""
+    birth_date: date | None
     gender: str
     primary_need: str
     secondary_needs: tuple[str, ...]
@@ -272,10 +275,15 @@ class ReferralDetails:
         "offer_deadline",
         "preferred_provider_id",
     )
+    erased_age_at_start: int | None = field(default=None, compare=False)
+    """After erasure the birth date is gone; the age it gave at the start date is kept."""
+
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"location", "max_travel_km", "preferred_provider_id", "secondary_needs"})
 
     @property
     def age_at_start(self) -> int:
+        if self.birth_date is None:
+            return self.erased_age_at_start or 0
         return age_in_years(self.birth_date, self.required_from)
 
     @classmethod
@@ -345,7 +353,7 @@ class ReferralDetails:
         return {
             "borough": borough,
             "child_ref": self.child_ref,
-            "birth_date": self.birth_date.isoformat(),
+            "birth_date": self.birth_date.isoformat() if self.birth_date else None,
             "age_at_start": self.age_at_start,
             "gender": self.gender,
             "primary_need": self.primary_need,
@@ -367,8 +375,9 @@ class ReferralDetails:
     def from_data(cls, data: Mapping[str, Any]) -> ReferralDetails:
         location = data.get("location")
         return cls(
-            child_ref=data["child_ref"],
-            birth_date=date.fromisoformat(data["birth_date"]),
+            child_ref=data.get("child_ref"),
+            birth_date=date.fromisoformat(data["birth_date"]) if data.get("birth_date") else None,
+            erased_age_at_start=data.get("age_at_start"),
             gender=data["gender"],
             primary_need=data["primary_need"],
             secondary_needs=tuple(data.get("secondary_needs") or ()),
@@ -748,6 +757,16 @@ class Referral(Aggregate):
         self._require_open("close")
         return [NewEvent("referral-closed", {"reason": "by_borough", "unfilled": True, "borough": self.borough})]
 
+    def erase_personal_data(self, borough: str, erased_at: datetime) -> list[NewEvent]:
+        """Forget who the child is (child_ref, birth date) on request; the rest stays as evidence."""
+        self._require_owner(borough)
+        if self.details is None:
+            raise NotFound("no such referral")
+        if self.details.child_ref is None and self.details.birth_date is None:
+            return []
+        return [NewEvent("personal-data-erased", {"fields": list(PERSONAL_FIELDS), "borough": self.borough,
+                                                   "erased_at": format_instant(erased_at)})]
+
     def close_unfilled(self, now: datetime) -> list[NewEvent]:
         """The deadline closer: only at or after `offer_deadline`, and only with no standing offer."""
         self._require_open("close")
@@ -822,5 +841,9 @@ class Referral(Aggregate):
             case "referral-closed":
                 self.status = "closed"
                 self.close_reason = data["reason"]
+            case "personal-data-erased":
+                if self.details is not None:
+                    self.details = replace(self.details, child_ref=None, birth_date=None,
+                                           erased_age_at_start=self.details.age_at_start)
             case _:
                 pass  # unknown (future) event types are ignored so old code can replay new streams

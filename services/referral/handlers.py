@@ -5,6 +5,9 @@
 - `placematch.enrolment` `provider-suspended` / `provider-reinstated`: a suspended provider may
   not offer and may not be awarded.
 
+- `placematch.audit` and `placematch.notifications`: decision records, notification requests and
+  delivery outcomes about a referral are kept whole for its evidence pack (`GET /referrals/{id}/audit`).
+
 Decisions use the event's own `time`, never the wall clock, so a replay gives the same tables.
 Unknown event types are ignored.
 """
@@ -19,6 +22,7 @@ from shared.events import Envelope
 
 async def handle(conn: AsyncConnection, event: Envelope) -> None:
     data = event.data
+    await projections.record_for_audit(conn, event)
     match event.type:
         case "referral-matched":
             referral_id = data.get("referral_id") or event.subject

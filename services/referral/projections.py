@@ -339,3 +339,34 @@ async def list_for_provider(conn: AsyncConnection, provider_id: str, status: str
     rows = await conn.execute(
         query.order_by(referral_views.c.raised_at.desc(), referral_views.c.referral_id).limit(limit).offset(offset))
     return list(rows)
+
+
+# --- the audit trail: what other services decided and delivered about each referral -------------
+
+referral_audit_trail = Table(
+    "referral_audit_trail",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("referral_id", String(36), nullable=False, index=True),
+    Column("body", Text, nullable=False, doc="the CloudEvent as received"),
+)
+
+AUDITED_TYPES = ("referral-matched", "shortlist-ranked", "decision-recorded", "notification-requested",
+                 "delivery-recorded")
+
+
+async def record_for_audit(conn: AsyncConnection, event: Envelope) -> None:
+    """Keep matching's decisions and notification outcomes for the referral's evidence pack."""
+    if event.type not in AUDITED_TYPES:
+        return
+    referral_id = event.data.get("referral_id") or (event.subject if event.type != "notification-requested" else None)
+    if not referral_id:
+        return
+    await upsert(conn, referral_audit_trail, {"event_id": event.id, "referral_id": str(referral_id),
+                                              "body": event.to_json().decode()}, ["event_id"])
+
+
+async def audit_trail_of(conn: AsyncConnection, referral_id: str) -> list[Envelope]:
+    rows = (await conn.execute(select(referral_audit_trail.c.body)
+                               .where(referral_audit_trail.c.referral_id == referral_id))).all()
+    return [Envelope.from_json(r.body) for r in rows]

@@ -13,7 +13,11 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.referral import projections
+from sqlalchemy import delete
+
+from services.referral import personal, projections
+from services.referral.audit import build_audit_pack
+from shared.schema import idempotency_keys
 from services.referral.domain import Referral
 from shared.aggregate import NewEvent
 from shared.auth import Principal
@@ -120,6 +124,36 @@ async def decline(runtime: ServiceRuntime, who: Principal, referral_id: str, rea
 
 
 # --- the deadline closer -----------------------------------------------------------------------
+
+
+async def erase_personal_data(runtime: ServiceRuntime, who: Principal, referral_id: str) -> Referral:
+    """Erase the child's identity on request: destroy the sealing key, scrub what the views hold."""
+    async def decide(conn: AsyncConnection, referral: Referral) -> list[NewEvent]:
+        if referral.version == 0:
+            raise NotFound(f"referral {referral_id} not found")
+        return referral.erase_personal_data(who.tenant, now_utc())
+
+    referral = await execute(runtime, referral_id, decide)
+    async with runtime.db.transaction() as conn:
+        await personal.erase(conn, referral_id)
+        await projections.update_referral_view(conn, referral, [])
+        await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.body.is_not(None)
+                                                            & idempotency_keys.c.scope.like("% /referrals%")
+                                                            & idempotency_keys.c.body.contains(referral_id.encode())))
+    if runtime.db.is_sqlite:  # secure_delete zeroes freed pages; the checkpoint empties the WAL
+        async with runtime.db.engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return referral
+
+
+async def audit_pack(runtime: ServiceRuntime, who: Principal, referral_id: str) -> dict[str, Any]:
+    """The evidence pack: this referral's own events and what the other services recorded about it."""
+    async with runtime.db.read() as conn:
+        row = await projections.load_view_row(conn, referral_id)
+        if row is None or (who.role == "borough" and row.borough != who.tenant):
+            raise NotFound(f"referral {referral_id} not found")
+        events = await runtime.store.read_stream(referral_id, conn) + await projections.audit_trail_of(conn, referral_id)
+    return build_audit_pack(referral_id, events)
 
 
 async def close_unfilled(runtime: ServiceRuntime, referral_id: str, now: datetime) -> bool:

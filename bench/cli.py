@@ -1,0 +1,120 @@
+"""`python -m bench [--only publish,store,api,e2e,replay] [--quick] [--replay-events N]`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .common import Infra, Row, kafka_version, machine_facts, pg_version
+
+SECTIONS = ("publish", "store", "api", "e2e", "replay")
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "ms":
+        return f"{value:.1f}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}"
+
+
+def _ratio(row: Row) -> str:
+    r = row.ratio
+    if r is None:
+        return "—"
+    return f"{r:.2f}×"
+
+
+def table(rows: list[Row], title: str) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col, justify in (("section", "left"), ("metric", "left"), ("placematch", "right"), ("baseline", "right"),
+                         ("unit", "left"), ("ours/baseline", "right"), ("baseline is", "left"), ("note", "left")):
+        t.add_column(col, justify=justify, overflow="fold")
+    for r in rows:
+        t.add_row(r.section, r.metric, _fmt(r.ours, r.unit), _fmt(r.baseline, r.unit), r.unit, _ratio(r),
+                  r.baseline_name, r.note)
+    return t
+
+
+def markdown(rows: list[Row], facts: dict[str, str], command: str, started: datetime, seconds: float) -> str:
+    lines = ["# placematch benchmark results", "",
+             f"Made by `{command}` on {started:%Y-%m-%d %H:%M} UTC ({seconds:.0f} s).", "",
+             "Ratio = placematch / baseline, both measured in the same run on the same machine "
+             "(for latencies a ratio above 1 means placematch is slower).", "",
+             "## Machine", "", "| fact | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in facts.items()]
+    lines += ["", "## Results", "",
+              "| section | metric | placematch | baseline | unit | ours/baseline | baseline is | note |",
+              "| --- | --- | ---: | ---: | --- | ---: | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r.section} | {r.metric} | {_fmt(r.ours, r.unit)} | {_fmt(r.baseline, r.unit)} | {r.unit} "
+                     f"| {_ratio(r)} | {r.baseline_name} | {r.note} |")
+    return "\n".join(lines) + "\n"
+
+
+async def _facts(infra: Infra) -> dict[str, str]:
+    facts = machine_facts(infra)
+    facts["kafka"] = kafka_version() if infra.kafka else "not available"
+    facts["postgresql"] = await pg_version(infra.database_url) if infra.database_url else "not available"
+    return facts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: " + ",".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="small sizes, for development")
+    parser.add_argument("--replay-events", type=int, default=1_000_000, help="size of the replay log")
+    parser.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    console = Console()
+    infra = Infra.from_env()
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    facts = asyncio.run(_facts(infra))
+    facts["mode"] = "quick" if args.quick else "full"
+    rows: list[Row] = []
+    for section in SECTIONS:
+        if section not in only:
+            continue
+        console.print(f"[bold]running {section}…[/]")
+        module: Any = __import__(f"bench.{section}", fromlist=["run"])
+        s0 = time.perf_counter()
+        kwargs = {"replay_events": args.replay_events} if section == "replay" else {}
+        try:
+            got = asyncio.run(module.run(infra, args.quick, **kwargs))
+        except Exception as exc:  # one broken section must not hide the others
+            console.print_exception()
+            got = [Row(section, "failed", None, note=f"{type(exc).__name__}: {exc}"[:200])]
+        rows += got
+        console.print(table(got, f"{section} ({time.perf_counter() - s0:.0f} s)"))
+    facts_table = Table(title="machine")
+    facts_table.add_column("fact")
+    facts_table.add_column("value")
+    for k, v in facts.items():
+        facts_table.add_row(k, v)
+    console.print(facts_table)
+    console.print(table(rows, "placematch vs baselines"))
+    if not args.no_write:
+        command = "make bench" if "MAKELEVEL" in __import__("os").environ else \
+            "deploy/test-env.sh .venv/bin/python -m bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        RESULTS.write_text(markdown(rows, facts, command.strip(), started, time.perf_counter() - t0))
+        console.print(f"wrote {RESULTS}")
