@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    console = Console()
+    console = Console(width=max(160, Console().width))
     infra = Infra.from_env()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()

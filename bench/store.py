@@ -100,7 +100,7 @@ def _sqlite_recorder(path: Path) -> Callable[[], Any]:
 
         def create_with_pragmas() -> Any:
             connection = create()
-            connection.c.execute("PRAGMA synchronous=NORMAL")
+            connection._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
             return connection
 
         pool._create_connection = create_with_pragmas  # same durability as placematch's SQLite

@@ -22,26 +22,25 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KAFKA_CTL="$ROOT/deploy/kafka/kafka.sh"
 POSTGRES_CTL="$ROOT/deploy/postgres.sh"
 
-log() { printf 'test-env: %s\n' "$*" >&2; }
-
 [[ $# -ge 1 ]] || { echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
-    || echo $((20000 + RANDOM % 40000))
-}
+log() { printf 'test-env: %s\n' "$*" >&2 || true; }
 
 # /tmp rather than $TMPDIR: when we are root, PostgreSQL runs as `postgres` and must reach the dir.
 WORK="$(mktemp -d "${PLACEMATCH_TEST_ENV_TMP:-/tmp}/placematch-test-env.XXXXXX")"
 chmod 755 "$WORK"
 KAFKA_DIR=""
 POSTGRES_DIR=""
+kafka_job=""
+postgres_job=""
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   # Stop what we started even if whoever read our output is gone (no death by SIGPIPE).
   trap '' PIPE
+  # A start still running (interrupted during startup) finishes first, so that stop finds it.
+  for job in $kafka_job $postgres_job; do wait "$job" 2>/dev/null || true; done
   if [[ -n "$KAFKA_DIR" ]]; then "$KAFKA_CTL" stop --dir "$KAFKA_DIR" || true; fi
   if [[ -n "$POSTGRES_DIR" ]]; then "$POSTGRES_CTL" stop --dir "$POSTGRES_DIR" || true; fi
   if [[ -z "${PLACEMATCH_TEST_ENV_KEEP:-}" ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi
@@ -52,18 +51,17 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 started="${EPOCHREALTIME:-$SECONDS}"
-kafka_job="" postgres_job=""
+# Three distinct ports, chosen together so that Kafka's two and PostgreSQL's cannot coincide.
+read -r kafka_port controller_port postgres_port < <("$KAFKA_CTL" free-ports 3)
 if [[ -z "${PLACEMATCH_TEST_KAFKA:-}" ]]; then
   KAFKA_DIR="$WORK/kafka"
-  kafka_port="$(free_port)"
-  "$KAFKA_CTL" start --port "$kafka_port" --dir "$KAFKA_DIR" > "$WORK/kafka.out" &
+  "$KAFKA_CTL" start --port "$kafka_port" --controller-port "$controller_port" --dir "$KAFKA_DIR" \
+    > "$WORK/kafka.out" &
   kafka_job=$!
 fi
 if [[ -z "${PLACEMATCH_TEST_DATABASE_URL:-}" ]]; then
   POSTGRES_DIR="$WORK/postgres"
   "$POSTGRES_CTL" ensure
-  postgres_port="$(free_port)"
-  while [[ "$postgres_port" == "${kafka_port:-}" ]]; do postgres_port="$(free_port)"; done
   "$POSTGRES_CTL" start --port "$postgres_port" --dir "$POSTGRES_DIR" > "$WORK/postgres.out" &
   postgres_job=$!
 fi

@@ -7,11 +7,13 @@ across restarts. It keeps one ordered log per topic (Kafka with one partition, i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+import orjson
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, func, select
 
 from shared.db import Database, upsert
@@ -104,7 +106,8 @@ class LocalBus:
             return
         async with self.db.transaction() as conn:
             await conn.execute(_log.insert(), [
-                {"topic": m.topic, "key": m.key, "value": m.value, "headers": "{}"} for m in messages])
+                {"topic": m.topic, "key": m.key, "value": m.value,
+                 "headers": orjson.dumps({k: v.decode() for k, v in m.headers.items()}).decode()} for m in messages])
         self.published.set()
 
     def subscribe(self, group: str, topics: Sequence[str]) -> "LocalSubscription":
@@ -118,7 +121,11 @@ class LocalBus:
         assert self.db is not None
         async with self.db.read() as conn:
             rows = (await conn.execute(select(_log).where(_log.c.topic == topic).order_by(_log.c.offset))).all()
-        return [Message(r.topic, r.key, r.value, offset=r.offset) for r in rows]
+        return [Message(r.topic, r.key, r.value, _headers(r.headers), offset=r.offset) for r in rows]
+
+
+def _headers(raw: str | None) -> dict[str, bytes]:
+    return {k: v.encode() for k, v in orjson.loads(raw or "{}").items()}
 
 
 class LocalSubscription:
@@ -151,7 +158,7 @@ class LocalSubscription:
                     .order_by(_log.c.offset).limit(max_records))).all()
             if rows:
                 self._position = rows[-1].offset
-                return [Message(r.topic, r.key, r.value, offset=r.offset) for r in rows]
+                return [Message(r.topic, r.key, r.value, _headers(r.headers), offset=r.offset) for r in rows]
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return []
@@ -185,15 +192,24 @@ class KafkaBus:
         self._producer: Any = None
 
     async def start(self, topics: Sequence[str] = ()) -> None:
-        from aiokafka import AIOKafkaProducer
-
         if topics:
             await self.ensure_topics(topics)
-        self._producer = AIOKafkaProducer(
+        await self._start_producer()
+
+    async def _start_producer(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, client_id=self.client_id, enable_idempotence=True,
             acks="all", linger_ms=2, request_timeout_ms=15000, retry_backoff_ms=200,
         )
-        await self._producer.start()
+        try:
+            await producer.start()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._producer = producer
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -219,13 +235,23 @@ class KafkaBus:
             self._producer = None
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        assert self._producer is not None, "KafkaBus not started"
-        futures = []
-        for m in messages:
-            futures.append(await self._producer.send(
-                m.topic, value=m.value, key=m.key.encode() if m.key else None,
-                headers=list(m.headers.items())))
-        await asyncio.gather(*futures)
+        """After a failed send the idempotent producer's sequence numbers are spent (every later
+        send would fail with OutOfOrderSequenceNumber), so it is replaced by a new producer with a
+        new id; the caller retries the batch, and consumers drop any copy that did get through."""
+        if self._producer is None:
+            await self._start_producer()
+        try:
+            futures = []
+            for m in messages:
+                futures.append(await self._producer.send(
+                    m.topic, value=m.value, key=m.key.encode() if m.key else None,
+                    headers=list(m.headers.items())))
+            await asyncio.gather(*futures)
+        except Exception:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
 
     def subscribe(self, group: str, topics: Sequence[str]) -> "KafkaSubscription":
         return KafkaSubscription(self, group, list(topics))

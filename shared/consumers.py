@@ -23,6 +23,8 @@ from shared.schema import processed_events
 
 log = logging.getLogger("placematch.consumer")
 
+JOURNAL_LOCK_KEY = 0x706C6A6E  # "pljn"
+
 Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
 
 
@@ -33,6 +35,8 @@ async def journal(conn: AsyncConnection, consumer: str, event_id: str) -> bool:
     command whose event other decisions depend on (matching's policy change) calls it too, so
     replay can feed every input back in the original order.
     """
+    if conn.dialect.name == "postgresql":  # one journal order even with several consumers
+        await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({JOURNAL_LOCK_KEY})")
     seq = (await conn.execute(select(func.coalesce(func.max(processed_events.c.seq), 0) + 1))).scalar_one()
     return await insert_ignore(conn, processed_events, {
         "consumer": consumer, "event_id": event_id, "processed_at": format_time(now_utc()), "seq": seq})

@@ -17,6 +17,9 @@ from shared.schema import outbox
 
 log = logging.getLogger("placematch.relay")
 
+STRUCTURED = {"content-type": b"application/cloudevents+json"}
+"""CloudEvents Kafka binding, structured mode: the whole event is the value."""
+
 
 class OutboxRelay:
     def __init__(self, db: Database, bus: Bus, *, batch_size: int = 500, poll_seconds: float = 0.5) -> None:
@@ -39,7 +42,7 @@ class OutboxRelay:
                 select(outbox).order_by(outbox.c.position).limit(self.batch_size))).all()
         if not rows:
             return 0
-        await self.bus.publish([Message(r.topic, r.key, r.payload) for r in rows])
+        await self.bus.publish([Message(r.topic, r.key, r.payload, STRUCTURED) for r in rows])
         async with self.db.transaction() as conn:
             await conn.execute(delete(outbox).where(outbox.c.position.in_([r.position for r in rows])))
         self.published += len(rows)

@@ -59,15 +59,20 @@ cmd_fetch() {
 
 # --- helpers -----------------------------------------------------------------------------------
 
+# A port below the kernel's ephemeral range that no socket (listening or connected) uses.
+# Pure bash on purpose: a python3 found through pyenv shims costs a second on a busy machine.
 free_port() {
-  if command -v python3 >/dev/null; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-    return
+  local low=20000 high=32767 eph p hex _
+  if read -r eph _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && (( eph - 1 > low + 1000 )); then
+    high=$((eph - 1))
   fi
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! port_open "$p"; then echo "$p"; return; fi
+  for _ in $(seq 1 200); do
+    p=$((low + (RANDOM * 32768 + RANDOM) % (high - low + 1)))
+    hex="$(printf ':%04X ' "$p")"
+    if grep -qsi -- "$hex" /proc/net/tcp /proc/net/tcp6; then continue; fi
+    if port_open "$p"; then continue; fi
+    echo "$p"
+    return 0
   done
   die "no free port found"
 }
@@ -215,6 +220,7 @@ cmd_status() {
 
 [[ $# -ge 1 ]] || usage
 COMMAND="$1"; shift
+if [[ "$COMMAND" == free-ports ]]; then N_PORTS="${1:-1}"; set --; fi
 PORT=""
 CONTROLLER_PORT=""
 DIR="${PLACEMATCH_TEST_KAFKA_DIR:-$REPO_ROOT/.cache/kafka}"
@@ -238,5 +244,15 @@ case "$COMMAND" in
   kill) cmd_stop KILL ;;
   restart) cmd_stop TERM; cmd_start ;;
   status) cmd_status ;;
+  free-ports)  # free-ports N: N distinct free ports on one line (used by deploy/test-env.sh)
+    declare -A seen=()
+    ports=()
+    while (( ${#ports[@]} < ${N_PORTS:-1} )); do
+      p="$(free_port)"
+      [[ -n "${seen[$p]:-}" ]] && continue
+      seen[$p]=1
+      ports+=("$p")
+    done
+    echo "${ports[*]}" ;;
   *) usage ;;
 esac
