@@ -16,7 +16,7 @@ help:
 	@echo "make run          placematch up: all four services, embedded (SQLite, in-process bus)"
 	@echo "make test         all tests against a real Kafka and PostgreSQL (deploy/test-env.sh)"
 	@echo "make unit         tests/unit only, no infrastructure"
-	@echo "make bench        python -m bench"
+	@echo "make bench        benchmarks vs baselines on a real Kafka + PostgreSQL (BENCH_ARGS=\"--quick\")"
 	@echo "make kafka-fetch  download the Kafka broker jars (deploy/kafka/libs, cached)"
 	@echo "make clean        remove caches and build output; distclean also .venv and Kafka jars"
 
@@ -52,8 +52,8 @@ unit: install
 integration: install kafka-fetch
 	deploy/test-env.sh $(BIN)/pytest -q tests/integration
 
-bench: install
-	$(BIN)/python -m bench
+bench: install kafka-fetch
+	deploy/test-env.sh $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .hypothesis deploy/kafka/target .cache

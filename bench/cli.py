@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # receiver connections cut at shutdown
     console = Console(width=max(160, Console().width))
     infra = Infra.from_env()
     started = datetime.now(timezone.utc)
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     console.print(facts_table)
     console.print(table(rows, "placematch vs baselines"))
     if not args.no_write:
-        command = "make bench" if "MAKELEVEL" in __import__("os").environ else \
-            "deploy/test-env.sh .venv/bin/python -m bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        given = " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        command = (f"make bench BENCH_ARGS={shlex.quote(given)}" if given else "make bench") \
+            if "MAKELEVEL" in __import__("os").environ else f"deploy/test-env.sh .venv/bin/python -m bench {given}"
         RESULTS.write_text(markdown(rows, facts, command.strip(), started, time.perf_counter() - t0))
         console.print(f"wrote {RESULTS}")

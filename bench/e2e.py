@@ -1,4 +1,224 @@
-from .common import Row
+"""End to end on Kafka + PostgreSQL: referrals raised per second in, provider webhooks out, and the
+latency from raising a referral (the POST leaving the bench) to its first webhook arriving at a
+real HTTP receiver in the bench process.
 
-async def run(infra, quick, **_):
-    return [Row("e2e", "todo", None)]
+The four services run each in its own `placematch serve` subprocess with its own PostgreSQL
+database and a fresh topic prefix. Setup: the demo region's providers apply, are inspected and
+approved; every approved provider subscribes to `referral.invited` and every borough to
+`referral.no_eligible_providers`, so each referral yields at least one webhook. Then, per rate,
+referrals are raised open-loop at that rate for a few seconds and the run waits for the webhooks.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.auth import mint_token
+from shared.demo import BOROUGHS, plan_providers, plan_referrals
+from shared.settings import SERVICES, Settings
+
+from .common import Infra, Row, fresh_pg_database, percentile, today
+from .procs import PYTHON, Process, free_port
+
+SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+RATES = (10, 50, 100)
+
+
+class Receiver:
+    """Tiny HTTP/1.1 server: notes when the first webhook for each referral arrives."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.arrivals: list[float] = []
+        self._server: asyncio.AbstractServer | None = None
+        self.base = ""
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.base = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self.base
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                body = await reader.readexactly(length)
+                now = time.perf_counter()
+                writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                self.arrivals.append(now)
+                try:
+                    rid = (json.loads(body).get("data") or {}).get("referral_id")
+                except ValueError:
+                    rid = None
+                if rid and rid not in self.first:
+                    self.first[rid] = now
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+
+class Stack:
+    def __init__(self, infra: Infra, tmp: Path) -> None:
+        self.infra, self.tmp = infra, tmp
+        self.ports = {s: free_port() for s in SERVICES}
+        self.procs: list[Process] = []
+        self.settings = Settings(jwt_secret=SECRET)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    async def start(self) -> None:
+        assert self.infra.kafka and self.infra.database_url
+        prefix = f"bench-{uuid.uuid4().hex[:6]}."
+        for service in SERVICES:
+            env = {"PLACEMATCH_JWT_SECRET": SECRET, "PLACEMATCH_KAFKA_BOOTSTRAP": self.infra.kafka,
+                   "PLACEMATCH_TOPIC_PREFIX": prefix, "PLACEMATCH_PORT": str(self.ports[service]),
+                   "PLACEMATCH_DATABASE_URL": await fresh_pg_database(self.infra.database_url, service),
+                   "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_LOG_LEVEL": "WARNING",
+                   "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var")}
+            self.procs.append(Process([PYTHON, "-m", "shared.cli", "serve", service], env,
+                                      self.tmp / f"{service}.log"))
+        for service, proc in zip(SERVICES, self.procs):
+            await proc.wait_http(self.ports[service])
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+async def _call(client: httpx.AsyncClient, method: str, url: str, token: str | None, body: Any = None) -> Any:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    for attempt in range(6):
+        response = await client.request(method, url, json=body, headers=headers)
+        if response.status_code < 400:
+            return response.json() if response.content else None
+        if response.status_code in (409, 500, 503) and attempt < 5:
+            await asyncio.sleep(0.2 * 2 ** attempt)
+            continue
+        raise RuntimeError(f"{method} {url}: {response.status_code} {response.text[:300]}")
+
+
+async def _setup(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, providers: int) -> int:
+    s = stack.settings
+    commissioner = mint_token(s, "commissioner", "region")
+    plans = [p for p in plan_providers(7, providers, today()) if p.decision == "approve"]
+    gate = asyncio.Semaphore(8)
+
+    async def enrol(plan: Any) -> None:
+        async with gate:
+            created = await _call(client, "POST", f"{stack.url('enrolment')}/providers", None, plan.application())
+            pid = created["id"]
+            for inspection in plan.inspections:
+                await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/inspections", commissioner, inspection)
+            for outcome in plan.outcomes:
+                await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/outcomes", commissioner, outcome)
+            await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/approve", commissioner, {"reason": "bench"})
+            await _call(client, "POST", f"{stack.url('notification')}/subscriptions", mint_token(s, "provider", pid),
+                        {"url": f"{receiver.base}/p/{pid}", "event_types": ["referral.invited"]})
+
+    await asyncio.gather(*(enrol(p) for p in plans))
+    for borough in BOROUGHS:
+        await _call(client, "POST", f"{stack.url('notification')}/subscriptions", mint_token(s, "borough", borough),
+                    {"url": f"{receiver.base}/b/{borough}", "event_types": ["referral.no_eligible_providers"]})
+    return len(plans)
+
+
+async def _wave(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, bodies: Any,
+                tokens: dict[str, str], rate: float, seconds: float, drain: float) -> dict[str, Any]:
+    sent: dict[str, float] = {}
+    failures = 0
+    count = int(rate * seconds)
+
+    async def one(borough: str, body: dict[str, Any]) -> None:
+        nonlocal failures
+        started = time.perf_counter()
+        try:
+            response = await client.post(f"{stack.url('referral')}/referrals", json=body,
+                                         headers={"authorization": f"Bearer {tokens[borough]}"})
+        except httpx.HTTPError:
+            failures += 1
+            return
+        if response.status_code == 201:
+            sent[response.json()["id"]] = started
+        else:
+            failures += 1
+
+    arrivals_before = len(receiver.arrivals)
+    t0 = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        borough, body = next(bodies)
+        tasks.append(asyncio.create_task(one(borough, body)))
+    await asyncio.gather(*tasks)
+    send_window = time.perf_counter() - t0
+    deadline = time.perf_counter() + drain
+    while time.perf_counter() < deadline and not all(r in receiver.first for r in sent):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    latencies = [(receiver.first[r] - t) * 1000 for r, t in sent.items() if r in receiver.first]
+    arrivals = [a for a in receiver.arrivals[arrivals_before:] if a >= t0]
+    out_window = (max(arrivals) - t0) if arrivals else None
+    return {"offered": count, "accepted": len(sent), "failed": failures, "in_rate": len(sent) / send_window,
+            "webhooks": len(arrivals), "out_rate": len(arrivals) / out_window if out_window else None,
+            "answered": len(latencies), "p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
+            "p99": percentile(latencies, 0.99)}
+
+
+async def run(infra: Infra, quick: bool) -> list[Row]:
+    if not (infra.kafka and infra.database_url):
+        return [Row("e2e", "referral -> webhook", None, note="needs Kafka and PostgreSQL (run via deploy/test-env.sh)")]
+    seconds, drain, providers = (5.0, 30.0, 30) if quick else (12.0, 60.0, 60)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmpdir:
+        stack = Stack(infra, Path(tmpdir))
+        receiver = Receiver()
+        await receiver.start()
+        try:
+            await stack.start()
+            async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=400)) as client:
+                approved = await _setup(stack, client, receiver, providers)
+                tokens = {b: mint_token(stack.settings, "borough", b) for b in BOROUGHS}
+                provider_plans = plan_providers(7, providers, today())
+                bodies = iter([(p.borough, p.body) for p in plan_referrals(7, 4000, provider_plans, today())])
+                warm = await _wave(stack, client, receiver, bodies, tokens, 2, 3, 60)
+                if not warm["answered"]:
+                    raise RuntimeError(f"no webhook arrived during warm-up; logs in {tmpdir}")
+                for rate in RATES:
+                    w = await _wave(stack, client, receiver, bodies, tokens, rate, seconds, drain)
+                    note = (f"{w['accepted']}/{w['offered']} raised in {seconds:.0f} s, {w['answered']} got a webhook "
+                            f"within {drain:.0f} s; {w['webhooks']} webhooks")
+                    if w["failed"]:
+                        note += f"; {w['failed']} POSTs failed"
+                    rows += [
+                        Row("e2e", f"@{rate}/s referrals raised (in)", w["in_rate"], float(rate), "referrals/s",
+                            "offered rate", note),
+                        Row("e2e", f"@{rate}/s webhooks received (out)", w["out_rate"], None, "webhooks/s"),
+                        Row("e2e", f"@{rate}/s raised→webhook p50", w["p50"], None, "ms", lower_is_better=True),
+                        Row("e2e", f"@{rate}/s raised→webhook p95", w["p95"], None, "ms", lower_is_better=True),
+                        Row("e2e", f"@{rate}/s raised→webhook p99", w["p99"], None, "ms", lower_is_better=True),
+                    ]
+            rows[0].note += f"; {approved} approved providers subscribed, Kafka + PostgreSQL, 4 serve processes"
+        finally:
+            stack.stop()
+            await receiver.stop()
+    return rows

@@ -104,7 +104,7 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
         return [Row("publish", "store + outbox + relay -> Kafka", None, note="needs Kafka and PostgreSQL "
                     "(run via deploy/test-env.sh)")]
     payloads = referral_raised_data(200)
-    n, warmup = (1000, 200) if quick else (10000, 1000)
+    n, warmup = (1000, 200) if quick else (3000, 300)
     ours = await _ours(infra, payloads, n, warmup)
     raw = await _raw(infra, payloads, n, warmup)
     return [Row("publish", "store + outbox + relay -> Kafka (PostgreSQL)", ours, raw, "events/s",

@@ -129,11 +129,7 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
     n_single, n_batched, warmup = (400, 2000, 100) if quick else (3000, 20000, 300)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-        databases: list[tuple[str, Callable[[str], Any]]] = []
-        databases.append(("SQLite", lambda label: None))
-        if infra.database_url:
-            databases.append(("PostgreSQL", lambda label: None))
-        for name, _ in databases:
+        for name in ("SQLite", "PostgreSQL") if infra.database_url else ("SQLite",):
             for mode, batch, n in (("single", 1, n_single), (f"batched x{BATCH}", BATCH, n_batched)):
                 label = f"{mode.split()[0]}_{name.lower()}"
                 if name == "SQLite":

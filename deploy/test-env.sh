@@ -51,18 +51,20 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 started="${EPOCHREALTIME:-$SECONDS}"
+# The starts run in their own sessions: a Ctrl-C or SIGTERM during startup must not kill them
+# half-way (leaving a broker or postmaster nobody knows about); cleanup waits for them, then stops.
 # Three distinct ports, chosen together so that Kafka's two and PostgreSQL's cannot coincide.
 read -r kafka_port controller_port postgres_port < <("$KAFKA_CTL" free-ports 3)
 if [[ -z "${PLACEMATCH_TEST_KAFKA:-}" ]]; then
   KAFKA_DIR="$WORK/kafka"
-  "$KAFKA_CTL" start --port "$kafka_port" --controller-port "$controller_port" --dir "$KAFKA_DIR" \
+  setsid -w "$KAFKA_CTL" start --port "$kafka_port" --controller-port "$controller_port" --dir "$KAFKA_DIR" \
     > "$WORK/kafka.out" &
   kafka_job=$!
 fi
 if [[ -z "${PLACEMATCH_TEST_DATABASE_URL:-}" ]]; then
   POSTGRES_DIR="$WORK/postgres"
   "$POSTGRES_CTL" ensure
-  "$POSTGRES_CTL" start --port "$postgres_port" --dir "$POSTGRES_DIR" > "$WORK/postgres.out" &
+  setsid -w "$POSTGRES_CTL" start --port "$postgres_port" --dir "$POSTGRES_DIR" > "$WORK/postgres.out" &
   postgres_job=$!
 fi
 

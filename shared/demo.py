@@ -48,8 +48,9 @@ HTTP_CONCURRENCY = 8
 """Requests in flight at once: enough to keep four SQLite-backed services busy on two cores."""
 REFERRAL_FLOWS = 24
 """Referrals being worked at once (most of a flow's time is spent waiting on events)."""
-EVENT_WAIT_SECONDS = 45.0
-"""Longest wait for an asynchronous effect (an invitation list, a ranked shortlist)."""
+EVENT_WAIT_SECONDS = 120.0
+"""Longest wait for an asynchronous effect (an invitation list, a ranked shortlist). Generous:
+`placematch up` runs all four services in one process, which a busy machine slows down a lot."""
 
 # --------------------------------------------------------------------------- the region
 
@@ -569,6 +570,7 @@ class Api:
     seed: int
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(HTTP_CONCURRENCY))
     requests: int = 0
+    tally: Counter[str] = field(default_factory=Counter)
 
     async def send(self, method: str, service: str, path: str, token: str | None, body: Any = None,
                    key: str | None = None, params: dict[str, Any] | None = None) -> httpx.Response:
@@ -587,6 +589,8 @@ class Api:
                     raise
                 await asyncio.sleep(0.2 * 2 ** attempt)
                 continue
+            shape = "/".join("{id}" if len(part) == 36 else part for part in path.split("/"))
+            self.tally[f"{method} {service}{shape} {response.status_code}"] += 1
             if response.status_code >= 500 and attempt < 4:
                 await asyncio.sleep(0.2 * 2 ** attempt)
                 continue
@@ -602,14 +606,15 @@ class Api:
         return response.json() if response.content else None
 
     async def call_when_ready(self, method: str, service: str, path: str, token: str, body: Any = None, *,
-                              key: str, retry_rules: Iterable[str]) -> Any:
+                              key: str, retry_rules: Iterable[str], first_delay: float = 0.2,
+                              max_delay: float = 1.0) -> Any:
         """A write that may be answered 409 + Retry-After while an event is still on its way.
 
         Each attempt carries its own Idempotency-Key: a 409 is a final answer for a key.
         """
         retry_rules = set(retry_rules) | {"concurrency"}
         started = time.monotonic()
-        delay = 0.1
+        delay = first_delay
         attempt = 0
         while True:
             response = await self.send(method, service, path, token, body, f"{key}:{attempt}")
@@ -623,7 +628,7 @@ class Api:
                 raise Unexpected(method, f"{service}{path}", response)
             retry_after = float(response.headers.get("retry-after") or delay)
             await asyncio.sleep(min(retry_after, delay))
-            delay = min(1.0, delay * 1.6)
+            delay = min(max_delay, delay * 1.5)
             attempt += 1
 
 
@@ -642,7 +647,7 @@ def _problem_rule(response: httpx.Response) -> str | None:
 
 async def _poll(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = EVENT_WAIT_SECONDS) -> T:
     started = time.monotonic()
-    delay = 0.05
+    delay = 0.15
     while True:
         result = await probe()
         if result is not None:
@@ -650,7 +655,7 @@ async def _poll(probe: Callable[[], Awaitable[T | None]], what: str, timeout: fl
         if time.monotonic() - started > timeout:
             raise DemoError(f"gave up after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(delay)
-        delay = min(0.5, delay * 1.5)
+        delay = min(1.0, delay * 1.5)
 
 
 # --------------------------------------------------------------------------- webhook portals
@@ -890,6 +895,8 @@ class Demo:
             self.counts["referrals_closed_unfilled"] += 1
             return
 
+        if invited:
+            await self.invitations_known(rid, invited[0])
         offers: dict[str, ProviderPlan] = {}
         silent: list[ProviderPlan] = []
         for provider in invited:
@@ -939,6 +946,21 @@ class Demo:
                 self.standing_offers[provider.index] += 1
         else:
             await self.award(plan, rid, token, offers, rng)
+
+    async def invitations_known(self, rid: str, provider: ProviderPlan) -> None:
+        """Wait until the referral service has learned the invitations (an invited provider can read
+        the referral): cheaper for everyone than offers answered 409 invitation_pending."""
+        token = self.provider_token(provider.id or "")
+
+        async def probe() -> bool | None:
+            response = await self.api.send("GET", "referral", f"/referrals/{rid}", token)
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise Unexpected("GET", f"referral/referrals/{rid}", response)
+            return True
+
+        await _poll(probe, f"the referral service to learn who is invited to {rid}")
 
     async def offer(self, plan: ReferralPlan, rid: str, provider: ProviderPlan, fee_roll: float,
                     note_roll: float) -> str:
@@ -996,7 +1018,8 @@ class Demo:
         if justification:
             body["justification"] = justification
         await self.api.call_when_ready("POST", "referral", f"/referrals/{rid}/award", token, body,
-                                       key=f"award:{plan.index}", retry_rules=("shortlist_pending",))
+                                       key=f"award:{plan.index}", retry_rules=("shortlist_pending",),
+                                       first_delay=0.5, max_delay=2.0)
         self.counts["referrals_awarded"] += 1
         if justification:
             self.counts["awards_with_justification"] += 1
@@ -1010,12 +1033,10 @@ class Demo:
         task = self.progress.add_task("Suspensions and updates", total=5)
         api, token = self.api, self.commissioner
         approved = [p for p in self.providers if p.decision == "approve" and p.id]
-        by_standing = sorted(approved, key=lambda p: (-self.standing_offers[p.index], p.index))
-        chosen: list[ProviderPlan] = []
-        for plan in by_standing + approved:
-            if plan not in chosen:
-                chosen.append(plan)
-        manual, automatic, temporary = (chosen + [None, None, None])[:3]  # type: ignore[list-item]
+        # The providers with most offers on referrals still open, so their shortlists change.
+        chosen: list[ProviderPlan | None] = [
+            *sorted(approved, key=lambda p: (-self.standing_offers[p.index], p.index)), None, None, None]
+        manual, automatic, temporary = chosen[:3]
         if manual is not None:
             await api.call("POST", "enrolment", f"/providers/{manual.id}/suspend", token,
                            {"reason": "Safeguarding concern referred to the LADO; suspended pending investigation"},

@@ -141,6 +141,11 @@ class KafkaBroker:
     def restart(self) -> None:
         self._ctl("restart")
 
+    def ensure_running(self) -> None:
+        """Start it if a test stopped or killed it (a no-op when it runs); for `finally` blocks."""
+        if self.controllable:
+            self._ctl("start")
+
 
 def _local_kafka() -> Iterator[KafkaBroker]:
     directory = _scratch_dir("kafka")

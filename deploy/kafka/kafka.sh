@@ -9,6 +9,7 @@
 #   kafka.sh kill   [--dir DIR]                    SIGKILL now (simulates a crash)
 #   kafka.sh restart [--dir DIR]                   stop, then start on the same ports and data
 #   kafka.sh status [--dir DIR]                    exit 0 and print the address if running
+#   kafka.sh free-ports N                          N distinct free local ports, on one line
 #
 # DIR defaults to $PLACEMATCH_TEST_KAFKA_DIR, else <repo>/.cache/kafka. Starting on a DIR that
 # already holds a broker's data reuses the data, the cluster id and (unless --port is given) the
@@ -28,7 +29,7 @@ if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then JAVA="$JAVA_HOME/
 log() { printf 'kafka.sh: %s\n' "$*" >&2 || true; }
 die() { log "$*"; exit 1; }
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # --- fetch -------------------------------------------------------------------------------------
 
@@ -45,16 +46,31 @@ libs_complete() {
 
 cmd_fetch() {
   if libs_complete; then return 0; fi
+  # Test runs started side by side must not download into (or delete) the same libs/ at once.
+  if command -v flock >/dev/null; then
+    local lock
+    lock="${TMPDIR:-/tmp}/placematch-kafka-fetch-$(printf '%s' "$KAFKA_HOME" | sha256sum | cut -c1-12).lock"
+    exec 9> "$lock"
+    flock 9
+    if libs_complete; then exec 9>&-; return 0; fi
+  fi
   command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install -y maven)"
   log "fetching the Kafka broker from Maven Central into $LIBS"
   rm -rf "$LIBS"
   mkdir -p "$LIBS"
-  (cd "$KAFKA_HOME" && mvn -B -q package) >&2 || die "mvn package failed"
+  local mvn_log; mvn_log="$(mktemp)"
+  if ! (cd "$KAFKA_HOME" && mvn -B -q -Dstyle.color=never package) > "$mvn_log" 2>&1; then
+    sed 's/\x1b\[[0-9;]*m//g' "$mvn_log" | tail -n 40 >&2
+    rm -f "$mvn_log"
+    die "mvn package failed"
+  fi
+  rm -f "$mvn_log"
   ls "$LIBS" | grep -q '^kafka_2\.13-.*\.jar$' || die "mvn ran but no kafka_2.13 jar is in $LIBS"
   ls "$LIBS" | grep -q '^slf4j-reload4j-.*\.jar$' || die "no slf4j binding in $LIBS (broker logs would be silent)"
   { pom_digest; (cd "$LIBS" && ls -1 -- *.jar); } > "$FETCH_STAMP.tmp"
   mv "$FETCH_STAMP.tmp" "$FETCH_STAMP"
   rm -rf "$KAFKA_HOME/target"
+  exec 9>&- 2>/dev/null || true
 }
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -160,7 +176,7 @@ cmd_start() {
       || { cat "$DIR/logs/format.log" >&2; die "formatting $DIR/data failed"; }
   fi
 
-  [[ -f "$DIR/logs/server.log" ]] && mv -f "$DIR/logs/server.log" "$DIR/logs/server.log.1"
+  if [[ -f "$DIR/logs/server.log" ]]; then mv -f "$DIR/logs/server.log" "$DIR/logs/server.log.1"; fi
   # setsid: the broker must outlive a Ctrl-C aimed at the test run, so cleanup can stop it properly.
   setsid "$JAVA" "${jvm[@]}" kafka.Kafka "$DIR/server.properties" \
       > "$DIR/logs/server.log" 2>&1 < /dev/null &

@@ -1,6 +1,7 @@
 """`placematch demo` against a real `placematch up`: the region it builds is visible through the APIs."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -78,7 +79,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Callable[[str], str]]:
                     except httpx.TransportError:
                         pass
                 if pending:
-                    time.sleep(0.2)
+                    await asyncio.sleep(0.2)
         yield url
     finally:
         stop(process)

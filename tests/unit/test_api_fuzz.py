@@ -10,11 +10,17 @@ then with no token or a wrong role). Two checks on every response:
 
 Path parameters are either generated or taken from a few resources seeded before fuzzing (an
 applied provider, an open referral with an invitation and an offer, a webhook subscription), so
-the commands reach the domain and not only the 404 branch. Writes sometimes carry an
-`Idempotency-Key` (short keys repeat, so replays and reuse with another body happen too).
+the commands reach the domain and not only the 404 branch. Besides schemathesis's positive and
+negative cases, bodies are built from a valid one with one or two fields replaced by any JSON value
+or removed. Writes sometimes carry an `Idempotency-Key` (short keys repeat, so replays and reuse
+with another body happen too), any request an `X-Correlation-ID`.
+
+`test_exact_case` replays, through the same transport and checks, the requests the fuzzing found
+failing (or reaches only by luck at the default budget): they fail until the bugs are fixed.
 
 Bounded: `PLACEMATCH_FUZZ_EXAMPLES` examples per operation (default 15), derandomized so CI is
-stable; `PLACEMATCH_FUZZ_RANDOM=1` explores with a fresh seed each run.
+stable; `PLACEMATCH_FUZZ_RANDOM=1` explores with a fresh seed each run; `PLACEMATCH_FUZZ_STATS=1`
+(with `-s`) prints the statuses each operation answered.
 
     .venv/bin/pytest tests/unit/test_api_fuzz.py -q
     PLACEMATCH_FUZZ_EXAMPLES=100 PLACEMATCH_FUZZ_RANDOM=1 .venv/bin/pytest tests/unit/test_api_fuzz.py -q
@@ -22,11 +28,15 @@ stable; `PLACEMATCH_FUZZ_RANDOM=1` explores with a fresh seed each run.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import os
 import re
 import tempfile
+import threading
 import time
+import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +46,7 @@ import httpx
 import orjson
 import pytest
 import schemathesis
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -49,7 +60,10 @@ from shared.settings import Settings
 SERVICES = ("enrolment", "referral", "matching", "notification")
 EXAMPLES = int(os.environ.get("PLACEMATCH_FUZZ_EXAMPLES", "15"))
 RANDOM = os.environ.get("PLACEMATCH_FUZZ_RANDOM", "") not in ("", "0")
+SHOW_STATS = os.environ.get("PLACEMATCH_FUZZ_STATS", "") not in ("", "0")
+STATS: dict[str, Counter[int]] = defaultdict(Counter)
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+REQUEST_TIMEOUT = 60  # seconds; generous for slow CI machines (schemathesis's default is 10)
 
 # The invited provider of the seeded referral; also the owner of a seeded subscription.
 PROVIDER = "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a01"
@@ -145,21 +159,84 @@ CHECKS = [not_a_server_error, problem_json_for_4xx]
 # --- a service running in-process -------------------------------------------------------------------
 
 class InProcess:
-    """The service's ASGI app as schemathesis calls it. It remembers the event loop the app runs on
-    (schemathesis starts the lifespan in its own thread) so that the test can run coroutines there:
-    seeding requests and events fed to the consumers."""
+    """The service's ASGI app as schemathesis calls it, run on an event loop of our own.
+
+    The app's lifespan (migrations, relay, consumers) runs once for the module in a thread with its
+    own loop; each request schemathesis sends (on its own loop) is handed over to that loop. So the
+    test decides when the app starts and stops (schemathesis's pytest plugin would otherwise end the
+    lifespan after every test), and seeding coroutines run next to the requests (`run`).
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fuzz-app-loop", daemon=True)
+        self._stopping: asyncio.Event | None = None
+        self._serving: concurrent.futures.Future[None] | None = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.loop = asyncio.get_running_loop()
-        await self.app(scope, receive, send)
+    def start(self, timeout: float = 60) -> None:
+        self._thread.start()
+        started = threading.Event()
+
+        async def serve() -> None:
+            self._stopping = asyncio.Event()
+            async with self.app.router.lifespan_context(self.app):
+                started.set()
+                await self._stopping.wait()
+
+        self._serving = asyncio.run_coroutine_threadsafe(serve(), self.loop)
+        while not started.wait(0.05):
+            if self._serving.done():
+                self._serving.result()  # the start-up failed: raise why
+        assert started.is_set(), "the app did not start"
+
+    def stop(self, timeout: float = 30) -> None:
+        try:
+            if self._serving is not None and self._stopping is not None:
+                self.loop.call_soon_threadsafe(self._stopping.set)
+                self._serving.result(timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
 
     def run(self, make: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 30) -> Any:
-        assert self.loop is not None, "the app has not started"
         return asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # the app's lifespan is ours (start/stop): acknowledge only
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        caller = asyncio.get_running_loop()
+
+        async def receive_there() -> Any:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(receive(), caller))
+
+        async def send_there(message: Any) -> None:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(send(message), caller))
+
+        started = False
+
+        async def send_tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_there(message)
+
+        scope = {**scope, "state": {}}
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                self.app(scope, receive_there, send_tracked), self.loop))
+        except Exception:
+            # What a server (uvicorn) does with an exception that escaped the app: a plain 500 if
+            # nothing was sent yet; the check then reports it like any other 5xx.
+            if not started:
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": b"Internal Server Error"})
 
 
 class Service:
@@ -168,7 +245,7 @@ class Service:
         self.settings = settings_for(data_dir)
         self.app = importlib.import_module(f"services.{name}.app").create_app(self.settings)
         self.asgi = InProcess(self.app)
-        # Fetching the schema starts the app's lifespan (migrations, relay, consumers).
+        self.asgi.start()
         self.schema = schemathesis.openapi.from_asgi("/openapi.json", self.asgi)
         self.seeds: dict[str, list[str]] = {}
         self.provider = PROVIDER
@@ -288,24 +365,107 @@ SEEDERS = {"enrolment": seed_enrolment, "referral": seed_referral, "matching": s
 
 # --- generation --------------------------------------------------------------------------------------
 
+# Valid bodies, from which one or two fields are replaced by anything JSON can carry (or removed):
+# generated bodies rarely pass the domain's rules, these reach them one field at a time.
+
+def templates() -> dict[tuple[str, str, str], Callable[[], dict[str, Any]]]:
+    inspection = {"framework": "ofsted_report_card", "inspected_on": "2026-01-20", "safeguarding": "met",
+                  "areas": {"leadership": "strong", "achievement": "expected", "inclusion": "exceptional"}}
+    offer = {"weekly_fee_pence": 425000, "start_date": (_now() + timedelta(days=90)).date().isoformat(),
+             "notes": "Place in our ASD unit"}
+    subscription = {"url": "https://portal.example/hooks/placematch", "event_types": ["referral.invited"],
+                    "contact_email": "ops@portal.example"}
+    return {
+        ("enrolment", "POST", "/providers"): lambda: application(f"{uuid.uuid4().int % 10**6:06d}"),
+        ("enrolment", "PATCH", "/providers/{provider_id}"): lambda: {
+            "capacity": 3, "contact_email": "new@riverside.example", "lots": ["ASD"], "age_min": 7,
+            "location": {"postcode": "SE1 7PB", "lat": 51.5, "lon": -0.1}},
+        ("enrolment", "POST", "/providers/{provider_id}/inspections"): lambda: dict(inspection),
+        ("enrolment", "POST", "/providers/{provider_id}/outcomes"): lambda: {
+            "period": "2025-26", "kpis": {"attendance": 92, "ehcp_progress": 75}},
+        ("enrolment", "POST", "/providers/{provider_id}/suspend"): lambda: {"reason": "safeguarding concern"},
+        ("referral", "POST", "/referrals"): referral_body,
+        ("referral", "POST", "/referrals/{referral_id}/amend"): lambda: {
+            k: v for k, v in referral_body().items() if k in ("gender", "max_travel_km", "outcomes", "location",
+                                                             "offer_deadline", "needs_profile", "birth_date")},
+        ("referral", "POST", "/referrals/{referral_id}/offers"): lambda: dict(offer),
+        ("referral", "POST", "/referrals/{referral_id}/award"): lambda: {
+            "offer_id": PROVIDER, "justification": "Parental preference"},
+        ("referral", "POST", "/referrals/{referral_id}/decline"): lambda: {"reason": "no_capacity", "note": "full"},
+        ("matching", "PUT", "/policy"): lambda: {"quality_weight": "0.60", "price_weight": "0.40",
+                                                 "min_quality": "50.00"},
+        ("notification", "POST", "/subscriptions"): lambda: dict(subscription),
+        ("notification", "PATCH", "/subscriptions/{subscription_id}"): lambda: dict(subscription),
+    }
+
+
+wild_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False, allow_infinity=False, places=5).map(str), st.text(max_size=30),
+    st.sampled_from(["", " ", "2026-02-30", "0001-01-01", "9999-12-31", "9999-12-31T23:59:59Z",
+                     "2026-07-01T17:00:00", "2026-07-01T17:00:00+14:00", "1e309", "-1", "-0.01", "1.001",
+                     "NaN", "Infinity", "asd", "ASD", "\x00", "ñ" * 300, "x" * 5000, "http://127.0.0.1:1/",
+                     "ftp://example.org/", "https://[::1]/"]),
+    st.lists(st.one_of(st.text(max_size=8), st.integers(), st.none()), max_size=3),
+    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=5), st.none()), max_size=3),
+)
+REMOVE = object()
+
+
+def mutated(template: Callable[[], dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    """The template with up to two (possibly nested) fields replaced or removed."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        body = template()
+        for _ in range(draw(st.integers(0, 2), label="mutations")):
+            target = body
+            key = draw(st.sampled_from(sorted(target)), label="field")
+            if isinstance(target[key], dict) and target[key] and draw(st.booleans(), label="nested"):
+                target = target[key]
+                key = draw(st.sampled_from(sorted(target)), label="nested field")
+            value = draw(st.one_of(st.just(REMOVE), wild_values), label="value")
+            if value is REMOVE:
+                target.pop(key, None)
+            else:
+                target[key] = value
+            if not body:
+                break
+        return body
+
+    return build()
+
+
 def case_strategy(svc: Service, method: str, path: str) -> st.SearchStrategy[Any]:
     operation = svc.schema[path][method]
     names = re.findall(r"{(\w+)}", path)
+    seeded = bool(names) and all(svc.seeds.get(n) for n in names)
     strategies = [operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)]
-    if names and all(svc.seeds.get(n) for n in names):
-        seeded = st.fixed_dictionaries({n: st.sampled_from(svc.seeds[n]) for n in names})
-        strategies.append(seeded.flatmap(
-            lambda params: operation.as_strategy(GenerationMode.POSITIVE, path_parameters=params)))
-        strategies.append(seeded.flatmap(
-            lambda params: operation.as_strategy(GenerationMode.NEGATIVE, path_parameters=params)))
+    params: st.SearchStrategy[dict[str, Any]] = (
+        st.fixed_dictionaries({n: st.sampled_from(svc.seeds[n]) for n in names}) if seeded else st.just({}))
+    if seeded:
+        strategies.append(params.flatmap(
+            lambda pp: operation.as_strategy(GenerationMode.POSITIVE, path_parameters=pp)))
+        strategies.append(params.flatmap(
+            lambda pp: operation.as_strategy(GenerationMode.NEGATIVE, path_parameters=pp)))
+    template = templates().get((svc.name, method, path))
+    if template is not None:
+        mutant = st.tuples(params, mutated(template)).flatmap(
+            lambda pair: operation.as_strategy(GenerationMode.POSITIVE, path_parameters=pair[0] or None,
+                                               body=pair[1], media_type="application/json"))
+        strategies += [mutant, mutant]
     return st.one_of(strategies)
 
 
+# Printable ASCII here; header octets outside UTF-8 have their own test below
+# (test_exact_case), so that one shared bug does not fail every operation.
+header_text = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 idempotency_keys = st.one_of(
     st.none(),
     st.sampled_from(["k1", "k2"]),  # repeats: replays, and reuse with another body
-    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=260),
+    st.text(header_text, min_size=1, max_size=260),
 )
+correlation_ids = st.one_of(st.none(), st.text(header_text, min_size=1, max_size=40))
 
 
 # --- tests -------------------------------------------------------------------------------------------
@@ -320,6 +480,20 @@ def _operations() -> Iterator[Any]:
                     yield pytest.param(name, method.upper(), path, id=f"{name} {method.upper()} {path}")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def plain_tracebacks() -> Iterator[None]:
+    """A 5xx logs its exception; structlog's default rich traceback (with locals) takes seconds to
+    render and would time requests out while Hypothesis shrinks. Plain tracebacks for this module."""
+    saved = structlog.get_config()
+    structlog.configure(processors=[
+        structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
+        structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)])
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
     started: dict[str, Service] = {}
@@ -331,10 +505,14 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
             SEEDERS[name](svc)
         return started[name]
 
-    yield _Lazy(get)  # type: ignore[misc]
-    from schemathesis.python import asgi
-
-    asgi.shutdown_lifespans()
+    try:
+        yield _Lazy(get)  # type: ignore[misc]
+    finally:
+        if SHOW_STATS:  # with -s: the statuses each operation answered, to see what the fuzzing reached
+            for operation, counts in sorted(STATS.items()):
+                print(f"{operation:70} {dict(sorted(counts.items()))}")
+        for svc in started.values():
+            svc.asgi.stop()
 
 
 class _Lazy(dict):  # type: ignore[type-arg]
@@ -361,14 +539,55 @@ def test_operation_never_5xx_and_4xx_is_problem_json(services: dict[str, Service
                                      HealthCheck.data_too_large])
     @given(case=case_strategy(svc, method, path), data=st.data())
     def fuzz(case: Any, data: st.DataObject) -> None:
-        # Mostly an allowed caller; one time in eight a missing token or a role that is refused.
-        pool = allowed if data.draw(st.integers(0, 7), label="refused?") else refused
+        # Mostly an allowed caller; now and then a missing token or a role that is refused.
+        pool = refused if data.draw(st.integers(0, 7), label="refused?") == 7 else allowed
         caller = data.draw(st.sampled_from(pool), label="caller")
         headers = svc.headers(caller)
         if method in WRITES:
             key = data.draw(idempotency_keys, label="Idempotency-Key")
             if key is not None:
                 headers["Idempotency-Key"] = key
-        case.call_and_validate(headers=headers, checks=CHECKS)
+        correlation_id = data.draw(correlation_ids, label="X-Correlation-ID")
+        if correlation_id is not None:
+            headers["X-Correlation-ID"] = correlation_id
+        response = case.call(headers=headers, timeout=REQUEST_TIMEOUT)
+        STATS[f"{service} {method} {path}"][response.status_code] += 1
+        case.validate_response(response, checks=CHECKS, headers=headers)
 
     fuzz()
+
+
+# --- exact cases -------------------------------------------------------------------------------------
+# Requests the fuzzing found (or that it can only reach by luck at this budget), replayed exactly
+# through the same transport and checks. Each must answer without a 5xx and any 4xx as problem+json.
+
+NOT_UTF8 = "\xe9t\xe9"  # "été" in latin-1: octets E9 74 E9, valid in HTTP, not UTF-8
+
+POLICY = {"body": {"quality_weight": "0.60", "price_weight": "0.40"}}
+EXACT: list[Any] = [
+    pytest.param("enrolment", "GET", "/providers", COMMISSIONER, {"query": {"offset": 2**63}}, {},
+                 id="enrolment GET /providers offset=2**63"),
+    pytest.param("referral", "GET", "/referrals", BOROUGH, {"query": {"offset": 2**63}}, {},
+                 id="referral GET /referrals offset=2**63"),
+    # shared/web.py decodes these header octets as UTF-8; any service, any operation
+    pytest.param("matching", "PUT", "/policy", COMMISSIONER, POLICY, {"X-Correlation-ID": NOT_UTF8},
+                 id="X-Correlation-ID not UTF-8"),
+    pytest.param("matching", "PUT", "/policy", COMMISSIONER, POLICY, {"Idempotency-Key": NOT_UTF8},
+                 id="Idempotency-Key not UTF-8"),
+    pytest.param("matching", "PUT", "/policy", None, POLICY,
+                 {"Authorization": f"Bearer {NOT_UTF8}", "Idempotency-Key": "k"},
+                 id="Authorization not UTF-8 with an Idempotency-Key"),
+]
+
+
+@pytest.mark.parametrize(("service", "method", "path", "caller", "parts", "extra_headers"), EXACT)
+def test_exact_case(services: dict[str, Service], service: str, method: str, path: str, caller: Caller,
+                    parts: dict[str, Any], extra_headers: dict[str, str]) -> None:
+    svc = services[service]
+    operation = svc.schema[path][method]
+    if "body" in parts:
+        parts = {**parts, "media_type": "application/json"}
+    case = operation.Case(**parts)
+    headers = {**svc.headers(caller), **extra_headers}
+    response = case.call(headers=headers, timeout=REQUEST_TIMEOUT)
+    case.validate_response(response, checks=CHECKS, headers=headers)
