@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any, Optional
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -56,9 +57,17 @@ def up(
     os.environ.setdefault("PLACEMATCH_WEBHOOK_ALLOW_PRIVATE", "true")
     base = Settings()
     configure_logging(base.log_format, base.log_level)
-    settings = base.model_copy(update={"data_dir": data_dir, "base_port": base_port, "host": host,
-                                       "kafka_bootstrap": None, "database_url": None, "port": None})
     data_dir.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, Any] = {"data_dir": data_dir, "base_port": base_port, "host": host,
+                                 "kafka_bootstrap": None, "database_url": None, "port": None}
+    maildrop = None
+    if base.email_enabled and "PLACEMATCH_SMTP_HOST" not in os.environ:
+        from shared.maildrop import start_maildrop
+
+        maildrop = start_maildrop(data_dir / "mail")
+        overrides |= {"smtp_host": maildrop.hostname, "smtp_port": maildrop.port}
+        console.print(f"email alerts are written to {data_dir / 'mail'} (set PLACEMATCH_SMTP_HOST to send them)")
+    settings = base.model_copy(update=overrides)
 
     async def main() -> None:
         servers = []
@@ -94,7 +103,11 @@ def up(
         if failed or not all(s.started for s in servers):
             raise typer.Exit(1)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if maildrop is not None:
+            maildrop.stop()
 
 
 @app.command()
@@ -163,7 +176,18 @@ def demo(
     def base_url(service: str) -> str:
         return f"http://{host}:{settings.port_for(service)}"
 
-    asyncio.run(run_demo(base_url, seed=seed, referrals=referrals, providers=providers, console=console))
+    from shared.demo import DemoError
+
+    try:
+        counts = asyncio.run(run_demo(base_url, seed=seed, referrals=referrals, providers=providers, console=console))
+    except DemoError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    except httpx.ConnectError as exc:
+        console.print(f"[red]cannot reach placematch at {base_url('enrolment')}: start it with `placematch up`[/]")
+        raise typer.Exit(1) from exc
+    if counts.get("errors"):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -56,4 +56,7 @@ idempotency_keys = Table(
     Column("headers", Text, nullable=True),
     Column("body", LargeBinary, nullable=True),
     Column("created_at", String(40), nullable=False),
+    Column("owner", String(36), nullable=True, doc="the process (runtime instance) that runs the first request"),
+    Column("effect", String(100), nullable=True,
+           doc="stream id of the first event the request recorded, set in that event's transaction"),
 )

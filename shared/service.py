@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -51,6 +52,8 @@ class ServiceRuntime:
     ) -> None:
         self.name = name
         self.settings = settings
+        self.instance_id = str(uuid.uuid4())
+        """This process's identity, e.g. for orphaned Idempotency-Key claims."""
         self.db = Database(settings.database_url_for(name))
         self.store = EventStore(self.db, f"placematch/{name}")
         self.bus: Bus = bus or make_bus(settings)

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +22,7 @@ from shared.db import Database
 from shared.errors import ConcurrencyError
 from shared.events import Envelope, registry
 from shared.schema import events as events_table
+from shared.schema import idempotency_keys
 from shared.schema import outbox as outbox_table
 
 APPEND_LOCK_KEY = 0x706C6D61  # "plma": one advisory lock per database
@@ -113,6 +114,11 @@ class EventStore:
                 await conn.execute(outbox_table.insert().values(
                     position=position, topic=topic, key=stream_id, payload=body.encode()))
             recorded.append(envelope)
+        claim = context.idempotency_claim.get()
+        if claim is not None:
+            await conn.execute(update(idempotency_keys).where(
+                (idempotency_keys.c.scope == claim[0]) & (idempotency_keys.c.key == claim[1])
+                & idempotency_keys.c.effect.is_(None)).values(effect=stream_id))
         return recorded
 
     async def stream_version(self, conn: AsyncConnection, stream_id: str) -> int:

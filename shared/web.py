@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from shared.logs import get_logger
 from shared.schema import idempotency_keys
 
 PROBLEM = "application/problem+json"
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 log = get_logger("placematch.web")
 
 
@@ -88,8 +90,11 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        cid = (headers.get(b"x-correlation-id") or b"").decode() or str(uuid.uuid4())
-        token = context.correlation_id.set(cid)
+        given = (headers.get(b"x-correlation-id") or b"").decode("latin-1")
+        cid = given if _CORRELATION_ID.fullmatch(given) else str(uuid.uuid4())
+        # not reset afterwards: the 500 handler runs outside this middleware and names the id;
+        # each request runs in its own task, so the value cannot leak into another request
+        context.correlation_id.set(cid)
         actor_token = context.actor.set(None)
 
         async def send_with_header(message: Message) -> None:
@@ -100,20 +105,26 @@ class CorrelationMiddleware:
         try:
             await self.app(scope, receive, send_with_header)
         finally:
-            context.correlation_id.reset(token)
             context.actor.reset(actor_token)
 
 
 class IdempotencyMiddleware:
     """`Idempotency-Key` on writes: a retried request gets the first response, nothing runs twice.
 
-    The key is scoped to the caller (token subject), method and path. A first request marks the
-    key as in progress; a concurrent retry gets 409 with Retry-After. 5xx answers are forgotten so
-    the client may retry. Reusing a key with a different body is a 422.
+    The key is scoped to the caller (token subject), method and path. A first request claims the
+    key for this process; a concurrent retry gets 409 with Retry-After. Reusing a key with a
+    different body is a 422.
+
+    Crashes: the event store marks the claim with the request's effect in the same transaction
+    as the events. A retry that finds a claim of a process that is gone (another instance id, and
+    older than `ORPHANED_AFTER`) runs the request again if nothing was recorded, or, if the effect
+    did commit but the answer was lost, answers 409 `answer_lost` naming the resource (never a
+    second effect). A 5xx, or a 409/429 with Retry-After, without an effect is forgotten so the
+    client may retry with the same key.
     """
 
     METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-    STALE_AFTER = timedelta(minutes=2)
+    ORPHANED_AFTER = timedelta(seconds=10)
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
@@ -124,9 +135,13 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        key = (headers.get(b"idempotency-key") or b"").decode().strip()
+        key = (headers.get(b"idempotency-key") or b"").decode("latin-1").strip()
         if not key:
             await self.app(scope, receive, send)
+            return
+        if not key.isascii() or not key.isprintable():
+            await problem(422, "Invalid request", "Idempotency-Key must be printable ASCII (a UUID is best)",
+                          field="Idempotency-Key", rule="printable_ascii")(scope, receive, send)
             return
         if len(key) > 200:
             await problem(422, "Invalid request", "Idempotency-Key must be at most 200 characters",
@@ -155,13 +170,20 @@ class IdempotencyMiddleware:
                 captured["body"] += message.get("body", b"")
             await send(message)
 
+        token = context.idempotency_claim.set((scope_key, key))
         try:
             await self.app(scope, _replay_body(body), capture)
         finally:
+            context.idempotency_claim.reset(token)
             async with db.transaction() as conn:
                 where = (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
-                if captured["status"] >= 500:
+                effect = (await conn.execute(select(idempotency_keys.c.effect).where(where))).scalar()
+                transient = captured["status"] >= 500 or (captured["status"] in (409, 429) and any(
+                    k.lower() == "retry-after" for k, _ in captured["headers"]))
+                if transient and effect is None:  # "try again later" must not become the answer
                     await conn.execute(delete(idempotency_keys).where(where))
+                elif captured["status"] >= 500:
+                    await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect)))
                 else:
                     kept = [(k, v) for k, v in captured["headers"]
                             if k.lower() in ("content-type", "location", "retry-after")]
@@ -169,14 +191,24 @@ class IdempotencyMiddleware:
                         status=captured["status"], headers=orjson.dumps(kept).decode(), body=captured["body"]))
 
     async def _claim(self, db: Any, scope_key: str, key: str, fingerprint: str) -> Response | None:
+        owner = self.fastapi_app.state.runtime.instance_id
+        where = (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
         async with db.transaction() as conn:
             claimed = await insert_ignore(conn, idempotency_keys, {
                 "scope": scope_key, "key": key, "fingerprint": fingerprint, "status": None,
-                "created_at": format_time(now_utc())})
+                "created_at": format_time(now_utc()), "owner": owner})
             if claimed:
                 return None
-            row = (await conn.execute(select(idempotency_keys).where(
-                (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)))).one()
+            row = (await conn.execute(select(idempotency_keys).where(where))).one()
+            orphaned = (row.status is None and row.fingerprint == fingerprint and row.owner != owner
+                        and row.created_at < format_time(now_utc() - self.ORPHANED_AFTER))
+            if orphaned and row.effect is None:  # its process died before recording anything
+                await conn.execute(update(idempotency_keys).where(where).values(
+                    owner=owner, created_at=format_time(now_utc())))
+                return None
+            if orphaned:  # it took effect, then its process died before storing the answer
+                await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(row.effect)))
+                row = (await conn.execute(select(idempotency_keys).where(where))).one()
         if row.fingerprint != fingerprint:
             return problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a "
                            "different request body; use a new key for a new request",
@@ -191,8 +223,16 @@ class IdempotencyMiddleware:
         return response
 
 
+def _answer_lost(effect: str) -> dict[str, Any]:
+    """The stored answer for a request that took effect but whose response was lost."""
+    body = {"type": "about:blank", "title": "Answer lost", "status": 409, "rule": "answer_lost", "effect": effect,
+            "detail": f"the first request with this Idempotency-Key took effect on {effect}, but its answer "
+                      "was lost when the service stopped; read that resource instead of retrying"}
+    return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body)}
+
+
 def _caller(headers: dict[bytes, bytes]) -> str:
-    auth = (headers.get(b"authorization") or b"").decode()
+    auth = (headers.get(b"authorization") or b"").decode("latin-1")
     _, _, token = auth.partition(" ")
     if not token:
         return "anonymous"

@@ -22,6 +22,8 @@ from services.enrolment import projections
 from services.enrolment.domain import Provider
 from services.enrolment.profile import NEED_CODES, OPERATIONAL_FIELDS
 
+MAX_OFFSET = 1_000_000
+
 router = APIRouter(tags=["providers"])
 
 COMMISSIONER = "commissioner"
@@ -148,7 +150,7 @@ async def list_providers(
     request: Request,
     status: Literal["applied", "approved", "rejected", "suspended"] | None = None,
     lot: str | None = Query(None, description="SEN need code, e.g. ASD"),
-    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
     _who: Principal = Depends(require("commissioner", "auditor")),
 ) -> dict[str, Any]:
     lot_code = lot.strip().upper() if lot else None

@@ -61,10 +61,10 @@ def _two_place_decimal(value: Any, field: str, low: Decimal, high: Decimal) -> D
         raise RuleViolation(f"{field} must be a number, got {value!r}", field=field, rule="type") from None
     if not number.is_finite():
         raise RuleViolation(f"{field} must be a finite number", field=field, rule="type")
+    if not low <= number <= high:  # before rounding: quantize overflows on huge values
+        raise RuleViolation(f"{field} must be between {low} and {high}, got {value}", field=field, rule="range")
     if number != round2(number):
         raise RuleViolation(f"{field} allows at most 2 decimal places, got {value}", field=field, rule="two_decimal_places")
-    if not low <= number <= high:
-        raise RuleViolation(f"{field} must be between {low} and {high}, got {value}", field=field, rule="range")
     return round2(number)
 
 

@@ -37,7 +37,7 @@ def make_handler(deliveries: Deliveries, dispatcher: Dispatcher, settings: Notif
         subscriptions = [await deliveries.store.load(Subscription, sid, conn) for sid in ids]
         planned = plan_deliveries(request, subscriptions, email_always=settings.email_always)
         if not planned:
-            log.warning("notification has no channel: no webhook subscription and no email",
+            log.info("notification has no channel: no webhook subscription and no email",
                         notification_id=request.notification_id, recipient=request.recipient.as_dict())
         for plan in planned:
             await deliveries.schedule(conn, request, plan, at)

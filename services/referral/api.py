@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.referral import service
 from shared.auth import Principal, require
 
+MAX_OFFSET = 1_000_000
+
 router = APIRouter(tags=["referrals"])
 
 borough_only = require("borough")
@@ -133,7 +135,7 @@ async def list_referrals(
     request: Request,
     status: Literal["open", "awarded", "withdrawn", "closed"] | None = None,
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     who: Principal = Depends(borough_or_provider),
 ) -> dict[str, Any]:
     items = await service.list_for(_runtime(request), who, status, limit, offset)

@@ -56,7 +56,7 @@ MAX_WEEKLY_FEE_PENCE: Final = 10_000_000  # £100k a week: anything above is a t
 MAX_OUTCOMES: Final = 20
 MAX_TEXT: Final = 2000
 MAX_JUSTIFICATION: Final = 4000
-INVITATION_RETRY_AFTER_SECONDS: Final = 5
+INVITATION_RETRY_AFTER_SECONDS: Final = 1
 
 ReferralStatus = Literal["new", "open", "awarded", "withdrawn", "closed"]
 OfferStatus = Literal["submitted", "withdrawn", "awarded", "not_selected"]

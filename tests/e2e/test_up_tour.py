@@ -49,8 +49,8 @@ class Stack:
         return f"http://127.0.0.1:{self.base + SERVICES.index(service) + 1}"
 
     async def start(self) -> None:
-        env = {**os.environ, "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_EMAIL_ENABLED": "false",
-               "PLACEMATCH_RELAY_POLL_SECONDS": "0.2"}
+        env = {k: v for k, v in os.environ.items() if k != "PLACEMATCH_SMTP_HOST"}
+        env |= {"PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_RELAY_POLL_SECONDS": "0.2"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "up", "--base-port", str(self.base), "--data-dir", str(self.data_dir)],
             cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
@@ -136,6 +136,11 @@ async def test_readme_tour_then_restart_keeps_state(stack: Stack) -> None:
             body = ok(await http.get(f"{matching}/referrals/{referral_id}/eligible-providers", headers=croydon))
             return provider_id in [p["provider_id"] for p in body["providers"]]
         await wait_for(invited, timeout=30, message="the school to be invited")
+
+        def invitation_mailed() -> bool:  # `placematch up` keeps email in <data-dir>/mail
+            return any("admissions@riverside.example" in p.read_text(errors="replace")
+                       for p in (stack.data_dir / "mail").glob("*.eml"))
+        await wait_for(invitation_mailed, timeout=30, message="the invitation email")
         # 3. the school sees a redacted referral and offers (409 + Retry-After until the invitation lands)
         school = bearer("provider", provider_id)
         seen = ok(await http.get(f"{referral}/referrals/{referral_id}", headers=school))

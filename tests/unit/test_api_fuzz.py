@@ -569,6 +569,10 @@ EXACT: list[Any] = [
                  id="enrolment GET /providers offset=2**63"),
     pytest.param("referral", "GET", "/referrals", BOROUGH, {"query": {"offset": 2**63}}, {},
                  id="referral GET /referrals offset=2**63"),
+    # found by the fuzzing: quantizing a huge weight to 2 places raises decimal.InvalidOperation
+    pytest.param("matching", "PUT", "/policy", COMMISSIONER,
+                 {"body": {"quality_weight": "1e27", "price_weight": "0.40"}}, {},
+                 id="matching PUT /policy quality_weight=1e27"),
     # shared/web.py decodes these header octets as UTF-8; any service, any operation
     pytest.param("matching", "PUT", "/policy", COMMISSIONER, POLICY, {"X-Correlation-ID": NOT_UTF8},
                  id="X-Correlation-ID not UTF-8"),
