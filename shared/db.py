@@ -28,7 +28,12 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 30})
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_async_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+            # A transaction left idle (its coroutine stuck or gone) would hold the append lock and
+            # wedge every writer; PostgreSQL ends such a session after a minute instead.
+            self.engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=20,
+                connect_args={"server_settings": {"idle_in_transaction_session_timeout": "60000",
+                                                  "application_name": "placematch"}})
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self.committed = asyncio.Event()
 

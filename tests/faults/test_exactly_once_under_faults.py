@@ -135,8 +135,9 @@ async def test_write_interrupted_by_a_crash_is_retried_to_exactly_one_effect(
     """SIGKILL the referral service inside POST /referrals, after it claimed the Idempotency-Key:
     - before-effect: while the append waits for the store's lock (nothing recorded yet);
     - after-effect: once the referral is committed, before the key's answer is stored.
-    The client's retry with the same key, after the restart, must get a 2xx, and exactly one
-    referral (the committed one, if any) must exist."""
+    Before the effect, the client's retry with the same key after the restart runs the request
+    (201); after it, the retry gets 409 `answer_lost` naming the committed referral. Either way
+    exactly one referral exists."""
     referral = cluster.services["referral"]
     key, correlation = f"crash-{uuid.uuid4()}", str(uuid.uuid4())
     child_ref = f"CR-CRASH-{uuid.uuid4().hex[:10]}"
@@ -191,6 +192,15 @@ async def test_write_interrupted_by_a_crash_is_retried_to_exactly_one_effect(
         answers.append(f"{response.status_code} {response.text[:200]}")
         if response.status_code == 409 and "retry-after" in response.headers:
             return None
+        if moment == "after-effect":
+            # the effect committed but its answer died with the process: the retry is told where
+            # the effect is (never given a second referral); the client reads it from there
+            assert response.status_code == 409, answers[-1]
+            lost = response.json()
+            assert lost["rule"] == "answer_lost" and response.headers["content-type"] == "application/problem+json"
+            found = await http.get(f"{referral.url}/referrals/{lost['effect']}", headers=bearer("borough", BOROUGH))
+            assert found.status_code == 200, found.text
+            return found.json()
         assert response.status_code == 201, answers[-1]
         return response.json()
 
