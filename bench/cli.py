@@ -19,6 +19,32 @@ SECTIONS = ("publish", "store", "api", "e2e", "replay")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+EXPLAINED = """## What each figure is
+
+- **publish**: events/s from `EventStore.append` (1 event per transaction, 8 concurrent writers, outbox
+  row in the same transaction, PostgreSQL) through `OutboxRelay` and `KafkaBus` until Kafka acknowledged
+  every one, vs raw aiokafka sending the same bytes and keys (idempotent, acks=all, linger_ms=2).
+- **store**: one writer appending `referral-raised` CloudEvents (no outbox): single = one event per
+  transaction (streams of 10, expected version checked), batched = 50 events of one stream per
+  transaction; vs `eventsourcing` `SQLiteApplicationRecorder` / `PostgresApplicationRecorder` on the same
+  directory / server, same bytes, SQLite WAL + synchronous=NORMAL on both sides.
+- **api**: `POST /referrals` on `placematch serve referral` (PostgreSQL + Kafka) vs `bench/bare_app.py`
+  (same pydantic model + JWT check, no store), both under uvicorn in a subprocess, loaded by
+  `bench/loadgen.py` in another process (closed loop, 16 keep-alive connections).
+- **e2e**: four `placematch serve` processes on Kafka + PostgreSQL; referrals raised open-loop at 10, 50,
+  100/s; "in" = referrals accepted / time until the last POST answered; "out" = webhooks received /
+  time until the last one; latency = POST sent → first webhook for that referral at the bench's receiver.
+  Waves run back to back, so a backlog left by one wave delays the next.
+- **replay**: `services.matching.replay.replay_matching` over a synthetic log (real enrolment and
+  referral aggregates, matching's decisions recorded by one untimed pass); events/s = all events in
+  the three stores / seconds; the run checks every decision is reproduced.
+
+The machine is shared: other engineers' processes ran at the same time (load average 10-15 on 2
+cores during the run), so absolute figures are low and noisy; the ratios compare runs made minutes
+apart under similar load.
+"""
+
+
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
@@ -33,7 +59,7 @@ def _ratio(row: Row) -> str:
     r = row.ratio
     if r is None:
         return "—"
-    return f"{r:.2f}×"
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.3f}×"
 
 
 def table(rows: list[Row], title: str) -> Table:
@@ -60,7 +86,7 @@ def markdown(rows: list[Row], facts: dict[str, str], command: str, started: date
     for r in rows:
         lines.append(f"| {r.section} | {r.metric} | {_fmt(r.ours, r.unit)} | {_fmt(r.baseline, r.unit)} | {r.unit} "
                      f"| {_ratio(r)} | {r.baseline_name} | {r.note} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", EXPLAINED]) + "\n"
 
 
 async def _facts(infra: Infra) -> dict[str, str]:
