@@ -95,9 +95,15 @@ async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, A
 
 async def upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: list[str]) -> None:
     """INSERT or UPDATE the row identified by `keys` (a primary or unique key)."""
-    dialect = conn.dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).values(**values)
-    updates = {k: stmt.excluded[k] for k in values if k not in keys}
+    await upsert_many(conn, table, [values], keys)
+
+
+async def upsert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """`upsert` for many rows (same columns) in one statement."""
+    if not rows:
+        return
+    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = module.insert(table).values(rows)
+    updates = {k: stmt.excluded[k] for k in rows[0] if k not in keys}
     stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates else stmt.on_conflict_do_nothing()
     await conn.execute(stmt)

@@ -45,6 +45,7 @@ processed_events = Table(
     Column("seq", BigInteger, nullable=False, default=0,
            doc="Order in which this service took its inputs in; replay feeds them back in this order"),
 )
+Index("ix_processed_events_seq", processed_events.c.seq)
 
 idempotency_keys = Table(
     "idempotency_keys",
@@ -57,6 +58,13 @@ idempotency_keys = Table(
     Column("body", LargeBinary, nullable=True),
     Column("created_at", String(40), nullable=False),
     Column("owner", String(36), nullable=True, doc="the process (runtime instance) that runs the first request"),
-    Column("effect", String(100), nullable=True,
-           doc="stream id of the first event the request recorded, set in that event's transaction"),
+)
+
+idempotency_effects = Table(
+    "idempotency_effects",
+    metadata,
+    Column("scope", String(300), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("effect", String(100), nullable=False,
+           doc="stream id of the first event the request recorded, written in that event's transaction"),
 )

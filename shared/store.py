@@ -9,20 +9,20 @@ hash chain has one well-defined predecessor per event.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared import context
 from shared.aggregate import Aggregate, NewEvent
-from shared.db import Database
+from shared.db import Database, insert_ignore
 from shared.errors import ConcurrencyError
 from shared.events import Envelope, registry
 from shared.schema import events as events_table
-from shared.schema import idempotency_keys
+from shared.schema import idempotency_effects
 from shared.schema import outbox as outbox_table
 
 APPEND_LOCK_KEY = 0x706C6D61  # "plma": one advisory lock per database
@@ -68,21 +68,18 @@ class EventStore:
             return []
         if conn.dialect.name == "postgresql":
             await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
-        current = await self.stream_version(conn, stream_id)
+        head = (await conn.execute(
+            select(events_table.c.version, events_table.c.stream_hash).where(events_table.c.stream_id == stream_id)
+            .order_by(events_table.c.version.desc()).limit(1))).first()
+        current, stream_prev = (head.version, head.stream_hash) if head else (0, GENESIS)
         if expected_version is not None and current != expected_version:
             raise ConcurrencyError(
                 f"stream {stream_id} is at version {current}, not {expected_version}; reload and retry"
             )
-        last = (await conn.execute(
-            select(events_table.c.stream_id, events_table.c.stream_hash, events_table.c.chain_hash)
-            .order_by(events_table.c.position.desc()).limit(1)
-        )).first()
-        chain = last.chain_hash if last else GENESIS
-        stream_prev = (await conn.execute(
-            select(events_table.c.stream_hash).where(events_table.c.stream_id == stream_id)
-            .order_by(events_table.c.version.desc()).limit(1)
-        )).scalar() or GENESIS
-        recorded: list[Envelope] = []
+        chain = (await conn.execute(
+            select(events_table.c.chain_hash).order_by(events_table.c.position.desc()).limit(1))).scalar() or GENESIS
+        envelopes: list[Envelope] = []
+        rows: list[dict[str, Any]] = []
         for offset, new in enumerate(new_events, start=1):
             envelope = Envelope(
                 type=new.type,
@@ -98,27 +95,24 @@ class EventStore:
             body = envelope.to_json().decode()
             stream_prev = link_hash(stream_prev, body)
             chain = link_hash(chain, body)
-            try:
-                result = await conn.execute(
-                    events_table.insert().values(
-                        event_id=envelope.id, stream_id=stream_id, version=envelope.sequence,
-                        type=envelope.type, time=envelope.time, body=body,
-                        stream_hash=stream_prev, chain_hash=chain,
-                    ).returning(events_table.c.position)
-                )
-            except IntegrityError as exc:
-                raise ConcurrencyError(f"stream {stream_id} was appended to concurrently; retry") from exc
-            position = result.scalar_one()
-            envelope = Envelope(**{**envelope.__dict__, "position": position})
-            if topic:
-                await conn.execute(outbox_table.insert().values(
-                    position=position, topic=topic, key=stream_id, payload=body.encode()))
-            recorded.append(envelope)
+            envelopes.append(envelope)
+            rows.append({"event_id": envelope.id, "stream_id": stream_id, "version": envelope.sequence,
+                         "type": envelope.type, "time": envelope.time, "body": body,
+                         "stream_hash": stream_prev, "chain_hash": chain})
+        try:
+            positions = (await conn.execute(
+                events_table.insert().returning(events_table.c.position, sort_by_parameter_order=True), rows,
+            )).scalars().all()
+        except IntegrityError as exc:
+            raise ConcurrencyError(f"stream {stream_id} was appended to concurrently; retry") from exc
+        recorded = [replace(e, position=p) for e, p in zip(envelopes, positions)]
+        if topic:
+            await conn.execute(outbox_table.insert(), [
+                {"position": e.position, "topic": topic, "key": stream_id, "payload": row["body"].encode()}
+                for e, row in zip(recorded, rows)])
         claim = context.idempotency_claim.get()
         if claim is not None:
-            await conn.execute(update(idempotency_keys).where(
-                (idempotency_keys.c.scope == claim[0]) & (idempotency_keys.c.key == claim[1])
-                & idempotency_keys.c.effect.is_(None)).values(effect=stream_id))
+            await insert_ignore(conn, idempotency_effects, {"scope": claim[0], "key": claim[1], "effect": stream_id})
         return recorded
 
     async def stream_version(self, conn: AsyncConnection, stream_id: str) -> int:

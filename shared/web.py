@@ -21,7 +21,7 @@ from shared.db import insert_ignore
 from shared.errors import DomainError
 from shared.events import format_time, now_utc
 from shared.logs import get_logger
-from shared.schema import idempotency_keys
+from shared.schema import idempotency_effects, idempotency_keys
 
 PROBLEM = "application/problem+json"
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
@@ -177,7 +177,7 @@ class IdempotencyMiddleware:
             context.idempotency_claim.reset(token)
             async with db.transaction() as conn:
                 where = (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
-                effect = (await conn.execute(select(idempotency_keys.c.effect).where(where))).scalar()
+                effect = await _effect_of(conn, scope_key, key)
                 transient = captured["status"] >= 500 or (captured["status"] in (409, 429) and any(
                     k.lower() == "retry-after" for k, _ in captured["headers"]))
                 if transient and effect is None:  # "try again later" must not become the answer
@@ -202,12 +202,13 @@ class IdempotencyMiddleware:
             row = (await conn.execute(select(idempotency_keys).where(where))).one()
             orphaned = (row.status is None and row.fingerprint == fingerprint and row.owner != owner
                         and row.created_at < format_time(now_utc() - self.ORPHANED_AFTER))
-            if orphaned and row.effect is None:  # its process died before recording anything
+            effect = await _effect_of(conn, scope_key, key) if orphaned else None
+            if orphaned and effect is None:  # its process died before recording anything
                 await conn.execute(update(idempotency_keys).where(where).values(
                     owner=owner, created_at=format_time(now_utc())))
                 return None
             if orphaned:  # it took effect, then its process died before storing the answer
-                await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(row.effect)))
+                await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect)))
                 row = (await conn.execute(select(idempotency_keys).where(where))).one()
         if row.fingerprint != fingerprint:
             return problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a "
@@ -221,6 +222,11 @@ class IdempotencyMiddleware:
             response.headers[k] = v
         response.headers["Idempotent-Replayed"] = "true"
         return response
+
+
+async def _effect_of(conn: Any, scope_key: str, key: str) -> str | None:
+    return (await conn.execute(select(idempotency_effects.c.effect).where(
+        (idempotency_effects.c.scope == scope_key) & (idempotency_effects.c.key == key)))).scalar()
 
 
 def _answer_lost(effect: str) -> dict[str, Any]:

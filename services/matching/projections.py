@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import upsert
+from shared.db import upsert, upsert_many
 from shared.events import dumps, loads
 
 from .eligibility import Eligibility, ProviderFacts, ReferralFacts
@@ -204,12 +204,13 @@ async def record_decline(conn: AsyncConnection, referral_id: str, provider_id: s
 async def record_eligibility(conn: AsyncConnection, referral_id: str, results: list[Eligibility],
                              invited: list[str], trigger: str) -> None:
     invited_set = set(invited)
-    for r in results:
-        await upsert(conn, eligibility, {
-            "referral_id": referral_id, "provider_id": r.provider_id, "eligible": r.eligible,
-            "invited": r.provider_id in invited_set, "rules": dumps(r.rules).decode(),
-            "distance_km": None if r.distance_km is None else str(r.distance_km), "trigger": trigger,
-        }, ["referral_id", "provider_id"])
+    rows = [{
+        "referral_id": referral_id, "provider_id": r.provider_id, "eligible": r.eligible,
+        "invited": r.provider_id in invited_set, "rules": dumps(r.rules).decode(),
+        "distance_km": None if r.distance_km is None else str(r.distance_km), "trigger": trigger,
+    } for r in results]
+    for chunk in range(0, len(rows), 500):  # SQLite allows some 32k bound parameters per statement
+        await upsert_many(conn, eligibility, rows[chunk:chunk + 500], ["referral_id", "provider_id"])
     await set_referral(conn, referral_id, invited_count=len(invited_set))
 
 
