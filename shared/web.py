@@ -161,14 +161,16 @@ class IdempotencyMiddleware:
             return
 
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+        held: list[Message] = []
 
         async def capture(message: Message) -> None:
+            """Hold the answer back until it is stored: a client that saw it gets it again."""
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
-                captured["headers"] = [(k.decode(), v.decode()) for k, v in message.get("headers", [])]
+                captured["headers"] = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
             elif message["type"] == "http.response.body":
                 captured["body"] += message.get("body", b"")
-            await send(message)
+            held.append(message)
 
         token = context.idempotency_claim.set((scope_key, key))
         try:
@@ -189,6 +191,8 @@ class IdempotencyMiddleware:
                             if k.lower() in ("content-type", "location", "retry-after")]
                     await conn.execute(update(idempotency_keys).where(where).values(
                         status=captured["status"], headers=orjson.dumps(kept).decode(), body=captured["body"]))
+        for message in held:
+            await send(message)
 
     async def _claim(self, db: Any, scope_key: str, key: str, fingerprint: str) -> Response | None:
         owner = self.fastapi_app.state.runtime.instance_id
