@@ -49,13 +49,14 @@ class ServiceRuntime:
         tasks: Sequence[Task] = (),
         bus: Bus | None = None,
         migrate: Callable[[Database], Awaitable[None]] | None = None,
+        store_class: type[EventStore] = EventStore,
     ) -> None:
         self.name = name
         self.settings = settings
         self.instance_id = str(uuid.uuid4())
         """This process's identity, e.g. for orphaned Idempotency-Key claims."""
         self.db = Database(settings.database_url_for(name))
-        self.store = EventStore(self.db, f"placematch/{name}")
+        self.store = store_class(self.db, f"placematch/{name}")
         self.bus: Bus = bus or make_bus(settings)
         self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
         self.publishes = [settings.topic(t) for t in publishes]

@@ -23,6 +23,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publishes=["referral"],
         consumes=[ConsumerSpec(["matching", "enrolment", "audit", "notifications"], handlers.handle)],
         tasks=[deadlines.close_passed_deadlines],
+        store_class=SealingEventStore,
     )
-    runtime.store = SealingEventStore(runtime.db, runtime.store.source)
     return create_service_app(runtime, [api.router], title="placematch referral", description=DESCRIPTION)
