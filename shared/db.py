@@ -103,7 +103,8 @@ async def upsert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     if not rows:
         return
     module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = module.insert(table).values(rows)
+    stmt = module.insert(table)
     updates = {k: stmt.excluded[k] for k in rows[0] if k not in keys}
     stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates) if updates else stmt.on_conflict_do_nothing()
-    await conn.execute(stmt)
+    # parameters apart from the statement: compiled once and cached, run as executemany
+    await conn.execute(stmt, rows if len(rows) > 1 else rows[0])

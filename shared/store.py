@@ -64,56 +64,84 @@ class EventStore:
         With `topic`, each event is also put in the outbox for the relay to publish.
         Raises ConcurrencyError when the stream moved on.
         """
-        if not new_events:
+        return await self.append_many(conn, [(stream_id, expected_version, new_events)], topic=topic, actor=actor,
+                                      correlation_id=correlation_id, causation_id=causation_id)
+
+    async def append_many(
+        self,
+        conn: AsyncConnection,
+        batches: Sequence[tuple[str, int | None, Sequence[NewEvent]]],
+        *,
+        topic: str | None = None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> list[Envelope]:
+        """`append` to several streams at once — `(stream_id, expected_version, events)` each — in
+        a few statements whatever their number (e.g. one notification stream per recipient)."""
+        batches = [b for b in batches if b[2]]
+        if not batches:
             return []
         if conn.dialect.name == "postgresql":
             await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
-        head = (await conn.execute(
-            select(events_table.c.version, events_table.c.stream_hash).where(events_table.c.stream_id == stream_id)
-            .order_by(events_table.c.version.desc()).limit(1))).first()
-        current, stream_prev = (head.version, head.stream_hash) if head else (0, GENESIS)
-        if expected_version is not None and current != expected_version:
-            raise ConcurrencyError(
-                f"stream {stream_id} is at version {current}, not {expected_version}; reload and retry"
-            )
+        heads = await self._heads(conn, list(dict.fromkeys(b[0] for b in batches)))
         chain = (await conn.execute(
             select(events_table.c.chain_hash).order_by(events_table.c.position.desc()).limit(1))).scalar() or GENESIS
         envelopes: list[Envelope] = []
         rows: list[dict[str, Any]] = []
-        for offset, new in enumerate(new_events, start=1):
-            envelope = Envelope(
-                type=new.type,
-                subject=stream_id,
-                data=new.data,
-                source=self.source,
-                sequence=current + offset,
-                correlationid=correlation_id or context.correlation_id.get(),
-                causationid=causation_id or context.causation_id.get(),
-                actor=actor or context.actor.get(),
-                dataversion=registry.version_of(new.type),
-            )
-            body = envelope.to_json().decode()
-            stream_prev = link_hash(stream_prev, body)
-            chain = link_hash(chain, body)
-            envelopes.append(envelope)
-            rows.append({"event_id": envelope.id, "stream_id": stream_id, "version": envelope.sequence,
-                         "type": envelope.type, "time": envelope.time, "body": body,
-                         "stream_hash": stream_prev, "chain_hash": chain})
+        for stream_id, expected_version, new_events in batches:
+            current, stream_prev = heads.get(stream_id, (0, GENESIS))
+            if expected_version is not None and current != expected_version:
+                raise ConcurrencyError(
+                    f"stream {stream_id} is at version {current}, not {expected_version}; reload and retry")
+            for new in new_events:
+                current += 1
+                envelope = Envelope(
+                    type=new.type, subject=stream_id, data=new.data, source=self.source, sequence=current,
+                    correlationid=correlation_id or context.correlation_id.get(),
+                    causationid=causation_id or context.causation_id.get(),
+                    actor=actor or context.actor.get(),
+                    dataversion=registry.version_of(new.type),
+                )
+                body = envelope.to_json().decode()
+                stream_prev = link_hash(stream_prev, body)
+                chain = link_hash(chain, body)
+                envelopes.append(envelope)
+                rows.append({"event_id": envelope.id, "stream_id": stream_id, "version": current,
+                             "type": envelope.type, "time": envelope.time, "body": body,
+                             "stream_hash": stream_prev, "chain_hash": chain})
+            heads[stream_id] = (current, stream_prev)
         try:
             positions = (await conn.execute(
                 events_table.insert().returning(events_table.c.position, sort_by_parameter_order=True), rows,
             )).scalars().all()
         except IntegrityError as exc:
-            raise ConcurrencyError(f"stream {stream_id} was appended to concurrently; retry") from exc
+            raise ConcurrencyError("a stream was appended to concurrently; retry") from exc
         recorded = [replace(e, position=p) for e, p in zip(envelopes, positions)]
         if topic:
             await conn.execute(outbox_table.insert(), [
-                {"position": e.position, "topic": topic, "key": stream_id, "payload": row["body"].encode()}
+                {"position": e.position, "topic": topic, "key": e.subject, "payload": row["body"].encode()}
                 for e, row in zip(recorded, rows)])
         claim = context.idempotency_claim.get()
         if claim is not None:
-            await insert_ignore(conn, idempotency_effects, {"scope": claim[0], "key": claim[1], "effect": stream_id})
+            await insert_ignore(conn, idempotency_effects,
+                                {"scope": claim[0], "key": claim[1], "effect": batches[0][0]})
         return recorded
+
+    async def _heads(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """(version, stream_hash) of the last event of each stream that has any."""
+        if len(stream_ids) == 1:
+            head = (await conn.execute(
+                select(events_table.c.version, events_table.c.stream_hash)
+                .where(events_table.c.stream_id == stream_ids[0])
+                .order_by(events_table.c.version.desc()).limit(1))).first()
+            return {stream_ids[0]: (head.version, head.stream_hash)} if head else {}
+        last = (select(events_table.c.stream_id, func.max(events_table.c.version).label("version"))
+                .where(events_table.c.stream_id.in_(stream_ids)).group_by(events_table.c.stream_id).subquery())
+        rows = (await conn.execute(
+            select(events_table.c.stream_id, events_table.c.version, events_table.c.stream_hash).join(
+                last, (events_table.c.stream_id == last.c.stream_id) & (events_table.c.version == last.c.version)))).all()
+        return {r.stream_id: (r.version, r.stream_hash) for r in rows}
 
     async def stream_version(self, conn: AsyncConnection, stream_id: str) -> int:
         return (await conn.execute(

@@ -46,9 +46,8 @@ class Matching:
     # ----------------------------------------------------------------- recording helpers
 
     async def _notify(self, conn: AsyncConnection, requests: list[NotificationRequest]) -> None:
-        for request in requests:
-            await self.store.append(conn, request.notification_id, None, [request.as_event()],
-                                    topic=self.topic("notifications"))
+        await self.store.append_many(conn, [(r.notification_id, None, [r.as_event()]) for r in requests],
+                                     topic=self.topic("notifications"))
 
     async def _audit(self, conn: AsyncConnection, referral_id: str, record: dict[str, Any]) -> None:
         await self.store.append(conn, referral_id, None, [NewEvent("decision-recorded", record)],

@@ -209,8 +209,7 @@ async def record_eligibility(conn: AsyncConnection, referral_id: str, results: l
         "invited": r.provider_id in invited_set, "rules": dumps(r.rules).decode(),
         "distance_km": None if r.distance_km is None else str(r.distance_km), "trigger": trigger,
     } for r in results]
-    for chunk in range(0, len(rows), 500):  # SQLite allows some 32k bound parameters per statement
-        await upsert_many(conn, eligibility, rows[chunk:chunk + 500], ["referral_id", "provider_id"])
+    await upsert_many(conn, eligibility, rows, ["referral_id", "provider_id"])
     await set_referral(conn, referral_id, invited_count=len(invited_set))
 
 
