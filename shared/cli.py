@@ -235,45 +235,65 @@ def verify(
 @app.command()
 def replay(
     data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
-    output: Optional[Path] = typer.Option(None, help="Fresh database to rebuild into; default DATA_DIR/replay/matching.db"),
-    quality_weight: Optional[str] = typer.Option(None, help="Replay under another quality weight (what-if)."),
-    price_weight: Optional[str] = typer.Option(None, help="Replay under another price weight (what-if)."),
+    service: str = typer.Option("all", help="matching | referral | all"),
+    quality_weight: Optional[str] = typer.Option(None, help="Replay matching under another quality weight (what-if)."),
+    price_weight: Optional[str] = typer.Option(None, help="Replay matching under another price weight (what-if)."),
 ) -> None:
-    """Rebuild matching's read models from the event log and check every decision is reproduced."""
+    """Rebuild read models from the event log into fresh databases (DATA_DIR/replay/) and check
+    that every matching decision and every referral view is reproduced; exit 1 on any difference."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from services.matching.replay import difference_summary, replay_matching
+    from services.referral.replay import replay_referral
 
-    if not (data_dir / "matching.db").exists():
-        console.print(f"[red]no matching store at {data_dir / 'matching.db'}[/]")
-        raise typer.Exit(2)
-    target = output or data_dir / "replay" / "matching.db"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with Progress(TextColumn("replaying matching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    wanted = ["matching", "referral"] if service == "all" else [service]
+    for name in wanted:
+        if name not in ("matching", "referral"):
+            raise typer.BadParameter("replay knows matching and referral", param_hint="--service")
+        if not (data_dir / f"{name}.db").exists():
+            console.print(f"[red]no {name} store at {data_dir / f'{name}.db'}[/]")
+            raise typer.Exit(2)
+    (data_dir / "replay").mkdir(parents=True, exist_ok=True)
+    ok = True
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
-        task = bar.add_task("replay", total=None)
+        tasks = {name: bar.add_task(f"replaying {name}", total=None) for name in wanted}
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def progress_of(name: str) -> Any:
+            return lambda done, total: bar.update(tasks[name], completed=done, total=total)
 
-        report = asyncio.run(replay_matching(data_dir, target, quality_weight=quality_weight,
-                                             price_weight=price_weight, progress=progress))
-    console.print(f"inputs replayed: {report.inputs}; decisions recorded: {report.decisions_recorded}; "
-                  f"re-derived: {report.decisions_replayed}; read models rebuilt in {target}")
-    if report.missing_inputs:
-        console.print(f"[red]{len(report.missing_inputs)} inputs missing from the stores[/], e.g. {report.missing_inputs[:3]}")
-    if report.differences:
-        table = Table(title=f"{len(report.differences)} decisions differ")
-        for column in ("referral", "decision", "recorded", "replayed"):
-            table.add_column(column, overflow="fold")
-        for diff in report.differences[:50]:
-            row = difference_summary(diff)
-            table.add_row(row["referral"], str(row["decision"]), row["recorded"], row["replayed"])
-        console.print(table)
-    if not report.ok:
+        matching_report = asyncio.run(replay_matching(
+            data_dir, data_dir / "replay" / "matching.db", quality_weight=quality_weight, price_weight=price_weight,
+            progress=progress_of("matching"))) if "matching" in wanted else None
+        referral_report = asyncio.run(replay_referral(
+            data_dir, data_dir / "replay" / "referral.db", progress=progress_of("referral"))) if "referral" in wanted else None
+    if matching_report is not None:
+        report = matching_report
+        console.print(f"matching: inputs replayed: {report.inputs}; decisions recorded: {report.decisions_recorded}; "
+                      f"re-derived: {report.decisions_replayed}")
+        if report.missing_inputs:
+            console.print(f"[red]{len(report.missing_inputs)} inputs missing from the stores[/], e.g. {report.missing_inputs[:3]}")
+        if report.differences:
+            table = Table(title=f"{len(report.differences)} decisions differ")
+            for column in ("referral", "decision", "recorded", "replayed"):
+                table.add_column(column, overflow="fold")
+            for diff in report.differences[:50]:
+                row = difference_summary(diff)
+                table.add_row(row["referral"], str(row["decision"]), row["recorded"], row["replayed"])
+            console.print(table)
+        ok = ok and report.ok
+        if report.ok:
+            console.print("[green]matching: every decision reproduced byte for byte[/]")
+    if referral_report is not None:
+        console.print(f"referral: {referral_report.referrals} referrals and {referral_report.inputs} consumed events replayed")
+        for diff in referral_report.differences:
+            console.print(f"[red]referral table {diff.table} differs[/] ({diff.live_rows} live, {diff.rebuilt_rows} "
+                          f"rebuilt): {diff.first_difference}")
+        ok = ok and referral_report.ok
+        if referral_report.ok:
+            console.print("[green]referral: every read model rebuilt identical[/]")
+    if not ok:
         raise typer.Exit(1)
-    console.print("[green]every decision reproduced byte for byte[/]")
-
 
 
 audit_app = typer.Typer(help="Evidence packs reconstructed from the event log.", no_args_is_help=True)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,7 +13,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.e2e.test_up_tour import REFERRAL, RIVERSIDE, ROOT, Stack, bearer, ok
+from tests.e2e.support import REFERRAL, RIVERSIDE, Stack, bearer, cli, ok, stack  # noqa: F401 (fixture)
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -41,21 +39,6 @@ def receiver() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
     server.shutdown()
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path / "var")
-    stack.data_dir.mkdir()
-    yield stack
-    if stack.process is not None and stack.process.poll() is None:
-        stack.process.kill()
-        stack.process.wait()
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"})
 
 
 SCHOOLS = [("Riverside School", 80, "good"), ("Oakfield Academy", 100, "outstanding"), ("Hillcrest College", 50, "requires_improvement")]
@@ -155,6 +138,7 @@ async def test_replay_verify_audit_and_erasure(stack: Stack, receiver: str) -> N
     replayed = cli("replay", "--data-dir", str(stack.data_dir))
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "every decision reproduced byte for byte" in replayed.stdout
+    assert "referral: every read model rebuilt identical" in replayed.stdout
     what_if = cli("replay", "--data-dir", str(stack.data_dir), "--quality-weight", "0.90", "--price-weight", "0.10")
     assert what_if.returncode == 1 and "decisions differ" in what_if.stdout, what_if.stdout + what_if.stderr
 

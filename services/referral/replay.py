@@ -1,0 +1,113 @@
+"""Replay: rebuild the referral service's read models from the event log into a fresh database.
+
+The referral's own stream gives each referral's view (offers, declines, outcome); the events it
+consumed (invitations, suspensions, shortlists, audit records) are fed back to its handlers in the
+order it took them in (its `processed_events` journal). Every rebuilt table must equal the live
+one row for row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from shared.consumers import journal
+from shared.db import Database
+from shared.events import Envelope
+from shared.migrations import upgrade
+from shared.schema import events, processed_events
+from shared.store import EventStore
+
+from . import handlers, projections
+from .domain import Referral
+from .personal import SealingEventStore, personal_keys
+
+SOURCES = ("enrolment", "matching", "notification")
+
+
+@dataclass
+class TableDifference:
+    table: str
+    live_rows: int
+    rebuilt_rows: int
+    first_difference: str
+
+
+@dataclass
+class ReferralReplayReport:
+    referrals: int = 0
+    inputs: int = 0
+    differences: list[TableDifference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def _url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path.as_posix()}"
+
+
+async def _rows(db: Database, table: Any) -> list[tuple[Any, ...]]:
+    async with db.read() as conn:
+        return [tuple(r) for r in (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()]
+
+
+async def replay_referral(data_dir: Path, output: Path,
+                          progress: Callable[[int, int], None] | None = None) -> ReferralReplayReport:
+    live = Database(_url(data_dir / "referral.db"))
+    output.unlink(missing_ok=True)
+    fresh = Database(_url(output))
+    report = ReferralReplayReport()
+    try:
+        await upgrade(fresh, "referral")
+        async with live.read() as conn:
+            referral_ids = [r.stream_id for r in (await conn.execute(
+                select(events.c.stream_id).where(events.c.type == "referral-raised").order_by(events.c.position))).all()]
+            order = (await conn.execute(select(processed_events.c.consumer, processed_events.c.event_id)
+                                        .order_by(processed_events.c.seq, processed_events.c.processed_at))).all()
+            keys = [dict(r._mapping) for r in (await conn.execute(select(personal_keys))).all()]
+        inputs: dict[str, Envelope] = {}
+        for name in SOURCES:
+            path = data_dir / f"{name}.db"
+            if path.exists():
+                db = Database(_url(path))
+                try:
+                    after, store = 0, EventStore(db, f"placematch/{name}")
+                    while batch := await store.read_all(after, 5000):
+                        inputs.update((e.id, e) for e in batch)
+                        after = batch[-1].position or after
+                finally:
+                    await db.dispose()
+        total = len(referral_ids) + len(order)
+        store = SealingEventStore(live, "placematch/referral")
+        async with fresh.transaction() as conn:
+            if keys:
+                await conn.execute(personal_keys.insert(), keys)
+            for index, referral_id in enumerate(referral_ids, start=1):
+                referral = await store.load(Referral, referral_id)
+                await projections.update_referral_view(conn, referral, [])
+                report.referrals += 1
+                if progress:
+                    progress(index, total)
+            for index, (consumer, event_id) in enumerate(order, start=len(referral_ids) + 1):
+                envelope = inputs.get(event_id)
+                if envelope is None:
+                    continue
+                await journal(conn, consumer, event_id)
+                await handlers.handle(conn, envelope)
+                report.inputs += 1
+                if progress:
+                    progress(index, total)
+        for table in projections.metadata.sorted_tables:
+            a, b = await _rows(live, table), await _rows(fresh, table)
+            if a != b:
+                first = next((f"live {x!r:.200} / rebuilt {y!r:.200}" for x, y in zip(a, b) if x != y),
+                             f"{len(a)} live rows, {len(b)} rebuilt")
+                report.differences.append(TableDifference(table.name, len(a), len(b), first))
+    finally:
+        await live.dispose()
+        await fresh.dispose()
+    return report
