@@ -36,7 +36,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "sqlalchemy.engine", "uvicorn.access"):
+    for noisy in ("aiokafka", "kafka", "sqlalchemy.engine", "uvicorn.access", "mail.log", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -71,13 +71,17 @@ class Stack:
         if self.process is None:
             return
         self.process.send_signal(signal.SIGINT)
+        timed_out = False
         try:
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            timed_out = True
             self.process.kill()
             self.process.wait()
-        assert self.process.returncode == 0, self.log.read_text()[-3000:]
-        self.process = None
+        code, self.process = self.process.returncode, None
+        assert code == 0 and not timed_out, (
+            f"placematch up {'did not stop within 60 s of Ctrl-C' if timed_out else f'exited with {code}'}:\n"
+            + self.log.read_text()[-4000:])
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
