@@ -19,6 +19,10 @@ app = typer.Typer(help="placematch: regional commissioning of children's placeme
 console = Console()
 
 
+KNOWN_SECRETS = {Settings.model_fields["jwt_secret"].default, "change-me-in-production-please-0123456789"}
+"""Secrets printed in this repository: `serve` (production) refuses them."""
+
+
 def load_create_app(service: str) -> Any:
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
@@ -47,9 +51,11 @@ def _uvicorn_server(fastapi_app: Any, host: str, port: int) -> Any:
 
 @app.command()
 def up(
-    base_port: int = typer.Option(8000, help="Services listen on BASE+1 (enrolment) .. BASE+4 (notification)."),
-    data_dir: Path = typer.Option(Path("var"), help="Where the SQLite files and the local bus live."),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    base_port: int = typer.Option(8000, envvar="PLACEMATCH_BASE_PORT",
+                                  help="Services listen on BASE+1 (enrolment) .. BASE+4 (notification)."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Where the SQLite files and the local bus live."),
+    host: str = typer.Option("127.0.0.1", envvar="PLACEMATCH_HOST", help="Interface to listen on."),
 ) -> None:
     """Run all four services on this machine: SQLite under DATA_DIR, in-process bus, no Kafka."""
     from shared.logs import configure_logging
@@ -119,6 +125,10 @@ def serve(service: str = typer.Argument(..., help="enrolment | referral | matchi
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    if settings.jwt_secret in KNOWN_SECRETS or len(settings.jwt_secret.encode()) < 32:
+        console.print("[red]PLACEMATCH_JWT_SECRET is unset, a published default or shorter than 32 bytes: anyone "
+                      "could mint a commissioner token. Set a long random secret (e.g. `openssl rand -hex 32`).[/]")
+        raise typer.Exit(2)
     fastapi_app = load_create_app(service)(settings)
     uvicorn.run(fastapi_app, host=settings.host, port=settings.port_for(service), log_config=None,
                 log_level="warning")
@@ -162,11 +172,12 @@ def token(
 
 @app.command()
 def demo(
-    base_port: int = typer.Option(8000, help="Where `placematch up` listens (services at BASE+1..BASE+4)."),
+    base_port: int = typer.Option(8000, envvar="PLACEMATCH_BASE_PORT",
+                                  help="Where `placematch up` listens (services at BASE+1..BASE+4)."),
     seed: int = typer.Option(7, help="Same seed, same requests in the same order."),
     referrals: int = typer.Option(300, help="How many referrals to raise."),
     providers: int = typer.Option(100, help="How many providers apply."),
-    host: str = typer.Option("127.0.0.1", help="Host of the running services."),
+    host: str = typer.Option("127.0.0.1", envvar="PLACEMATCH_HOST", help="Host of the running services."),
 ) -> None:
     """Fill a running placematch with a realistic region through its public APIs."""
     from shared.demo import run_demo
@@ -192,7 +203,8 @@ def demo(
 
 @app.command()
 def verify(
-    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Embedded data directory holding <service>.db files."),
     service: Optional[str] = typer.Option(None, help="Only this service."),
     database_url: Optional[str] = typer.Option(None, envvar="PLACEMATCH_DATABASE_URL",
                                                help="Check this database instead (needs --service)."),
@@ -234,7 +246,8 @@ def verify(
 
 @app.command()
 def replay(
-    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Embedded data directory holding <service>.db files."),
     service: str = typer.Option("all", help="matching | referral | all"),
     quality_weight: Optional[str] = typer.Option(None, help="Replay matching under another quality weight (what-if)."),
     price_weight: Optional[str] = typer.Option(None, help="Replay matching under another price weight (what-if)."),
@@ -323,7 +336,8 @@ async def _store_events(data_dir: Path) -> list[Any]:
 @audit_app.command("referral")
 def audit_referral(
     referral_id: str = typer.Argument(..., help="The referral's id."),
-    data_dir: Path = typer.Option(Path("var"), help="Embedded data directory holding <service>.db files."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Embedded data directory holding <service>.db files."),
     html: Optional[Path] = typer.Option(None, help="Also write a printable HTML page here."),
 ) -> None:
     """The evidence pack of one referral, from every service's event store, as JSON."""

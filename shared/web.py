@@ -7,7 +7,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import jwt
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import context
+from shared.auth import decode_token
 from shared.db import insert_ignore
 from shared.errors import DomainError
 from shared.events import format_time, now_utc
@@ -147,8 +147,11 @@ class IdempotencyMiddleware:
             await problem(422, "Invalid request", "Idempotency-Key must be at most 200 characters",
                           field="Idempotency-Key", rule="max_length")(scope, receive, send)
             return
+        caller = _caller(headers, self.fastapi_app.state.settings)
+        if caller is None:  # a token that does not verify: the route answers 401, nothing is kept
+            await self.app(scope, receive, send)
+            return
         body = await _read_body(receive)
-        caller = _caller(headers)
         if caller == "anonymous":  # open endpoints: one applicant's key must not answer another's
             caller = f"anonymous@{(scope.get('client') or ('?',))[0]}"
         scope_key = f"{caller} {scope['method']} {scope['path']}"
@@ -233,24 +236,38 @@ async def _effect_of(conn: Any, scope_key: str, key: str) -> str | None:
         (idempotency_effects.c.scope == scope_key) & (idempotency_effects.c.key == key)))).scalar()
 
 
-def _answer_lost(effect: str) -> dict[str, Any]:
-    """The stored answer for a request that took effect but whose response was lost."""
-    body = {"type": "about:blank", "title": "Answer lost", "status": 409, "rule": "answer_lost", "effect": effect,
-            "detail": f"the first request with this Idempotency-Key took effect on {effect}, but its answer "
-                      "was lost when the service stopped; read that resource instead of retrying"}
+def _stored_problem(rule: str, title: str, effect: str, detail: str) -> dict[str, Any]:
+    body = {"type": "about:blank", "title": title, "status": 409, "rule": rule, "effect": effect, "detail": detail}
     return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body)}
 
 
-def _caller(headers: dict[bytes, bytes]) -> str:
+def _answer_lost(effect: str) -> dict[str, Any]:
+    """The stored answer for a request that took effect but whose response was lost."""
+    return _stored_problem("answer_lost", "Answer lost", effect,
+                           f"the first request with this Idempotency-Key took effect on {effect}, but its answer "
+                           "was lost when the service stopped; read that resource instead of retrying")
+
+
+def erased_answer(effect: str) -> dict[str, Any]:
+    """The stored answer that replaces one quoting personal data erased since (column values)."""
+    return _stored_problem("answer_erased", "Answer erased", effect,
+                           f"the first request with this Idempotency-Key took effect on {effect}; its answer "
+                           "quoted personal data that has since been erased; read that resource instead")
+
+
+def _caller(headers: dict[bytes, bytes], settings: Any) -> str | None:
+    """Who is asking, from a token that verifies; "anonymous" without one, None for a bad one."""
     auth = (headers.get(b"authorization") or b"").decode("latin-1")
-    _, _, token = auth.partition(" ")
-    if not token:
+    if not auth:
         return "anonymous"
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
     try:
-        claims = jwt.decode(token.strip(), options={"verify_signature": False})
-        return f"{claims.get('role')}:{claims.get('tenant')}:{claims.get('sub')}"
-    except jwt.PyJWTError:
-        return hashlib.sha256(token.encode()).hexdigest()
+        principal = decode_token(settings, token.strip())
+    except DomainError:
+        return None
+    return f"{principal.role}:{principal.tenant}:{principal.sub}"
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -30,6 +30,9 @@ from typing import NoReturn
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# `placematch serve` refuses the published default secret; tests and the services they start share this one
+os.environ.setdefault("PLACEMATCH_JWT_SECRET", "placematch-test-secret-" + "0123456789abcdef" * 2)
 KAFKA_CTL = ROOT / "deploy" / "kafka" / "kafka.sh"
 POSTGRES_CTL = ROOT / "deploy" / "postgres.sh"
 

@@ -139,4 +139,21 @@ async def get_insights(
         records = await views.insight_records(conn, who.tenant if who.role == "borough" else None)
     records = [r for r in records if (need is None or r.primary_need == need) and (month is None or r.month == month)]
     scope = {"borough": "borough", "provider": "market"}.get(who.role, "partnership")
-    return {"scope": scope, "rows": compute_insights(records, by_borough=who.role in READERS)}
+    rows = compute_insights(records, by_borough=who.role in READERS)
+    if who.role == "provider":
+        rows = [_sealed_for_providers(row) for row in rows]
+    return {"scope": scope, "rows": rows}
+
+
+MIN_OFFERS_FOR_PROVIDER_FEES = 5
+"""A provider knows its own fee: in a small cell the median (or the awarded fee behind cost
+avoidance) would give away a rival's price, so providers see fee figures only in cells of at
+least this many offers, and never cost avoidance."""
+
+
+def _sealed_for_providers(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row.pop("cost_avoidance_pence_per_week", None)
+    if (row.get("offers") or 0) < MIN_OFFERS_FOR_PROVIDER_FEES:
+        row["median_weekly_fee_pence"] = None
+    return row

@@ -122,14 +122,15 @@ class NotificationRequest:
         return NewEvent("notification-requested", self.as_data())
 
 
-def notification_id(cause: str, webhook_type: str, role: str, tenant: str) -> str:
-    """Deterministic id from what caused the notification and who receives it."""
-    return str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{cause}|{webhook_type}|{role}|{tenant}"))
+def notification_id(cause: str, referral_id: str | None, webhook_type: str, role: str, tenant: str) -> str:
+    """Deterministic id from what caused the notification, about which referral, and who receives
+    it: one event (an approval, a policy change) may notify the same recipient about many referrals."""
+    return str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{cause}|{referral_id or ''}|{webhook_type}|{role}|{tenant}"))
 
 
 def _request(cause: str, webhook_type: str, role: str, tenant: str, email: str | None,
              referral_id: str | None, data: dict[str, Any]) -> NotificationRequest:
-    return NotificationRequest(notification_id(cause, webhook_type, role, tenant), webhook_type, role,
+    return NotificationRequest(notification_id(cause, referral_id, webhook_type, role, tenant), webhook_type, role,
                                tenant, email, referral_id, data)
 
 

@@ -310,11 +310,11 @@ class ReferralDetails:
     def validate(self, now: datetime) -> None:
         """Business rules on the content; raises RuleViolation naming the field."""
         today = now.astimezone(timezone.utc).date()
-        if _NHS_NUMBER.match(self.child_ref):
+        if self.child_ref is not None and _NHS_NUMBER.match(self.child_ref):  # None once erased
             raise _violation(
                 "child_ref", "pseudonymous", "'child_ref' looks like an NHS number: send a pseudonymous case reference"
             )
-        if self.birth_date > today:
+        if self.birth_date is not None and self.birth_date > today:
             raise _violation("birth_date", "not_in_future", "'birth_date' is in the future")
         if self.gender not in GENDERS:
             raise _violation("gender", "one_of", f"'gender' must be one of {sorted(GENDERS)}")
@@ -333,7 +333,7 @@ class ReferralDetails:
             )
         if self.required_from < today:
             raise _violation("required_from", "not_in_past", "'required_from' is in the past")
-        if self.required_from < self.birth_date:
+        if self.birth_date is not None and self.required_from < self.birth_date:
             raise _violation("required_from", "after_birth", "'required_from' is before 'birth_date'")
         if self.age_at_start > MAX_AGE_AT_START:
             raise _violation(

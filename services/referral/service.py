@@ -13,11 +13,12 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sqlalchemy import delete
+from sqlalchemy import update
 
 from services.referral import personal, projections
 from services.referral.audit import build_audit_pack
 from shared.schema import idempotency_keys
+from shared.web import erased_answer
 from services.referral.domain import Referral
 from shared.aggregate import NewEvent
 from shared.auth import Principal
@@ -137,9 +138,11 @@ async def erase_personal_data(runtime: ServiceRuntime, who: Principal, referral_
     async with runtime.db.transaction() as conn:
         await personal.erase(conn, referral_id)
         await projections.update_referral_view(conn, referral, [])
-        await conn.execute(delete(idempotency_keys).where(idempotency_keys.c.body.is_not(None)
-                                                            & idempotency_keys.c.scope.like("% /referrals%")
-                                                            & idempotency_keys.c.body.contains(referral_id.encode())))
+        # stored answers may quote the child's details: keep the key (a retry must not raise the
+        # referral again) but replace the answer by one that names the referral only
+        await conn.execute(update(idempotency_keys).where(
+            idempotency_keys.c.body.is_not(None) & idempotency_keys.c.scope.like("% /referrals%")
+            & idempotency_keys.c.body.contains(referral_id.encode())).values(**erased_answer(referral_id)))
     if runtime.db.is_sqlite:  # secure_delete zeroes freed pages; the checkpoint empties the WAL
         async with runtime.db.engine.connect() as conn:
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

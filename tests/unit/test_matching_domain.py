@@ -85,7 +85,7 @@ def test_invitation_notifications_are_redacted_and_deterministic() -> None:
     assert data["email"] == "p1@x.example" and data["referral_id"] == "r-1"
     assert data["data"]["district"] == "Croydon" and data["data"]["age_at_start"] == 12
     assert "CR0" not in str(data) and "51.372" not in str(data)
-    assert data["notification_id"] == notification_id("evt-1", "referral.invited", "provider", "p1")
+    assert data["notification_id"] == notification_id("evt-1", "r-1", "referral.invited", "provider", "p1")
     again = match_notifications("evt-1", REFERRAL, events[0].data, {"p1": provider("p1")})
     assert again[0].notification_id == requests[0].notification_id
     assert requests[0].as_event().type == "notification-requested"
@@ -144,3 +144,11 @@ def test_decision_record_carries_inputs_and_output() -> None:
     ranked = decision_record("shortlist-ranked", "evt-10", offers=[Offer("o", "p1", 5, "t")], policy=Policy(),
                              output={"entries": []})
     assert ranked["inputs"]["policy"]["version"] == 1 and ranked["inputs"]["offers"][0]["weekly_fee_pence"] == 5
+
+
+def test_one_event_notifies_the_same_recipient_about_each_referral_separately() -> None:
+    """An approval inviting a provider to two open referrals must give two notifications, not one
+    that the notification service would then drop as a duplicate."""
+    first = notification_id("approval-1", "r-1", "referral.invited", "provider", "p1")
+    second = notification_id("approval-1", "r-2", "referral.invited", "provider", "p1")
+    assert first != second

@@ -702,3 +702,15 @@ def test_details_round_trip_through_event_data() -> None:
     details = ReferralDetails.parse(payload())
     assert ReferralDetails.from_data(details.to_data("croydon")) == details
     assert Location.parse(None) is None
+
+
+def test_an_erased_referral_can_still_be_amended_and_keeps_the_age_it_had() -> None:
+    referral = Referral(REFERRAL_ID)
+    referral.mutate(referral.raise_referral("croydon", payload(), NOW))
+    age = referral.to_data()["age_at_start"]
+    referral.mutate(referral.erase_personal_data("croydon", NOW))
+    assert referral.to_data()["child_ref"] is None and referral.to_data()["birth_date"] is None
+    events = referral.amend("croydon", {"max_travel_km": 20}, NOW)
+    assert events[0].data["referral"]["max_travel_km"] == 20
+    assert events[0].data["referral"]["age_at_start"] == age
+    assert referral.erase_personal_data("croydon", NOW) == []
