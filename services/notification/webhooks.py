@@ -7,7 +7,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from typing import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -36,8 +36,9 @@ async def send_webhook(
 ) -> AttemptOutcome:
     """One attempt. Redirects are not followed (a redirect could lead to a private address).
 
-    The host is resolved and its addresses checked before connecting; a small window remains
-    between this check and httpx's own lookup, narrowed but not closed.
+    Unless private targets are allowed, the host is resolved, every address checked, and the
+    request sent to the checked address itself (Host header and TLS SNI/verification keep the
+    name), so a DNS answer that changes between check and connect cannot reach a private address.
     """
     attempted_at = datetime.now(timezone.utc)
     started = time.perf_counter()
@@ -54,11 +55,18 @@ async def send_webhook(
             retry_after=parse_retry_after(retry_after, now=attempted_at) if retry_after else None,
         )
 
+    target, extensions, pinned_host = url, {}, None
     try:
         if not allow_private:
             host = parts.hostname or ""
             addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
             check_resolved_addresses(host, addresses, allow_private=False)
+            address = addresses[0]
+            literal = f"[{address}]" if ":" in address else address
+            target = urlunsplit(parts._replace(netloc=literal + (f":{parts.port}" if parts.port else "")))
+            pinned_host = parts.netloc.rpartition("@")[2]
+            if parts.scheme == "https":
+                extensions = {"sni_hostname": host}
     except Forbidden as refused:
         return dataclasses.replace(done(None, refused.detail), result=AttemptResult.REJECTED)
     except OSError as failure:
@@ -68,10 +76,12 @@ async def send_webhook(
         **signature_headers(message_id=message_id, body=body, secrets=secrets, at=attempted_at),
         "content-type": "application/json",
         "user-agent": USER_AGENT,
+        **({"host": pinned_host} if pinned_host else {}),
     }
     try:
         response = await client.post(
-            url, content=body.encode("utf-8"), headers=headers, timeout=timeout_seconds, follow_redirects=False
+            target, content=body.encode("utf-8"), headers=headers, timeout=timeout_seconds, follow_redirects=False,
+            extensions=extensions,
         )
     except httpx.TimeoutException as failure:
         return done(None, f"timeout: {type(failure).__name__}")

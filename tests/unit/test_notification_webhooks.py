@@ -54,3 +54,45 @@ async def test_private_target_is_refused_before_connecting_unless_allowed() -> N
                                 url=receiver.url.replace("127.0.0.1", "localhost"))
     assert outcome.result is AttemptResult.REJECTED and "non-public" in (outcome.error or "")
     assert receiver.requests == []
+
+
+async def test_a_checked_address_is_the_one_connected_to(monkeypatch) -> None:
+    """DNS rebinding: the request goes to the address that passed the check, under the original
+    Host, so a second lookup cannot send it elsewhere. (`hooks.example` has no DNS at all here:
+    the request can only arrive if it was sent to the checked address.)"""
+    import http.server
+    import threading
+
+    from services.notification import webhooks as module
+
+    seen: list[str] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            seen.append(self.headers["host"])
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+
+    async def fake_resolve(host: str, _port: int) -> list[str]:
+        assert host == "hooks.example"
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(module, "resolve", fake_resolve)
+    monkeypatch.setattr(module, "check_resolved_addresses", lambda *args, **kwargs: None)
+    try:
+        async with httpx.AsyncClient() as client:
+            outcome = await module.send_webhook(
+                client, url=f"http://hooks.example:{port}/hooks", body="{}", message_id="msg_1",
+                secrets=["whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], allow_private=False, timeout_seconds=5)
+    finally:
+        server.shutdown()
+    assert outcome.status_code == 204
+    assert seen == [f"hooks.example:{port}"]
