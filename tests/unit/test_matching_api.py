@@ -226,3 +226,28 @@ async def test_same_events_in_same_order_give_byte_identical_shortlists(tmp_path
             outputs.append(await wait_for(shortlists))
     assert outputs[0] == outputs[1]
     assert b"60.05" in outputs[0][-1]
+
+
+async def test_providers_cannot_work_out_a_rivals_fee_from_insights(settings: Settings) -> None:
+    """Two offers in a cell: the median with one's own fee would give the other's away."""
+    app = create_app(settings)
+    rid, p1, p2 = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    async with service_client(app) as client:
+        await app.state.runtime.consumers_ready()
+        await feed(app, settings,
+                   env("provider-approved", p1, {**PROFILE, "quality_score": "80.00"}, "enrolment"),
+                   env("provider-approved", p2, {**PROFILE, "urn": "100002", "quality_score": "70.00"}, "enrolment"),
+                   env("referral-raised", rid, REFERRAL, "referral"))
+        for pid, fee in ((p1, 400000), (p2, 300000)):
+            await feed(app, settings, env("offer-submitted", rid, {
+                "offer_id": str(uuid.uuid4()), "provider_id": pid, "weekly_fee_pence": fee,
+                "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T09:00:00.000000Z"}, "referral"))
+
+        async def counted(role: str, tenant: str) -> dict[str, Any] | None:
+            rows = (await client.get("/insights", headers=auth(settings, role, tenant))).json()["rows"]
+            return rows[0] if rows and rows[0]["offers"] == 2 else None
+        commissioner = await wait_for(lambda: counted("commissioner", "region"))
+        assert commissioner["median_weekly_fee_pence"] == 350000
+        provider = await wait_for(lambda: counted("provider", p1))
+        assert provider["median_weekly_fee_pence"] is None and "cost_avoidance_pence_per_week" not in provider
+        assert "borough" not in provider and "boroughs" not in provider
