@@ -282,7 +282,14 @@ class Cluster:
             partitions = Settings().kafka_partitions  # topics are created with this many at start-up
             parts = [TopicPartition(self.topic(t), p) for t in shorts for p in range(partitions)]
             consumer.assign(parts)
+            # right after a broker restart the client may not know the leaders yet and report
+            # empty partitions: ask again until the records the load produced are visible
             ends = await consumer.end_offsets(parts)
+            for _ in range(60):
+                if sum(ends.values()) > 0:
+                    break
+                await asyncio.sleep(0.5)
+                ends = await consumer.end_offsets(parts)
             await consumer.seek_to_beginning(*parts)
             remaining = {tp for tp in parts if ends[tp] > 0}
             futures = []
