@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import importlib
 import os
 import signal
@@ -46,7 +47,7 @@ def _uvicorn_server(fastapi_app: Any, host: str, port: int) -> Any:
             return contextlib.nullcontext()
 
     return Server(uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning", lifespan="on",
-                                 log_config=None))
+                                 log_config=None, timeout_graceful_shutdown=10))
 
 
 @app.command()
@@ -89,7 +90,13 @@ def up(
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
-            console.print("stopping…")
+            if any(server.should_exit for server in servers):  # a second Ctrl-C: stop now
+                for server in servers:
+                    server.force_exit = True
+                return
+            console.print("stopping… (Ctrl-C again to stop at once)")
+            # if something holds the stop up, say where (every thread's stack on stderr)
+            faulthandler.dump_traceback_later(20, exit=False)
             for server in servers:
                 server.should_exit = True
 

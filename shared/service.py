@@ -108,7 +108,10 @@ class ServiceRuntime:
                 await asyncio.wait_for(asyncio.shield(relay_task), 5)
         for task in self._running:
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        pending = (await asyncio.wait(self._running, timeout=10))[1] if self._running else set()
+        if pending:
+            log.warning("tasks did not stop within 10 s of cancellation; going on without them",
+                        service=self.name, tasks=[t.get_name() for t in pending])
         self._running.clear()
         with contextlib.suppress(Exception):
             await self.relay.drain(timeout=5)
