@@ -124,7 +124,8 @@ class KafkaBroker:
 
     def _ctl(self, command: str, timeout: float = 180) -> None:
         if not self.controllable:
-            pytest.skip("the Kafka broker was not started by the test run, so it cannot be stopped or restarted")
+            _unavailable("A controllable Kafka broker", "it was not started by the test run, so it cannot be "
+                         "stopped or restarted")
         done = _run([str(self.ctl), command, "--dir", str(self.dir)], timeout)
         if done.returncode != 0:
             raise RuntimeError(f"kafka.sh {command} failed:\n{_tail(done.stderr)}")
