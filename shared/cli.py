@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared.settings import DEFAULT_PORTS, SERVICES, Settings
+from shared.settings import SERVICES, Settings
 
 app = typer.Typer(help="placematch: regional commissioning of children's placements.", no_args_is_help=True)
 console = Console()

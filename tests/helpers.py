@@ -41,3 +41,23 @@ async def wait_for(
             detail = f": {last_failure}" if last_failure is not None else f" (last value: {last_value!r})"
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}") from last_failure
         await asyncio.sleep(interval)
+
+
+async def read_whole_topic(bootstrap: str, topic: str, timeout: float = 90) -> list[Any]:
+    """Every record of `topic` up to its current end offsets, partition by partition in offset order."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", isolation_level="read_committed")
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            tps = await wait_for(consumer.assignment, timeout=timeout, message=f"partitions of {topic}")
+            ends = await consumer.end_offsets(list(tps))
+            records: list[Any] = []
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                    records.extend(batch)
+            return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

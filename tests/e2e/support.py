@@ -7,10 +7,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
-import pytest
 
 from shared.auth import mint_token
 from shared.settings import SERVICES, Settings
@@ -88,16 +87,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run a `placematch` command as a user would, with a wide terminal for rich's tables."""
     return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "COLUMNS": "250"})
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path / "var")
-    stack.data_dir.mkdir()
-    yield stack
-    if stack.process is not None and stack.process.poll() is None:
-        stack.process.kill()
-        stack.process.wait()
 
 
 def bearer(role: str, tenant: str) -> dict[str, str]:

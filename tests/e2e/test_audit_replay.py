@@ -7,13 +7,12 @@ import http.server
 import json
 import sqlite3
 import threading
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.support import REFERRAL, RIVERSIDE, Stack, bearer, cli, ok, stack  # noqa: F401 (fixture)
+from tests.e2e.support import REFERRAL, RIVERSIDE, Stack, bearer, cli, ok
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e

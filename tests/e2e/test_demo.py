@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from shared.demo import BOROUGHS, run_demo
-from tests.e2e.support import Stack, bearer, cli, stack  # noqa: F401 (fixture)
+from tests.e2e.support import Stack, bearer, cli
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.support import REFERRAL, RIVERSIDE, Stack, bearer, ok, stack  # noqa: F401 (fixture)
+from tests.e2e.support import REFERRAL, RIVERSIDE, Stack, bearer, ok
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -6,14 +6,13 @@ error while the events after them are still processed.
 """
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,30 +24,12 @@ from shared.events import Envelope
 from shared.migrations import create_core_schema
 from shared.service import ConsumerSpec, ServiceRuntime
 from shared.settings import Settings
-from tests.helpers import wait_for
+from tests.helpers import read_whole_topic, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 projection = MetaData()
 seen = Table("seen", projection, Column("subject", String(100), primary_key=True), Column("n", Integer, nullable=False))
-
-
-async def read_whole_topic(bootstrap: str, topic: str, timeout: float = 90) -> list[ConsumerRecord]:
-    """Every record of `topic` up to its current end offsets, partition by partition in offset order."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
-    await consumer.start()
-    try:
-        async with asyncio.timeout(timeout):
-            tps = await wait_for(consumer.assignment, timeout=timeout, message=f"partitions of {topic}")
-            ends = await consumer.end_offsets(list(tps))
-            records: list[ConsumerRecord] = []
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                    records.extend(batch)
-            return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        await consumer.stop()
 
 
 class Handler:

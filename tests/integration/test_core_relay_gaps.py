@@ -13,8 +13,6 @@ import random
 from collections import defaultdict
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy import func, select
 
 from shared.aggregate import NewEvent
@@ -26,7 +24,7 @@ from shared.relay import OutboxRelay
 from shared.schema import events as events_table
 from shared.schema import outbox as outbox_table
 from shared.store import EventStore
-from tests.helpers import wait_for
+from tests.helpers import read_whole_topic, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -37,24 +35,6 @@ STREAMS_PER_WRITER = 4
 
 class RolledBack(Exception):
     pass
-
-
-async def read_whole_topic(bootstrap: str, topic: str, timeout: float = 90) -> list[ConsumerRecord]:
-    """Every record of `topic` up to its current end offsets, partition by partition in offset order."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
-    await consumer.start()
-    try:
-        async with asyncio.timeout(timeout):
-            tps = await wait_for(consumer.assignment, timeout=timeout, message=f"partitions of {topic}")
-            ends = await consumer.end_offsets(list(tps))
-            records: list[ConsumerRecord] = []
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                    records.extend(batch)
-            return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        await consumer.stop()
 
 
 async def test_concurrent_late_commits_are_all_published_once_and_in_order(

@@ -11,7 +11,7 @@ from shared.bus import LocalBus, Message
 from shared.consumers import PoisonEvent
 from shared.db import Database
 from shared.errors import ConcurrencyError
-from shared.events import Envelope, EventRegistry, registry
+from shared.events import Envelope, EventRegistry
 from shared.migrations import create_core_schema
 from shared.service import ConsumerSpec, ServiceRuntime
 from shared.settings import Settings

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from shared.cli import app
-from shared.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
