@@ -25,7 +25,7 @@ import httpx
 
 from shared.auth import mint_token
 from shared.settings import SERVICES, Settings
-from tests.helpers import wait_for
+from tests.helpers import read_whole_topic, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSUMER_TOPICS = {  # consumer group (after the prefix) -> the topics it reads (short names)
@@ -271,45 +271,22 @@ class Cluster:
     async def redeliver(self, shorts: list[str]) -> int:
         """Produce every record already on these topics again (same partition, key, value, headers):
         the duplicate deliveries a producer retry or a consumer rebalance causes. Returns how many."""
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka import AIOKafkaProducer
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-        await consumer.start()
         await producer.start()
         copied = 0
         try:
-            partitions = Settings().kafka_partitions  # topics are created with this many at start-up
-            parts = [TopicPartition(self.topic(t), p) for t in shorts for p in range(partitions)]
-            consumer.assign(parts)
-            # right after a broker restart the client may not know the leaders yet and report
-            # empty partitions: ask again until the records the load produced are visible
-            ends = await consumer.end_offsets(parts)
-            for _ in range(60):
-                if sum(ends.values()) > 0:
-                    break
-                await asyncio.sleep(0.5)
-                ends = await consumer.end_offsets(parts)
-            await consumer.seek_to_beginning(*parts)
-            remaining = {tp for tp in parts if ends[tp] > 0}
             futures = []
-            while remaining:
-                batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-                for tp, records in batches.items():
-                    for record in records:
-                        if record.offset >= ends[tp]:
-                            continue
-                        futures.append(await producer.send(tp.topic, value=record.value, key=record.key,
-                                                           partition=tp.partition,
-                                                           headers=list(record.headers or ())))
-                        copied += 1
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+            for short in shorts:
+                for record in await read_whole_topic(self.bootstrap, self.topic(short)):
+                    futures.append(await producer.send(record.topic, value=record.value, key=record.key,
+                                                       partition=record.partition,
+                                                       headers=list(record.headers or ())))
+                    copied += 1
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
-            await consumer.stop()
         return copied
 
 
