@@ -16,7 +16,7 @@ from typing import Any, Protocol, Sequence
 import orjson
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, func, select
 
-from shared.db import Database, upsert
+from shared.db import Database, sqlite_url, upsert
 
 log = logging.getLogger("placematch.bus")
 
@@ -83,7 +83,7 @@ class LocalBus:
     async def start(self, topics: Sequence[str] = ()) -> None:
         shared = _shared_local.get(self.path)
         if shared is None:
-            db = Database(f"sqlite+aiosqlite:///{self.path}")
+            db = Database(sqlite_url(self.path))
             async with db.engine.begin() as conn:
                 await conn.run_sync(_local_meta.create_all)
             shared = _shared_local[self.path] = [db, asyncio.Event(), 0]

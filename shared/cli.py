@@ -217,7 +217,7 @@ def verify(
                                                help="Check this database instead (needs --service)."),
 ) -> None:
     """Check every service's event store hash chain; name the first broken link and exit 1."""
-    from shared.db import Database
+    from shared.db import Database, sqlite_url
     from shared.integrity import verify_store
 
     names = [service] if service else list(SERVICES)
@@ -228,7 +228,7 @@ def verify(
             table.add_column(column)
         all_ok = True
         for name in names:
-            url = database_url if (database_url and service) else f"sqlite+aiosqlite:///{(data_dir / f'{name}.db').as_posix()}"
+            url = database_url if (database_url and service) else sqlite_url(data_dir / f"{name}.db")
             if url.startswith("sqlite") and not (data_dir / f"{name}.db").exists():
                 table.add_row(name, "-", "[yellow]no store[/]")
                 continue
@@ -320,26 +320,6 @@ audit_app = typer.Typer(help="Evidence packs reconstructed from the event log.",
 app.add_typer(audit_app, name="audit")
 
 
-async def _store_events(data_dir: Path) -> list[Any]:
-    from shared.db import Database
-    from shared.store import EventStore
-
-    found: list[Any] = []
-    for name in SERVICES:
-        path = data_dir / f"{name}.db"
-        if not path.exists():
-            continue
-        db = Database(f"sqlite+aiosqlite:///{path.as_posix()}")
-        try:
-            store, after = EventStore(db, f"placematch/{name}"), 0
-            while batch := await store.read_all(after, 5000):
-                found.extend(batch)
-                after = batch[-1].position or after
-        finally:
-            await db.dispose()
-    return found
-
-
 @audit_app.command("referral")
 def audit_referral(
     referral_id: str = typer.Argument(..., help="The referral's id."),
@@ -352,7 +332,9 @@ def audit_referral(
 
     from services.referral.audit import build_audit_pack, render_html
 
-    pack = build_audit_pack(referral_id, asyncio.run(_store_events(data_dir)))
+    from shared.store import read_embedded
+
+    pack = build_audit_pack(referral_id, asyncio.run(read_embedded(data_dir, SERVICES)))
     if pack["raised"] is None:
         console.print(f"[red]no referral {referral_id} in the stores under {data_dir}[/]")
         raise typer.Exit(1)

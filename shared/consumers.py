@@ -42,6 +42,13 @@ async def journal(conn: AsyncConnection, consumer: str, event_id: str) -> bool:
         "consumer": consumer, "event_id": event_id, "processed_at": format_time(now_utc()), "seq": seq})
 
 
+async def input_order(conn: AsyncConnection) -> list[tuple[str, str]]:
+    """(consumer, event id) of every input the service took in, in the order it took them (replay)."""
+    rows = (await conn.execute(select(processed_events.c.consumer, processed_events.c.event_id)
+                               .order_by(processed_events.c.seq, processed_events.c.processed_at))).all()
+    return [(r.consumer, r.event_id) for r in rows]
+
+
 class PoisonEvent(Exception):
     """Raise from a handler for an event that can never succeed: it goes to the DLQ at once."""
 

@@ -11,6 +11,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
+def sqlite_url(path: Path | str) -> str:
+    """Async SQLAlchemy URL of a SQLite file (the embedded stores, `<data-dir>/<service>.db`)."""
+    return f"sqlite+aiosqlite:///{Path(path).as_posix()}"
+
+
 class Database:
     """An async engine plus a `committed` signal that wakes the outbox relay.
 

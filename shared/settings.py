@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     def database_url_for(self, service: str) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').as_posix()}"
+        from shared.db import sqlite_url
+
+        return sqlite_url(self.data_dir / f"{service}.db")
 
     def topic(self, name: str) -> str:
         """Full topic name, e.g. topic("enrolment") -> "placematch.enrolment"."""

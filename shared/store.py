@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared import context
 from shared.aggregate import Aggregate, NewEvent
-from shared.db import Database, insert_ignore
+from shared.db import Database, insert_ignore, sqlite_url
 from shared.errors import ConcurrencyError
 from shared.events import Envelope, registry
 from shared.schema import events as events_table
@@ -169,6 +170,14 @@ class EventStore:
                 rows = (await c.execute(query)).all()
         return [Envelope.from_json(r.body, position=r.position) for r in rows]
 
+    async def iter_all(self, batch: int = 5000) -> AsyncIterator[Envelope]:
+        """Every event in position order, read a batch at a time."""
+        after = 0
+        while page := await self.read_all(after, batch):
+            for envelope in page:
+                yield envelope
+            after = page[-1].position or after
+
     async def load(self, cls: type[A], stream_id: str, conn: AsyncConnection | None = None) -> A:
         """Rebuild an aggregate by folding its stream (version 0 when the stream is empty)."""
         history = await self.read_stream(stream_id, conn)
@@ -203,3 +212,19 @@ class EventStore:
                 if attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
+
+
+async def read_embedded(data_dir: Path, services: Iterable[str]) -> list[Envelope]:
+    """Every event of the embedded stores `<data_dir>/<service>.db` that exist, store by store
+    (for the operations tools: replay, audit)."""
+    found: list[Envelope] = []
+    for name in services:
+        path = data_dir / f"{name}.db"
+        if not path.exists():
+            continue
+        db = Database(sqlite_url(path))
+        try:
+            found.extend([e async for e in EventStore(db, f"placematch/{name}").iter_all()])
+        finally:
+            await db.dispose()
+    return found

@@ -11,16 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import select
 
 from shared.aggregate import NewEvent
-from shared.consumers import journal
-from shared.db import Database
-from shared.events import Envelope, dumps
+from shared.consumers import input_order, journal
+from shared.db import Database, sqlite_url
+from shared.events import dumps
 from shared.migrations import upgrade
-from shared.schema import processed_events
 from shared.settings import Settings
-from shared.store import EventStore
+from shared.store import EventStore, read_embedded
 
 from .api import POLICY_JOURNAL
 from .handlers import Matching
@@ -50,29 +48,12 @@ class ReplayReport:
         return not self.differences and not self.missing_inputs
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path.as_posix()}"
-
-
 async def _decisions(store: EventStore) -> dict[str, list[str]]:
     by_stream: dict[str, list[str]] = {}
-    after = 0
-    while batch := await store.read_all(after, 5000):
-        for envelope in batch:
-            if envelope.type in DECISIONS:
-                by_stream.setdefault(envelope.subject, []).append(
-                    f"{envelope.type} {dumps(envelope.data).decode()}")
-        after = batch[-1].position or after
+    async for envelope in store.iter_all():
+        if envelope.type in DECISIONS:
+            by_stream.setdefault(envelope.subject, []).append(f"{envelope.type} {dumps(envelope.data).decode()}")
     return by_stream
-
-
-async def _all_events(store: EventStore) -> dict[str, Envelope]:
-    found: dict[str, Envelope] = {}
-    after = 0
-    while batch := await store.read_all(after, 5000):
-        found.update((e.id, e) for e in batch)
-        after = batch[-1].position or after
-    return found
 
 
 async def replay_matching(
@@ -88,18 +69,15 @@ async def replay_matching(
     With `quality_weight`/`price_weight`, the replay starts from that policy instead of the
     default: a way to see which decisions a different weighting would have changed.
     """
-    sources = {name: Database(sqlite_url(data_dir / f"{name}.db")) for name in ("enrolment", "referral", "matching")}
+    live = Database(sqlite_url(data_dir / "matching.db"))
     output.unlink(missing_ok=True)
     fresh = Database(sqlite_url(output))
     report = ReplayReport()
     try:
-        inputs: dict[str, Envelope] = {}
-        for name, db in sources.items():
-            inputs.update(await _all_events(EventStore(db, f"placematch/{name}")))
-        async with sources["matching"].read() as conn:
-            order = (await conn.execute(select(processed_events.c.consumer, processed_events.c.event_id)
-                                        .order_by(processed_events.c.seq, processed_events.c.processed_at))).all()
-        recorded = await _decisions(EventStore(sources["matching"], "placematch/matching"))
+        inputs = {e.id: e for e in await read_embedded(data_dir, ("enrolment", "referral", "matching"))}
+        async with live.read() as conn:
+            order = await input_order(conn)
+        recorded = await _decisions(EventStore(live, "placematch/matching"))
 
         await upgrade(fresh, "matching")
         store = EventStore(fresh, "placematch/matching")
@@ -129,7 +107,7 @@ async def replay_matching(
                 progress(index, len(order))
         replayed = await _decisions(store)
     finally:
-        for db in (*sources.values(), fresh):
+        for db in (live, fresh):
             await db.dispose()
 
     report.decisions_recorded = sum(map(len, recorded.values()))

@@ -13,12 +13,11 @@ from typing import Any, Callable
 
 from sqlalchemy import select
 
-from shared.consumers import journal
-from shared.db import Database
-from shared.events import Envelope
+from shared.consumers import input_order, journal
+from shared.db import Database, sqlite_url
 from shared.migrations import upgrade
-from shared.schema import events, processed_events
-from shared.store import EventStore
+from shared.schema import events
+from shared.store import read_embedded
 
 from . import handlers, projections
 from .domain import Referral
@@ -46,10 +45,6 @@ class ReferralReplayReport:
         return not self.differences
 
 
-def _url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path.as_posix()}"
-
-
 async def _rows(db: Database, table: Any) -> list[tuple[Any, ...]]:
     async with db.read() as conn:
         return [tuple(r) for r in (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()]
@@ -57,30 +52,18 @@ async def _rows(db: Database, table: Any) -> list[tuple[Any, ...]]:
 
 async def replay_referral(data_dir: Path, output: Path,
                           progress: Callable[[int, int], None] | None = None) -> ReferralReplayReport:
-    live = Database(_url(data_dir / "referral.db"))
+    live = Database(sqlite_url(data_dir / "referral.db"))
     output.unlink(missing_ok=True)
-    fresh = Database(_url(output))
+    fresh = Database(sqlite_url(output))
     report = ReferralReplayReport()
     try:
         await upgrade(fresh, "referral")
         async with live.read() as conn:
             referral_ids = [r.stream_id for r in (await conn.execute(
                 select(events.c.stream_id).where(events.c.type == "referral-raised").order_by(events.c.position))).all()]
-            order = (await conn.execute(select(processed_events.c.consumer, processed_events.c.event_id)
-                                        .order_by(processed_events.c.seq, processed_events.c.processed_at))).all()
+            order = await input_order(conn)
             keys = [dict(r._mapping) for r in (await conn.execute(select(personal_keys))).all()]
-        inputs: dict[str, Envelope] = {}
-        for name in SOURCES:
-            path = data_dir / f"{name}.db"
-            if path.exists():
-                db = Database(_url(path))
-                try:
-                    after, store = 0, EventStore(db, f"placematch/{name}")
-                    while batch := await store.read_all(after, 5000):
-                        inputs.update((e.id, e) for e in batch)
-                        after = batch[-1].position or after
-                finally:
-                    await db.dispose()
+        inputs = {e.id: e for e in await read_embedded(data_dir, SOURCES)}
         total = len(referral_ids) + len(order)
         store = SealingEventStore(live, "placematch/referral")
         async with fresh.transaction() as conn:
