@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -180,23 +180,25 @@ def _local_kafka() -> Iterator[KafkaBroker]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _running_container(container: Any, what: str) -> Iterator[Any]:
+    """Start a testcontainers container for the session; any failure means "not available"."""
+    try:
+        container.start()
+    except Exception as error:  # noqa: BLE001 - any failure means "no container"
+        with contextlib.suppress(Exception):
+            container.stop()
+        _unavailable(what, f"testcontainers could not start {what}: {error}")
+    try:
+        yield container
+    finally:
+        container.stop()
+
+
 def _container_kafka() -> Iterator[KafkaBroker]:
     from testcontainers.community.kafka import KafkaContainer
 
-    container = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
-    problem = None
-    try:
-        container.start()
-    except Exception as error:  # noqa: BLE001 - any failure means "no container Kafka"
-        problem = f"testcontainers could not start Kafka: {error}"
-    if problem:
-        with contextlib.suppress(Exception):
-            container.stop()
-        _unavailable("Kafka", problem)
-    try:
+    for container in _running_container(KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft(), "Kafka"):
         yield KafkaBroker(container.get_bootstrap_server())
-    finally:
-        container.stop()
 
 
 @pytest.fixture(scope="session")
@@ -265,19 +267,8 @@ def _container_postgres() -> Iterator[str]:
     container = PostgresContainer(
         "postgres:16-alpine", username="placematch", password="placematch", dbname="placematch", driver="asyncpg"
     )
-    problem = None
-    try:
-        container.start()
-    except Exception as error:  # noqa: BLE001 - any failure means "no container PostgreSQL"
-        problem = f"testcontainers could not start PostgreSQL: {error}"
-    if problem:
-        with contextlib.suppress(Exception):
-            container.stop()
-        _unavailable("PostgreSQL", problem)
-    try:
-        yield container.get_connection_url()
-    finally:
-        container.stop()
+    for running in _running_container(container, "PostgreSQL"):
+        yield running.get_connection_url()
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:
