@@ -60,20 +60,24 @@ class ServiceRuntime:
         self.bus: Bus = bus or make_bus(settings)
         self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
         self.publishes = [settings.topic(t) for t in publishes]
-        self.consumers = [
-            EventConsumer(
-                name=f"{settings.topic_prefix}{name}-{spec.name}", db=self.db, bus=self.bus,
-                topics=[settings.topic(t) for t in spec.topics], handler=spec.handler,
-                max_attempts=settings.consumer_max_attempts, retry_base_seconds=settings.consumer_retry_base_seconds,
-            )
-            for spec in consumes
-        ]
+        self.consumers: list[EventConsumer] = []
+        for spec in consumes:
+            self.consume(spec.topics, spec.handler, spec.name)
         self.tasks = list(tasks)
         self._migrate = migrate or (lambda db: upgrade(db, name))
         self._running: list[asyncio.Task[None]] = []
 
     def topic(self, short: str) -> str:
         return self.settings.topic(short)
+
+    def consume(self, topics: Sequence[str], handler: Handler, name: str = "main") -> None:
+        """Add a consumer before `start`; for handlers built on this runtime's own store."""
+        self.consumers.append(EventConsumer(
+            name=f"{self.settings.topic_prefix}{self.name}-{name}", db=self.db, bus=self.bus,
+            topics=[self.topic(t) for t in topics], handler=handler,
+            max_attempts=self.settings.consumer_max_attempts,
+            retry_base_seconds=self.settings.consumer_retry_base_seconds,
+        ))
 
     async def start(self) -> None:
         await self._migrate(self.db)

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.events import Envelope
-from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
+from shared.service import ServiceRuntime, create_service_app
 from shared.settings import Settings
 
 from . import api
@@ -20,19 +18,9 @@ with their inputs to `placematch.audit`."""
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    matching: Matching | None = None
-
-    async def handle(conn: AsyncConnection, event: Envelope) -> None:
-        """The consumer is built before the store it needs exists; bind late."""
-        assert matching is not None
-        await matching.handle(conn, event)
-
-    runtime = ServiceRuntime(
-        "matching", settings,
-        publishes=["matching", "notifications", "audit"],
-        consumes=[ConsumerSpec(["enrolment", "referral"], handle)],
-    )
+    runtime = ServiceRuntime("matching", settings, publishes=["matching", "notifications", "audit"])
     matching = Matching(runtime.store, runtime.topic)
+    runtime.consume(["enrolment", "referral"], matching.handle)
     app = create_service_app(runtime, [api.router], title="placematch matching", description=DESCRIPTION)
     app.state.matching = matching
     return app

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.events import Envelope
-from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
+from shared.service import ServiceRuntime, create_service_app
 from shared.settings import Settings
 
 from . import api
@@ -17,23 +15,17 @@ from .handlers import make_handler
 def create_app(settings: Settings | None = None) -> FastAPI:
     config = NotificationSettings.of(settings)
 
-    # The runtime needs the handler and the task, and they need the runtime's store: bind late.
-    async def handle(conn: AsyncConnection, event: Envelope) -> None:
-        await handler(conn, event)
+    runtime = ServiceRuntime("notification", config,
+                             publishes=["audit"])  # placematch.notifications.dlq comes with the consumed topic
+    deliveries = Deliveries(
+        runtime.store, config, audit_topic=runtime.topic("audit"), dlq_topic=runtime.topic("notifications.dlq"))
+    dispatcher = Dispatcher(runtime, config, deliveries)
+    runtime.consume(["notifications"], make_handler(deliveries, dispatcher, config))
 
     async def dispatch(_runtime: ServiceRuntime) -> None:
         await dispatcher.run()
 
-    runtime = ServiceRuntime(
-        "notification", config,
-        publishes=["audit"],  # placematch.notifications.dlq is created with the consumed topic
-        consumes=[ConsumerSpec(["notifications"], handle)],
-        tasks=[dispatch],
-    )
-    deliveries = Deliveries(
-        runtime.store, config, audit_topic=runtime.topic("audit"), dlq_topic=runtime.topic("notifications.dlq"))
-    dispatcher = Dispatcher(runtime, config, deliveries)
-    handler = make_handler(deliveries, dispatcher, config)
+    runtime.tasks.append(dispatch)
 
     app = create_service_app(
         runtime, [api.router], title="placematch notification",
