@@ -30,10 +30,6 @@ def load_create_app(service: str) -> Any:
     return importlib.import_module(f"services.{service}.app").create_app
 
 
-def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
 def _uvicorn_server(fastapi_app: Any, host: str, port: int) -> Any:
     import uvicorn
 

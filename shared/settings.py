@@ -8,7 +8,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("enrolment", "referral", "matching", "notification")
-DEFAULT_PORTS = {"enrolment": 8001, "referral": 8002, "matching": 8003, "notification": 8004}
 
 
 class Settings(BaseSettings):

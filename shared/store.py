@@ -9,7 +9,7 @@ hash chain has one well-defined predecessor per event.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 
@@ -34,13 +34,6 @@ A = TypeVar("A", bound=Aggregate)
 
 def link_hash(previous: str, body: str) -> str:
     return hashlib.sha256((previous + body).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """What an append produced: the envelopes with their positions."""
-
-    envelopes: list[Envelope]
 
 
 class EventStore:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from shared.settings import DEFAULT_PORTS, SERVICES, Settings
+from shared.settings import SERVICES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+DESIGN_PORTS = {"enrolment": 8001, "referral": 8002, "matching": 8003, "notification": 8004}  # the contract
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
@@ -18,7 +19,8 @@ def test_every_service_is_in_compose_with_its_port_and_command() -> None:
     for name in SERVICES:
         spec = services[name]
         assert spec["command"] == ["serve", name]
-        port = DEFAULT_PORTS[name]
+        port = DESIGN_PORTS[name]
+        assert Settings(base_port=8000, port=None).port_for(name) == port
         assert spec["ports"] == [f"{port}:{port}"]
         assert spec["environment"]["PLACEMATCH_PORT"] == str(port)
         assert spec["environment"]["PLACEMATCH_DATABASE_URL"].endswith(f"/{name}")
