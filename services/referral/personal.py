@@ -8,6 +8,7 @@ None. Nothing downstream needs them: matching works from `age_at_start` and the 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -22,6 +23,7 @@ from shared.store import EventStore
 from .domain import PERSONAL_FIELDS
 
 SEALED = "sealed"
+SEALED_TYPES = ("referral-raised", "referral-amended")
 
 keys_metadata = MetaData()
 personal_keys = Table(
@@ -103,16 +105,14 @@ class SealingEventStore(EventStore):
                      new_events: Sequence[NewEvent], **kwargs: Any) -> list[Envelope]:
         sealed = [NewEvent(e.type, await seal(conn, stream_id, e.data)) for e in new_events]
         envelopes = await super().append(conn, stream_id, expected_version, sealed, **kwargs)
-        return [await self._open(conn, e) for e in envelopes]
+        return [replace(envelope, data=new.data) for envelope, new in zip(envelopes, new_events)]
 
     async def read_stream(self, stream_id: str, conn: AsyncConnection | None = None) -> list[Envelope]:
         if conn is None:
             async with self.db.read() as c:
                 return await self.read_stream(stream_id, c)
-        return [await self._open(conn, e) for e in await super().read_stream(stream_id, conn)]
-
-    async def _open(self, conn: AsyncConnection, envelope: Envelope) -> Envelope:
-        if envelope.type not in ("referral-raised", "referral-amended"):
-            return envelope
-        _, key = await _key(conn, envelope.subject)
-        return Envelope(**{**envelope.__dict__, "data": unseal_with(key, envelope.data)})
+        envelopes = await super().read_stream(stream_id, conn)
+        if not any(e.type in SEALED_TYPES for e in envelopes):
+            return envelopes
+        _, key = await _key(conn, stream_id)  # one key per referral: looked up once per read
+        return [replace(e, data=unseal_with(key, e.data)) if e.type in SEALED_TYPES else e for e in envelopes]
