@@ -65,8 +65,9 @@ cmd_fetch() {
     die "mvn package failed"
   fi
   rm -f "$mvn_log"
-  ls "$LIBS" | grep -q '^kafka_2\.13-.*\.jar$' || die "mvn ran but no kafka_2.13 jar is in $LIBS"
-  ls "$LIBS" | grep -q '^slf4j-reload4j-.*\.jar$' || die "no slf4j binding in $LIBS (broker logs would be silent)"
+  # Globs, not `ls | grep -q`: under pipefail grep's early exit can fail the pipeline by SIGPIPE.
+  compgen -G "$LIBS/kafka_2.13-*.jar" >/dev/null || die "mvn ran but no kafka_2.13 jar is in $LIBS"
+  compgen -G "$LIBS/slf4j-reload4j-*.jar" >/dev/null || die "no slf4j binding in $LIBS (broker logs would be silent)"
   { pom_digest; (cd "$LIBS" && ls -1 -- *.jar); } > "$FETCH_STAMP.tmp"
   mv "$FETCH_STAMP.tmp" "$FETCH_STAMP"
   rm -rf "$KAFKA_HOME/target"
