@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -152,10 +152,13 @@ class EventStore:
                 rows = (await c.execute(query)).all()
         return [Envelope.from_json(r.body, position=r.position) for r in rows]
 
-    async def read_all(self, after: int = 0, limit: int = 1000, conn: AsyncConnection | None = None) -> list[Envelope]:
-        """Events after global position `after`, in position order."""
+    async def read_all(self, after: int = 0, limit: int = 1000, conn: AsyncConnection | None = None,
+                       types: Collection[str] | None = None) -> list[Envelope]:
+        """Events after global position `after`, in position order; only of `types` if given."""
         query = (select(events_table.c.position, events_table.c.body)
                  .where(events_table.c.position > after).order_by(events_table.c.position).limit(limit))
+        if types is not None:
+            query = query.where(events_table.c.type.in_(list(types)))
         if conn is not None:
             rows = (await conn.execute(query)).all()
         else:
@@ -163,10 +166,10 @@ class EventStore:
                 rows = (await c.execute(query)).all()
         return [Envelope.from_json(r.body, position=r.position) for r in rows]
 
-    async def iter_all(self, batch: int = 5000) -> AsyncIterator[Envelope]:
-        """Every event in position order, read a batch at a time."""
+    async def iter_all(self, batch: int = 5000, types: Collection[str] | None = None) -> AsyncIterator[Envelope]:
+        """Every event (of `types`, if given) in position order, read a batch at a time."""
         after = 0
-        while page := await self.read_all(after, batch):
+        while page := await self.read_all(after, batch, types=types):
             for envelope in page:
                 yield envelope
             after = page[-1].position or after
@@ -207,17 +210,24 @@ class EventStore:
         raise AssertionError("unreachable")
 
 
-async def read_embedded(data_dir: Path, services: Iterable[str]) -> list[Envelope]:
+async def read_embedded(data_dir: Path, services: Iterable[str],
+                        ids: Collection[str] | None = None) -> list[Envelope]:
     """Every event of the embedded stores `<data_dir>/<service>.db` that exist, store by store
-    (for the operations tools: replay, audit)."""
+    (for the operations tools: replay, audit). With `ids`, only those events are parsed (replay
+    needs its inputs, not the large decision records around them)."""
     found: list[Envelope] = []
     for name in services:
         path = data_dir / f"{name}.db"
         if not path.exists():
             continue
-        db = Database(sqlite_url(path))
+        db = Database(sqlite_url(path), inline=True)
         try:
-            found.extend([e async for e in EventStore(db, f"placematch/{name}").iter_all()])
+            async with db.read() as conn:
+                result = await conn.stream(select(events_table.c.event_id, events_table.c.position, events_table.c.body)
+                                           .order_by(events_table.c.position))
+                async for row in result:
+                    if ids is None or row.event_id in ids:
+                        found.append(Envelope.from_json(row.body, position=row.position))
         finally:
             await db.dispose()
     return found

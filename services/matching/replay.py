@@ -25,6 +25,7 @@ from .handlers import Matching
 from .ranking import POLICY_STREAM, RankingPolicy
 
 DECISIONS = ("referral-matched", "shortlist-ranked")
+BATCH = 200
 
 
 @dataclass
@@ -50,9 +51,8 @@ class ReplayReport:
 
 async def _decisions(store: EventStore) -> dict[str, list[str]]:
     by_stream: dict[str, list[str]] = {}
-    async for envelope in store.iter_all():
-        if envelope.type in DECISIONS:
-            by_stream.setdefault(envelope.subject, []).append(f"{envelope.type} {dumps(envelope.data).decode()}")
+    async for envelope in store.iter_all(types=DECISIONS):
+        by_stream.setdefault(envelope.subject, []).append(f"{envelope.type} {dumps(envelope.data).decode()}")
     return by_stream
 
 
@@ -69,14 +69,15 @@ async def replay_matching(
     With `quality_weight`/`price_weight`, the replay starts from that policy instead of the
     default: a way to see which decisions a different weighting would have changed.
     """
-    live = Database(sqlite_url(data_dir / "matching.db"))
+    live = Database(sqlite_url(data_dir / "matching.db"), inline=True)
     output.unlink(missing_ok=True)
-    fresh = Database(sqlite_url(output))
+    fresh = Database(sqlite_url(output), inline=True)
     report = ReplayReport()
     try:
-        inputs = {e.id: e for e in await read_embedded(data_dir, ("enrolment", "referral", "matching"))}
         async with live.read() as conn:
             order = await input_order(conn)
+        wanted = {event_id for _, event_id in order}
+        inputs = {e.id: e for e in await read_embedded(data_dir, ("enrolment", "referral", "matching"), wanted)}
         recorded = await _decisions(EventStore(live, "placematch/matching"))
 
         await upgrade(fresh, "matching")
@@ -87,24 +88,27 @@ async def replay_matching(
                 policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
                 await store.append(conn, POLICY_STREAM, policy.version,
                                    policy.change(quality_weight or "0.60", price_weight or "0.40"))
-        for index, (consumer, event_id) in enumerate(order, start=1):
-            envelope = inputs.get(event_id)
-            if envelope is None:
-                report.missing_inputs.append(event_id)
-                continue
+        # Inputs go in one at a time, as live, but a transaction carries BATCH of them: nothing else
+        # writes to the fresh database, and a commit per input would cost more than the input.
+        for start in range(0, len(order), BATCH):
             async with fresh.transaction() as conn:
-                await journal(conn, consumer, event_id)
-                if consumer == POLICY_JOURNAL:
-                    policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
-                    events = [NewEvent(envelope.type, envelope.data)]
-                    await store.append(conn, POLICY_STREAM, policy.version, events)
-                    policy.mutate(events)
-                    await matching.rerank_all_open(conn, policy.current, envelope.id)
-                else:
-                    await matching.handle(conn, envelope)
-            report.inputs += 1
+                for index, (consumer, event_id) in enumerate(order[start:start + BATCH], start=start + 1):
+                    envelope = inputs.get(event_id)
+                    if envelope is None:
+                        report.missing_inputs.append(event_id)
+                        continue
+                    await journal(conn, consumer, event_id)
+                    if consumer == POLICY_JOURNAL:
+                        policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
+                        events = [NewEvent(envelope.type, envelope.data)]
+                        await store.append(conn, POLICY_STREAM, policy.version, events)
+                        policy.mutate(events)
+                        await matching.rerank_all_open(conn, policy.current, envelope.id)
+                    else:
+                        await matching.handle(conn, envelope)
+                    report.inputs += 1
             if progress:
-                progress(index, len(order))
+                progress(min(start + BATCH, len(order)), len(order))
         replayed = await _decisions(store)
     finally:
         for db in (live, fresh):

@@ -52,9 +52,9 @@ async def _rows(db: Database, table: Any) -> list[tuple[Any, ...]]:
 
 async def replay_referral(data_dir: Path, output: Path,
                           progress: Callable[[int, int], None] | None = None) -> ReferralReplayReport:
-    live = Database(sqlite_url(data_dir / "referral.db"))
+    live = Database(sqlite_url(data_dir / "referral.db"), inline=True)
     output.unlink(missing_ok=True)
-    fresh = Database(sqlite_url(output))
+    fresh = Database(sqlite_url(output), inline=True)
     report = ReferralReplayReport()
     try:
         await upgrade(fresh, "referral")
@@ -63,7 +63,7 @@ async def replay_referral(data_dir: Path, output: Path,
                 select(events.c.stream_id).where(events.c.type == "referral-raised").order_by(events.c.position))).all()]
             order = await input_order(conn)
             keys = [dict(r._mapping) for r in (await conn.execute(select(personal_keys))).all()]
-        inputs = {e.id: e for e in await read_embedded(data_dir, SOURCES)}
+        inputs = {e.id: e for e in await read_embedded(data_dir, SOURCES, {event_id for _, event_id in order})}
         total = len(referral_ids) + len(order)
         store = SealingEventStore(live, "placematch/referral")
         async with fresh.transaction() as conn:
