@@ -56,7 +56,8 @@ idempotency_keys = Table(
     Column("status", Integer, nullable=True, doc="NULL while the first request is in progress"),
     Column("headers", Text, nullable=True),
     Column("body", LargeBinary, nullable=True),
-    Column("created_at", String(40), nullable=False),
+    Column("created_at", String(40), nullable=False,
+           doc="while in progress, when the owner was last heard from: it renews the claim (web.py)"),
     Column("owner", String(36), nullable=True, doc="the process (runtime instance) that runs the first request"),
 )
 

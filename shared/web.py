@@ -1,6 +1,7 @@
 """Web helpers every service uses: problem+json errors, Idempotency-Key, correlation ids, health."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import uuid
@@ -115,16 +116,22 @@ class IdempotencyMiddleware:
     key for this process; a concurrent retry gets 409 with Retry-After. Reusing a key with a
     different body is a 422.
 
+    The claim is a lease: while the request runs, its process renews the claim's `created_at`
+    (the time its owner was last heard from) every `ORPHANED_AFTER / 3`, so a request that
+    legitimately runs longer than `ORPHANED_AFTER` is never taken over by another replica.
+
     Crashes: the event store marks the claim with the request's effect in the same transaction
-    as the events. A retry that finds a claim of a process that is gone (another instance id, and
-    older than `ORPHANED_AFTER`) runs the request again if nothing was recorded, or, if the effect
-    did commit but the answer was lost, answers 409 `answer_lost` naming the resource (never a
-    second effect). A 5xx, or a 409/429 with Retry-After, without an effect is forgotten so the
+    as the events. A retry that finds a claim of a process that is gone (another instance id, not
+    heard from for `ORPHANED_AFTER`) runs the request again if nothing was recorded, or, if the
+    effect did commit but the answer was lost, answers 409 `answer_lost` naming the resource (never
+    a second effect). A 5xx, or a 409/429 with Retry-After, without an effect is forgotten so the
     client may retry with the same key.
     """
 
     METHODS = {"POST", "PUT", "PATCH", "DELETE"}
     ORPHANED_AFTER = timedelta(seconds=10)
+    """A claim whose owner has not renewed it for this long is orphaned (tests shorten it)."""
+    RENEWALS_PER_LEASE = 3
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
@@ -175,11 +182,15 @@ class IdempotencyMiddleware:
                 captured["body"] += message.get("body", b"")
             held.append(message)
 
+        done = asyncio.Event()
+        lease = asyncio.create_task(self._renew(db, scope_key, key, done))
         token = context.idempotency_claim.set((scope_key, key))
         try:
             await self.app(scope, _replay_body(body), capture)
         finally:
             context.idempotency_claim.reset(token)
+            done.set()
+            await lease  # no renewal may land after the answer below
             async with db.transaction() as conn:
                 where = (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
                 effect = await _effect_of(conn, scope_key, key)
@@ -197,6 +208,29 @@ class IdempotencyMiddleware:
         for message in held:
             await send(message)
 
+    async def _renew(self, db: Any, scope_key: str, key: str, done: asyncio.Event) -> None:
+        """Renew this process's claim until `done`: its owner is heard from (`created_at`)."""
+        owner = self.fastapi_app.state.runtime.instance_id
+        ours = ((idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
+                & (idempotency_keys.c.owner == owner) & idempotency_keys.c.status.is_(None))
+        every = self.ORPHANED_AFTER.total_seconds() / self.RENEWALS_PER_LEASE
+        while True:
+            try:
+                await asyncio.wait_for(done.wait(), every)
+                return
+            except TimeoutError:
+                pass
+            try:
+                async with db.transaction() as conn:
+                    renewed = await conn.execute(update(idempotency_keys).where(ours).values(
+                        created_at=format_time(now_utc())))
+            except Exception as error:  # noqa: BLE001 - try again next time; the lease may lapse
+                log.warning("could not renew an Idempotency-Key claim", key=key, error=str(error))
+                continue
+            if not renewed.rowcount:  # not heard from for too long: another replica took it over
+                log.warning("Idempotency-Key claim taken over by another instance", key=key)
+                return
+
     async def _claim(self, db: Any, scope_key: str, key: str, fingerprint: str) -> Response | None:
         owner = self.fastapi_app.state.runtime.instance_id
         where = (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
@@ -209,13 +243,18 @@ class IdempotencyMiddleware:
             row = (await conn.execute(select(idempotency_keys).where(where))).one()
             orphaned = (row.status is None and row.fingerprint == fingerprint and row.owner != owner
                         and row.created_at < format_time(now_utc() - self.ORPHANED_AFTER))
+            # only if the claim is still as read: its owner may renew it meanwhile (then it is alive)
+            unchanged = (where & idempotency_keys.c.status.is_(None) & (idempotency_keys.c.owner == row.owner)
+                         & (idempotency_keys.c.created_at == row.created_at))
             effect = await _effect_of(conn, scope_key, key) if orphaned else None
             if orphaned and effect is None:  # its process died before recording anything
-                await conn.execute(update(idempotency_keys).where(where).values(
+                taken = await conn.execute(update(idempotency_keys).where(unchanged).values(
                     owner=owner, created_at=format_time(now_utc())))
-                return None
-            if orphaned:  # it took effect, then its process died before storing the answer
-                await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect)))
+                if taken.rowcount:
+                    return None
+            elif orphaned:  # it took effect, then its process died before storing the answer
+                await conn.execute(update(idempotency_keys).where(unchanged).values(**_answer_lost(effect)))
+            if orphaned:
                 row = (await conn.execute(select(idempotency_keys).where(where))).one()
         if row.fingerprint != fingerprint:
             return problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a "

@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from sqlalchemy.exc import IntegrityError
 
 from shared import context
 from shared.aggregate import NewEvent
@@ -127,20 +128,35 @@ def _today() -> date:
     return datetime.now(timezone.utc).date()
 
 
+async def _active_with_urn(request: Request, urn: str) -> str | None:
+    async with _runtime(request).db.read() as conn:
+        return await projections.active_provider_with_urn(conn, urn)
+
+
+def _duplicate_urn(urn: str, existing: str | None) -> InvalidTransition:
+    return InvalidTransition(f"a provider with URN {urn} is already enrolled "
+                             f"({existing or 'just now, by another application'}); "
+                             "update that one instead", field="urn", rule="duplicate_urn")
+
+
 @router.post("/providers", status_code=201, summary="Apply to join the DPS (open)")
 async def apply(body: ApplicationIn, request: Request, response: Response,
                 who: Principal | None = Depends(optional_principal)) -> dict[str, Any]:
     provider_id = str(uuid.uuid4())
     if who is None:
         context.actor.set(f"provider:{provider_id}")
-    async with _runtime(request).db.read() as conn:
-        existing = await projections.active_provider_with_urn(conn, body.urn.strip())
-    if existing is not None:
-        raise InvalidTransition(f"a provider with URN {body.urn.strip()} is already enrolled "
-                                f"({existing}); update that one instead", field="urn",
-                                rule="duplicate_urn")
-    view = await _execute(request, provider_id,
-                          lambda p: p.submit_application(body.model_dump(exclude_unset=True)))
+    urn = body.urn.strip()
+    # The cheap check names the provider already enrolled; the read model's unique index
+    # (projections.ACTIVE_URN_INDEX) settles applications that pass it at the same time.
+    if (existing := await _active_with_urn(request, urn)) is not None:
+        raise _duplicate_urn(urn, existing)
+    try:
+        view = await _execute(request, provider_id,
+                              lambda p: p.submit_application(body.model_dump(exclude_unset=True)))
+    except IntegrityError as error:  # the whole transaction rolled back: no event was recorded
+        if not projections.violates_active_urn(error):
+            raise
+        raise _duplicate_urn(urn, await _active_with_urn(request, urn)) from None
     response.headers["Location"] = f"/providers/{provider_id}"
     return view
 

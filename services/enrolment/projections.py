@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, delete, func, select
+from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, delete, func, select,
+                        text)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import upsert
@@ -35,6 +37,12 @@ providers = Table(
 )
 Index("ix_enrolment_providers_status", providers.c.status)
 Index("ix_enrolment_providers_urn", providers.c.urn)
+ACTIVE_URN_INDEX = "uq_enrolment_providers_active_urn"
+"""One provider per Ofsted URN that is not rejected: two simultaneous applications with the same
+URN cannot both commit (the loser's whole transaction, its events included, rolls back)."""
+_NOT_REJECTED = text("status <> 'rejected'")
+Index(ACTIVE_URN_INDEX, providers.c.urn, unique=True,
+      sqlite_where=_NOT_REJECTED, postgresql_where=_NOT_REJECTED)
 
 provider_lots = Table(
     "enrolment_provider_lots",
@@ -110,6 +118,19 @@ async def list_providers(conn: AsyncConnection, *, status: str | None = None,
     rows = (await conn.execute(query.order_by(providers.c.name, providers.c.provider_id)
                                .limit(limit).offset(offset))).all()
     return [loads(row.view) for row in rows], total
+
+
+def violates_active_urn(error: IntegrityError) -> bool:
+    """True when `error` is the `ACTIVE_URN_INDEX` refusing a second active provider for a URN.
+
+    PostgreSQL (asyncpg) names the index; SQLite names the indexed column instead.
+    """
+    name = getattr(error.orig.__cause__, "constraint_name", None) if error.orig else None
+    if name is not None:
+        return name == ACTIVE_URN_INDEX
+    message = str(error.orig)
+    return (ACTIVE_URN_INDEX in message
+            or "UNIQUE constraint failed: enrolment_providers.urn" in message)
 
 
 async def active_provider_with_urn(conn: AsyncConnection, urn: str) -> str | None:

@@ -1,12 +1,27 @@
 """Idempotency-Key semantics every service shares (shared/web.py), shown on the referral service."""
 from __future__ import annotations
 
-import jwt
+import asyncio
+from datetime import timedelta
+from typing import Any
 
+import jwt
+import pytest
+from sqlalchemy import select
+
+from services.referral import service
 from services.referral.app import create_app
+from shared.db import upsert
+from shared.events import format_time, now_utc
+from shared.schema import idempotency_keys
 from shared.settings import Settings
 from shared.testing import auth, service_client
+from shared.web import IdempotencyMiddleware
 from tests.e2e.support import REFERRAL
+from tests.helpers import wait_for
+
+LEASE = timedelta(seconds=1)
+"""`ORPHANED_AFTER` in the tests of claims across instances (renewed every third of it)."""
 
 
 async def test_a_retry_gets_the_first_answer_and_a_forged_token_gets_nothing(tmp_path) -> None:
@@ -42,3 +57,108 @@ async def test_a_retry_after_try_again_later_is_run_again(tmp_path) -> None:
         retried = await client.post(f"/referrals/{raised['id']}/offers", json=offer,
                                     headers={**provider, "Idempotency-Key": "o-1"})
         assert "idempotent-replayed" not in retried.headers and retried.status_code == 409
+
+
+class Gate:
+    """Holds the first call of `service.<name>` until `release` is set; counts the calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.entered, self.release, self.calls = asyncio.Event(), asyncio.Event(), 0
+        original = getattr(service, name)
+
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                self.entered.set()
+                await self.release.wait()
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(service, name, gated)
+
+
+def in_progress(response: Any) -> bool:
+    return (response.status_code == 409 and response.headers.get("retry-after") == "1"
+            and response.json().get("field") == "Idempotency-Key"
+            and "idempotent-replayed" not in response.headers)
+
+
+async def test_a_request_outliving_the_lease_is_not_run_again_by_another_instance(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas on one database: a request still running on A after several `ORPHANED_AFTER`
+    keeps its claim (A renews it), so B's retries get 409 in progress, never a second run."""
+    monkeypatch.setattr(IdempotencyMiddleware, "ORPHANED_AFTER", LEASE)
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    croydon = auth(settings, "borough", "croydon")
+    keyed = {**croydon, "Idempotency-Key": "slow-1"}
+    gate = Gate(monkeypatch, "raise_referral")  # A's request waits before recording anything
+    app_a, app_b = create_app(settings), create_app(settings)
+    async with service_client(app_a) as a, service_client(app_b) as b:
+        assert app_a.state.runtime.instance_id != app_b.state.runtime.instance_id
+        first = asyncio.create_task(a.post("/referrals", json=REFERRAL, headers=keyed))
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        retries = 0
+        while loop.time() - started < 3 * LEASE.total_seconds():
+            retry = await b.post("/referrals", json=REFERRAL, headers=keyed)
+            assert in_progress(retry), f"{retry.status_code} {retry.text}"
+            retries += 1
+            await asyncio.sleep(0.2)  # a client's pacing between retries
+        assert retries >= 10 and not first.done()
+
+        gate.release.set()
+        answered = await asyncio.wait_for(first, 10)
+        assert answered.status_code == 201, answered.text
+        again = await b.post("/referrals", json=REFERRAL, headers=keyed)
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert again.json()["id"] == answered.json()["id"]
+
+        assert gate.calls == 1, "the request ran more than once"
+        listed = (await b.get("/referrals", headers=croydon)).json()["items"]
+        assert [r["id"] for r in listed] == [answered.json()["id"]]
+
+
+@pytest.mark.parametrize("moment", ["before-effect", "after-effect"])
+async def test_a_claim_whose_owner_stopped_is_taken_over_once_the_lease_lapses(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, moment: str) -> None:
+    """A stops in the middle of a keyed request (its claim left as a killed process leaves it, no
+    longer renewed). B's retry gets 409 in progress until `ORPHANED_AFTER` has passed, then runs the
+    request (nothing was recorded) or answers 409 `answer_lost` naming the effect (it was)."""
+    monkeypatch.setattr(IdempotencyMiddleware, "ORPHANED_AFTER", LEASE)
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    croydon = auth(settings, "borough", "croydon")
+    keyed = {**croydon, "Idempotency-Key": "gone-1"}
+    gate = Gate(monkeypatch, "raise_referral" if moment == "before-effect" else "view_for")
+    app_a, app_b = create_app(settings), create_app(settings)
+    async with service_client(app_a) as a, service_client(app_b) as b:
+        db_a = app_a.state.runtime.db
+        first = asyncio.create_task(a.post("/referrals", json=REFERRAL, headers=keyed))
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        async with db_a.read() as conn:
+            claim = (await conn.execute(select(idempotency_keys).where(
+                idempotency_keys.c.key == "gone-1"))).one()
+        assert claim.status is None and claim.owner == app_a.state.runtime.instance_id
+        first.cancel()  # A's request stops and no longer renews its claim...
+        await asyncio.gather(first, return_exceptions=True)
+        async with db_a.transaction() as conn:  # ...which stays as it was when A was last heard from
+            await upsert(conn, idempotency_keys, {**claim._asdict(), "created_at": format_time(now_utc())},
+                         ["scope", "key"])
+        loop = asyncio.get_running_loop()
+        stopped = loop.time()
+
+        assert in_progress(await b.post("/referrals", json=REFERRAL, headers=keyed))
+
+        async def answered() -> Any:
+            response = await b.post("/referrals", json=REFERRAL, headers=keyed)
+            return None if in_progress(response) else response
+
+        retry = await wait_for(answered, timeout=10, interval=0.1, message="B to take the claim over")
+        assert loop.time() - stopped >= 0.9 * LEASE.total_seconds(), "taken over before the lease lapsed"
+        listed = (await b.get("/referrals", headers=croydon)).json()["items"]
+        assert len(listed) == 1, listed
+        if moment == "before-effect":
+            assert retry.status_code == 201 and "idempotent-replayed" not in retry.headers, retry.text
+            assert retry.json()["id"] == listed[0]["id"]
+        else:
+            assert retry.status_code == 409 and retry.json()["rule"] == "answer_lost", retry.text
+            assert retry.json()["effect"] == listed[0]["id"]

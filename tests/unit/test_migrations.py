@@ -42,3 +42,81 @@ async def test_migrations_match_the_declared_tables(service: str, tmp_path) -> N
         differences = await conn.run_sync(diff)
     await db.dispose()
     assert differences == [], f"{service}: migrations and code disagree: {differences}"
+
+
+# --- enrolment_0002: one active provider per URN --------------------------------------------------
+
+
+def _provider_row(provider_id: str, urn: str, status: str) -> dict[str, object]:
+    return {"provider_id": provider_id, "name": provider_id, "urn": urn, "kind": "childrens_home",
+            "status": status, "quality_score": None, "capacity": 1, "version": 1, "view": "{}",
+            "applied_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
+
+
+async def _migrate_to(db: Database, service: str, revision: str, *, down: bool = False) -> None:
+    from alembic import command
+
+    from shared.migrations import alembic_config
+
+    def run(sync_conn):  # type: ignore[no-untyped-def]
+        cfg = alembic_config(service)
+        cfg.attributes["connection"] = sync_conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def test_enrolment_allows_one_provider_per_urn_that_is_not_rejected(tmp_path) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from services.enrolment.projections import providers, violates_active_urn
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/enrolment.db")
+    await upgrade(db, "enrolment")
+    async with db.transaction() as conn:
+        await conn.execute(providers.insert(), [_provider_row("p-1", "100001", "rejected"),
+                                                _provider_row("p-2", "100001", "rejected"),
+                                                _provider_row("p-3", "100001", "approved"),
+                                                _provider_row("p-4", "100002", "applied")])
+    for row, is_urn in [(_provider_row("p-5", "100001", "applied"), True),
+                        (_provider_row("p-5", "100001", "suspended"), True),
+                        (_provider_row("p-4", "100009", "applied"), False)]:  # primary key instead
+        with pytest.raises(IntegrityError) as refused:
+            async with db.transaction() as conn:
+                await conn.execute(providers.insert(), [row])
+        assert violates_active_urn(refused.value) is is_urn, refused.value
+    async with db.transaction() as conn:  # rejected rows are outside the index
+        await conn.execute(providers.insert(), [_provider_row("p-6", "100001", "rejected")])
+    await db.dispose()
+
+
+async def test_enrolment_0002_names_the_duplicates_it_cannot_index(tmp_path) -> None:
+    """A database where the old race left two active providers with one URN: the upgrade stops
+    with their ids (nothing half-done), and succeeds once all but one are rejected."""
+    from sqlalchemy import inspect, update
+
+    from services.enrolment.projections import ACTIVE_URN_INDEX, providers
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/enrolment.db")
+    await _migrate_to(db, "enrolment", "enrolment_0001")
+    async with db.transaction() as conn:
+        await conn.execute(providers.insert(), [_provider_row("p-1", "100001", "approved"),
+                                                _provider_row("p-2", "100001", "applied"),
+                                                _provider_row("p-3", "100001", "rejected")])
+    with pytest.raises(RuntimeError, match="URN 100001: provider p-1; URN 100001: provider p-2\\)"):
+        await upgrade(db, "enrolment")
+    async with db.transaction() as conn:
+        await conn.execute(update(providers).where(providers.c.provider_id == "p-2")
+                           .values(status="rejected"))
+    await upgrade(db, "enrolment")
+
+    def index_names(sync_conn):  # type: ignore[no-untyped-def]
+        return {ix["name"] for ix in inspect(sync_conn).get_indexes("enrolment_providers")}
+
+    async with db.engine.connect() as conn:
+        assert ACTIVE_URN_INDEX in await conn.run_sync(index_names)
+    await _migrate_to(db, "enrolment", "enrolment_0001", down=True)
+    async with db.engine.connect() as conn:
+        assert ACTIVE_URN_INDEX not in await conn.run_sync(index_names)
+    await db.dispose()
