@@ -42,12 +42,15 @@ class Subscription(Protocol):
 
 
 class Bus(Protocol):
+    total_order: bool
     async def start(self, topics: Sequence[str] = ()) -> None: ...
     async def stop(self) -> None: ...
     async def publish(self, messages: Sequence[Message]) -> None:
         """Return once every message is durably accepted (acks=all), else raise."""
     def subscribe(self, group: str, topics: Sequence[str]) -> Subscription: ...
     async def ping(self) -> bool: ...
+    async def read_topics(self, topics: Sequence[str], group: str, timeout: float = 600) -> list[Message]:
+        """Everything on `topics` so far, from the beginning, without committing offsets (replay)."""
 
 
 # --------------------------------------------------------------------------- local
@@ -73,6 +76,9 @@ _shared_local: dict[str, list[Any]] = {}  # path -> [Database, published Event, 
 
 class LocalBus:
     """Durable in-process bus on SQLite; services in one process share it by file path."""
+
+    total_order = True
+    """One log for all topics: a consumer of several topics takes their messages in log order."""
 
     def __init__(self, path: Path | str, poll_seconds: float = 0.5) -> None:
         self.path = str(Path(path).resolve())
@@ -118,9 +124,13 @@ class LocalBus:
 
     async def read_topic(self, topic: str) -> list[Message]:
         """Every message of a topic from the beginning (replay, tests)."""
-        assert self.db is not None
+        return await self.read_topics([topic], "")
+
+    async def read_topics(self, topics: Sequence[str], group: str, timeout: float = 600) -> list[Message]:
+        """Every message of `topics` from the beginning, in log order (replay; no offsets kept)."""
+        assert self.db is not None, "LocalBus not started"
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(_log).where(_log.c.topic == topic).order_by(_log.c.offset))).all()
+            rows = (await conn.execute(select(_log).where(_log.c.topic.in_(list(topics))).order_by(_log.c.offset))).all()
         return [Message(r.topic, r.key, r.value, _headers(r.headers), offset=r.offset) for r in rows]
 
 
@@ -184,6 +194,9 @@ class LocalSubscription:
 
 class KafkaBus:
     """aiokafka: idempotent producer (acks=all), key = aggregate id, topics created on start."""
+
+    total_order = False
+    """Order is kept per partition only."""
 
     def __init__(self, bootstrap: str, partitions: int = 3, client_id: str = "placematch") -> None:
         self.bootstrap = bootstrap
@@ -255,6 +268,50 @@ class KafkaBus:
 
     def subscribe(self, group: str, topics: Sequence[str]) -> "KafkaSubscription":
         return KafkaSubscription(self, group, list(topics))
+
+    async def read_topics(self, topics: Sequence[str], group: str, timeout: float = 600) -> list[Message]:
+        """Every record of `topics` from the beginning up to the end offsets they had when reading
+        began, partition by partition in offset order, read by a consumer in the (fresh) group
+        `group`. Nothing is committed: live consumer groups are not touched. A topic that does not
+        exist is a LookupError."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
+        await admin.start()
+        try:  # before subscribing: a broker may auto-create a topic a consumer asks for
+            missing = [t for t in topics if t not in set(await admin.list_topics())]
+        finally:
+            await admin.close()
+        if missing:
+            raise LookupError(f"no topic {', '.join(missing)} on {self.bootstrap}")
+        consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=self.bootstrap, group_id=group, client_id=f"{self.client_id}-{group}",
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            max_partition_fetch_bytes=4 * 1024 * 1024)
+        await consumer.start()
+        try:
+            async with asyncio.timeout(timeout):
+                while any(consumer.partitions_for_topic(t) is None for t in topics):
+                    await asyncio.sleep(0.1)  # their metadata arrives in the background
+                wanted = {TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()}
+                ends = await consumer.end_offsets(list(wanted))
+                records: list[Message] = []
+
+                async def behind() -> bool:
+                    if consumer.assignment() != wanted:  # the group has not handed us every partition yet
+                        return True
+                    return any([await consumer.position(tp) < ends[tp] for tp in wanted])
+
+                while await behind():
+                    for tp, batch in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
+                        records.extend(Message(tp.topic, r.key.decode() if r.key else None, r.value,
+                                               dict(r.headers or ()), tp.partition, r.offset)
+                                       for r in batch if r.offset < ends[tp])
+        finally:
+            await consumer.stop()
+        return sorted(records, key=lambda m: (m.topic, m.partition, m.offset))
 
     async def ping(self) -> bool:
         if self._producer is None:

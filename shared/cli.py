@@ -252,6 +252,11 @@ def replay(
     data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
                                   help="Embedded data directory holding <service>.db files."),
     service: str = typer.Option("all", help="matching | referral | all"),
+    source: str = typer.Option("stores", "--from", help="stores: the services' event stores (embedded) | "
+                               "topics: the bus topics from the beginning, with a fresh consumer group "
+                               "(Kafka when PLACEMATCH_KAFKA_BOOTSTRAP is set, else DATA_DIR/bus.db); matching only"),
+    journal_url: Optional[str] = typer.Option(None, "--journal", help="With --from topics: matching's database "
+                                              "URL, whose journal gives the exact input order (else: event time)."),
     quality_weight: Optional[str] = typer.Option(None, help="Replay matching under another quality weight (what-if)."),
     price_weight: Optional[str] = typer.Option(None, help="Replay matching under another price weight (what-if)."),
 ) -> None:
@@ -259,16 +264,46 @@ def replay(
     that every matching decision and every referral view is reproduced; exit 1 on any difference."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services.matching.replay import difference_summary, replay_matching
+    from services.matching.replay import ReplayInputs, difference_summary, inputs_from_bus, replay_matching
     from services.referral.replay import replay_referral
 
-    wanted = ["matching", "referral"] if service == "all" else [service]
-    for name in wanted:
-        if name not in ("matching", "referral"):
-            raise typer.BadParameter("replay knows matching and referral", param_hint="--service")
+    if source not in ("stores", "topics"):
+        raise typer.BadParameter("stores or topics", param_hint="--from")
+    if service not in ("matching", "referral", "all"):
+        raise typer.BadParameter("replay knows matching and referral", param_hint="--service")
+    if source == "topics" and service == "referral":
+        raise typer.BadParameter("referral's views are rebuilt from its store (they are compared with its "
+                                 "live tables); --from topics replays matching", param_hint="--service")
+    wanted = ["matching"] if source == "topics" else ["matching", "referral"] if service == "all" else [service]
+    for name in wanted if source == "stores" else ():
         if not (data_dir / f"{name}.db").exists():
             console.print(f"[red]no {name} store at {data_dir / f'{name}.db'}[/]")
             raise typer.Exit(2)
+    topic_inputs: ReplayInputs | None = None
+    if source == "topics":
+        from shared.bus import make_bus
+
+        settings = Settings(data_dir=data_dir)
+        if not settings.kafka_bootstrap and not (data_dir / "bus.db").exists():
+            console.print(f"[red]no Kafka (PLACEMATCH_KAFKA_BOOTSTRAP) and no local bus at {data_dir / 'bus.db'}[/]")
+            raise typer.Exit(2)
+
+        async def read() -> ReplayInputs:
+            bus = make_bus(settings)
+            await bus.start()
+            try:
+                return await inputs_from_bus(bus, settings.topic, journal_url=journal_url)
+            finally:
+                await bus.stop()
+
+        with console.status("reading the topics from the beginning…"):
+            try:
+                topic_inputs = asyncio.run(read())
+            except LookupError as error:
+                console.print(f"[red]{error}[/]")
+                raise typer.Exit(2)
+        console.print(f"read {len(topic_inputs.inputs)} inputs and "
+                      f"{sum(map(len, topic_inputs.recorded.values()))} recorded decisions from {topic_inputs.source}")
     (data_dir / "replay").mkdir(parents=True, exist_ok=True)
     ok = True
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -280,7 +315,7 @@ def replay(
 
         matching_report = asyncio.run(replay_matching(
             data_dir, data_dir / "replay" / "matching.db", quality_weight=quality_weight, price_weight=price_weight,
-            progress=progress_of("matching"))) if "matching" in wanted else None
+            progress=progress_of("matching"), source=topic_inputs)) if "matching" in wanted else None
         referral_report = asyncio.run(replay_referral(
             data_dir, data_dir / "replay" / "referral.db", progress=progress_of("referral"))) if "referral" in wanted else None
     if matching_report is not None:

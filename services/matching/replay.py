@@ -1,21 +1,25 @@
 """Replay: rebuild matching's read models from the event log and re-derive every decision.
 
-Inputs are the enrolment and referral stores' events and matching's own policy changes, fed back
-in the order matching originally took them in (its `processed_events` journal). The decisions
-re-derived into a fresh database (`referral-matched`, `shortlist-ranked`) must equal the recorded
-ones byte for byte (canonical JSON); any difference is reported.
+Inputs are the enrolment and referral events and matching's own policy changes — read from the
+services' stores, or from the Kafka topics with a fresh consumer group — fed back in the order
+matching originally took them in (its `processed_events` journal; by event time when only the
+topics are at hand). The decisions re-derived into a fresh database (`referral-matched`,
+`shortlist-ranked`) must equal the recorded ones byte for byte (canonical JSON); any difference
+is reported.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 
 from shared.aggregate import NewEvent
+from shared.bus import Bus
 from shared.consumers import input_order, journal
 from shared.db import Database, sqlite_url
-from shared.events import dumps
+from shared.events import Envelope, dumps
 from shared.migrations import upgrade
 from shared.settings import Settings
 from shared.store import EventStore, read_embedded
@@ -43,17 +47,95 @@ class ReplayReport:
     decisions_replayed: int = 0
     differences: list[Difference] = field(default_factory=list)
     missing_inputs: list[str] = field(default_factory=list)
+    source: str = ""
 
     @property
     def ok(self) -> bool:
         return not self.differences and not self.missing_inputs
 
 
+@dataclass
+class ReplayInputs:
+    """What a replay needs: every input by id, the order to feed them in, the recorded decisions."""
+
+    inputs: dict[str, Envelope]
+    order: list[tuple[str, str]]  # (consumer, event id)
+    recorded: dict[str, list[str]]  # referral id -> its decisions, in stream order
+    source: str
+
+
+def _decision_line(envelope: Envelope) -> str:
+    return f"{envelope.type} {dumps(envelope.data).decode()}"
+
+
 async def _decisions(store: EventStore) -> dict[str, list[str]]:
     by_stream: dict[str, list[str]] = {}
     async for envelope in store.iter_all(types=DECISIONS):
-        by_stream.setdefault(envelope.subject, []).append(f"{envelope.type} {dumps(envelope.data).decode()}")
+        by_stream.setdefault(envelope.subject, []).append(_decision_line(envelope))
     return by_stream
+
+
+async def inputs_from_stores(data_dir: Path) -> ReplayInputs:
+    """The embedded stores under `data_dir`: inputs from enrolment, referral and matching's own
+    policy changes; the order from matching's journal; the decisions from matching's store."""
+    live = Database(sqlite_url(data_dir / "matching.db"), inline=True)
+    try:
+        async with live.read() as conn:
+            order = await input_order(conn)
+        recorded = await _decisions(EventStore(live, "placematch/matching"))
+    finally:
+        await live.dispose()
+    wanted = {event_id for _, event_id in order}
+    inputs = {e.id: e for e in await read_embedded(data_dir, ("enrolment", "referral", "matching"), wanted)}
+    return ReplayInputs(inputs, order, recorded, f"stores in {data_dir}")
+
+
+async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url: str | None = None) -> ReplayInputs:
+    """The topics, from the beginning, read by a fresh consumer group: inputs from
+    `placematch.enrolment`, `placematch.referral` and the policy changes on `placematch.matching`;
+    the decisions recorded on `placematch.matching`.
+
+    The order: matching's journal when its database is given (`journal_url`; exactly as live).
+    Without it, the bus's own order where it keeps one across topics (the local bus), else event
+    time (ties by stream and sequence), with policy changes placed by their time. Matching may have
+    taken two near-simultaneous events from different Kafka topics the other way round; a decision
+    that changes because of that is listed as a difference, and `journal_url` settles it.
+    """
+    group = f"{topic('replay')}-{uuid.uuid4().hex[:12]}"
+    inputs_topics = {topic("enrolment"), topic("referral")}
+    messages = await bus.read_topics([topic("enrolment"), topic("referral"), topic("matching")], group)
+    inputs: dict[str, Envelope] = {}
+    decisions: dict[str, Envelope] = {}
+    for message in messages:  # at-least-once delivery: a copy of an event is the same event
+        envelope = Envelope.from_kafka(message.value, message.headers or None)
+        if message.topic in inputs_topics or envelope.type == "policy-changed":
+            inputs.setdefault(envelope.id, envelope)
+        elif envelope.type in DECISIONS:
+            decisions.setdefault(envelope.id, envelope)
+    recorded: dict[str, list[str]] = {}
+    for envelope in sorted(decisions.values(), key=lambda e: (e.subject, e.sequence)):
+        recorded.setdefault(envelope.subject, []).append(_decision_line(envelope))
+    consumer = "matching-main"  # its name in the fresh journal; only the policy journal's name matters
+    if journal_url:
+        journal_db = Database(journal_url)
+        try:
+            async with journal_db.read() as conn:
+                order = await input_order(conn)
+        finally:
+            await journal_db.dispose()
+    else:
+        policies = sorted((e for e in inputs.values() if e.type == "policy-changed"), key=lambda e: e.time)
+        consumed = [e for e in inputs.values() if e.type != "policy-changed"]  # in log order
+        if not bus.total_order:  # Kafka keeps order per partition only
+            consumed.sort(key=lambda e: (e.time, e.subject, e.sequence))
+        order = []
+        for envelope in consumed:  # a policy change goes in before the first input recorded after it
+            while policies and policies[0].time <= envelope.time:
+                order.append((POLICY_JOURNAL, policies.pop(0).id))
+            order.append((consumer, envelope.id))
+        order += [(POLICY_JOURNAL, p.id) for p in policies]
+    how = "matching's journal" if journal_url else "the log" if bus.total_order else "event time"
+    return ReplayInputs(inputs, order, recorded, f"topics {', '.join(sorted(inputs_topics))} (order: {how})")
 
 
 async def replay_matching(
@@ -63,23 +145,20 @@ async def replay_matching(
     quality_weight: str | None = None,
     price_weight: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    source: ReplayInputs | None = None,
 ) -> ReplayReport:
-    """Replay the embedded stores under `data_dir` into a fresh database at `output`.
+    """Replay into a fresh database at `output` and compare the decisions with the recorded ones.
 
+    Inputs come from the embedded stores under `data_dir`, or from `source` (e.g. `inputs_from_bus`).
     With `quality_weight`/`price_weight`, the replay starts from that policy instead of the
     default: a way to see which decisions a different weighting would have changed.
     """
-    live = Database(sqlite_url(data_dir / "matching.db"), inline=True)
+    source = source or await inputs_from_stores(data_dir)
+    inputs, order = source.inputs, source.order
     output.unlink(missing_ok=True)
     fresh = Database(sqlite_url(output), inline=True)
-    report = ReplayReport()
+    report = ReplayReport(source=source.source)
     try:
-        async with live.read() as conn:
-            order = await input_order(conn)
-        wanted = {event_id for _, event_id in order}
-        inputs = {e.id: e for e in await read_embedded(data_dir, ("enrolment", "referral", "matching"), wanted)}
-        recorded = await _decisions(EventStore(live, "placematch/matching"))
-
         await upgrade(fresh, "matching")
         store = EventStore(fresh, "placematch/matching")
         matching = Matching(store, Settings().topic)
@@ -92,7 +171,7 @@ async def replay_matching(
         # writes to the fresh database, and a commit per input would cost more than the input.
         for start in range(0, len(order), BATCH):
             async with fresh.transaction() as conn:
-                for index, (consumer, event_id) in enumerate(order[start:start + BATCH], start=start + 1):
+                for consumer, event_id in order[start:start + BATCH]:
                     envelope = inputs.get(event_id)
                     if envelope is None:
                         report.missing_inputs.append(event_id)
@@ -111,9 +190,9 @@ async def replay_matching(
                 progress(min(start + BATCH, len(order)), len(order))
         replayed = await _decisions(store)
     finally:
-        for db in (live, fresh):
-            await db.dispose()
+        await fresh.dispose()
 
+    recorded = source.recorded
     report.decisions_recorded = sum(map(len, recorded.values()))
     report.decisions_replayed = sum(map(len, replayed.values()))
     for stream_id in sorted(set(recorded) | set(replayed)):

@@ -138,6 +138,12 @@ async def test_replay_verify_audit_and_erasure(stack: Stack, receiver: str) -> N
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "every decision reproduced byte for byte" in replayed.stdout
     assert "referral: every read model rebuilt identical" in replayed.stdout
+    # the same from the bus's topics (here the embedded bus), in the order of matching's journal
+    journal = f"sqlite+aiosqlite:///{stack.data_dir / 'matching.db'}"
+    from_topics = cli("replay", "--data-dir", str(stack.data_dir), "--from", "topics", "--journal", journal)
+    assert from_topics.returncode == 0, from_topics.stdout + from_topics.stderr
+    assert "matching's journal" in from_topics.stdout and "every decision reproduced byte for byte" in from_topics.stdout
+    assert "referral:" not in from_topics.stdout
     what_if = cli("replay", "--data-dir", str(stack.data_dir), "--quality-weight", "0.90", "--price-weight", "0.10")
     assert what_if.returncode == 1 and "decisions differ" in what_if.stdout, what_if.stdout + what_if.stderr
 
