@@ -37,9 +37,11 @@ def link_hash(previous: str, body: str) -> str:
 
 
 class EventStore:
-    def __init__(self, db: Database, source: str) -> None:
+    def __init__(self, db: Database, source: str, *, publish: bool = True) -> None:
+        """`publish=False`: appends never fill the outbox (a replay's scratch store publishes nothing)."""
         self.db = db
         self.source = source
+        self.publish = publish
 
     async def append(
         self,
@@ -112,7 +114,7 @@ class EventStore:
         except IntegrityError as exc:
             raise ConcurrencyError("a stream was appended to concurrently; retry") from exc
         recorded = [replace(e, position=p) for e, p in zip(envelopes, positions)]
-        if topic:
+        if topic and self.publish:
             await conn.execute(outbox_table.insert(), [
                 {"position": e.position, "topic": topic, "key": e.subject, "payload": row["body"].encode()}
                 for e, row in zip(recorded, rows)])

@@ -160,7 +160,7 @@ async def replay_matching(
     report = ReplayReport(source=source.source)
     try:
         await upgrade(fresh, "matching")
-        store = EventStore(fresh, "placematch/matching")
+        store = EventStore(fresh, "placematch/matching", publish=False)
         matching = Matching(store, Settings().topic)
         if quality_weight is not None or price_weight is not None:
             async with fresh.transaction() as conn:
