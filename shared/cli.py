@@ -324,6 +324,9 @@ def replay(
                       f"re-derived: {report.decisions_replayed}")
         if report.missing_inputs:
             console.print(f"[red]{len(report.missing_inputs)} inputs missing from the stores[/], e.g. {report.missing_inputs[:3]}")
+        if report.dead_lettered:
+            console.print(f"[yellow]{len(report.dead_lettered)} unusable inputs set aside, as live matching sent them "
+                          f"to the dead-letter topic[/], e.g. {report.dead_lettered[:3]}")
         if report.differences:
             table = Table(title=f"{len(report.differences)} decisions differ")
             for column in ("referral", "decision", "recorded", "replayed"):

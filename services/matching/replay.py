@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from shared.aggregate import NewEvent
 from shared.bus import Bus
-from shared.consumers import input_order, journal
+from shared.consumers import PoisonEvent, input_order, journal
 from shared.db import Database, sqlite_url
 from shared.events import Envelope, dumps
 from shared.migrations import upgrade
@@ -47,6 +47,7 @@ class ReplayReport:
     decisions_replayed: int = 0
     differences: list[Difference] = field(default_factory=list)
     missing_inputs: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
     source: str = ""
 
     @property
@@ -167,25 +168,39 @@ async def replay_matching(
                 policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
                 await store.append(conn, POLICY_STREAM, policy.version,
                                    policy.change(quality_weight or "0.60", price_weight or "0.40"))
+        async def feed(conn: Any, consumer: str, envelope: Envelope) -> None:
+            await journal(conn, consumer, envelope.id)
+            if consumer == POLICY_JOURNAL:
+                policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
+                events = [NewEvent(envelope.type, envelope.data)]
+                await store.append(conn, POLICY_STREAM, policy.version, events)
+                policy.mutate(events)
+                await matching.rerank_all_open(conn, policy.current, envelope.id)
+            else:
+                await matching.handle(conn, envelope)
+
         # Inputs go in one at a time, as live, but a transaction carries BATCH of them: nothing else
         # writes to the fresh database, and a commit per input would cost more than the input.
         for start in range(0, len(order), BATCH):
-            async with fresh.transaction() as conn:
-                for consumer, event_id in order[start:start + BATCH]:
-                    envelope = inputs.get(event_id)
-                    if envelope is None:
-                        report.missing_inputs.append(event_id)
-                        continue
-                    await journal(conn, consumer, event_id)
-                    if consumer == POLICY_JOURNAL:
-                        policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
-                        events = [NewEvent(envelope.type, envelope.data)]
-                        await store.append(conn, POLICY_STREAM, policy.version, events)
-                        policy.mutate(events)
-                        await matching.rerank_all_open(conn, policy.current, envelope.id)
-                    else:
-                        await matching.handle(conn, envelope)
-                    report.inputs += 1
+            batch = []
+            for consumer, event_id in order[start:start + BATCH]:
+                if event_id in inputs:
+                    batch.append((consumer, inputs[event_id]))
+                else:
+                    report.missing_inputs.append(event_id)
+            try:
+                async with fresh.transaction() as conn:
+                    for consumer, envelope in batch:
+                        await feed(conn, consumer, envelope)
+                report.inputs += len(batch)
+            except PoisonEvent:  # only from topics: live sent it to the dead-letter topic; so does replay
+                for consumer, envelope in batch:  # the batch again, one transaction per input
+                    try:
+                        async with fresh.transaction() as conn:
+                            await feed(conn, consumer, envelope)
+                        report.inputs += 1
+                    except PoisonEvent:
+                        report.dead_lettered.append(envelope.id)
             if progress:
                 progress(min(start + BATCH, len(order)), len(order))
         replayed = await _decisions(store)

@@ -81,27 +81,33 @@ async def test_replay_from_kafka_topics_reproduces_every_decision(
                                        {"quality_score": "60.00", "policy_version": 1})])
         await settle(10)
         await runtime.bus.publish([raised[0]])  # an at-least-once copy on the topic: the same event
+        unusable = msg("referral", "offer-submitted", referrals[0], {})  # live sends it to the DLQ
+        await runtime.bus.publish([unusable])
+        await wait_for(lambda: runtime.consumers[0].dead_lettered == 1, timeout=60, message="the DLQ")
         async with runtime.db.read() as conn:
             recorded = (await conn.execute(select(func.count()).select_from(events)
                                            .where(events.c.type.in_(DECISIONS)))).scalar_one()
         live_group = runtime.consumers[0].name
 
-        async def all_committed() -> dict[Any, int] | None:  # 10 messages on its two topics, the copy too
+        async def all_committed() -> dict[Any, int] | None:  # 11 messages on its two topics: copy, unusable
             offsets = await _group_offsets(kafka_bootstrap, live_group)
-            return offsets if sum(offsets.values()) == 10 else None
+            return offsets if sum(offsets.values()) == 11 else None
         offsets_before = await wait_for(all_committed, timeout=60, message="the live group to commit the copy")
 
         bus = KafkaBus(kafka_bootstrap)
         by_time = await inputs_from_bus(bus, t)
-        assert len(by_time.inputs) == 10 and "event time" in by_time.source
+        assert len(by_time.inputs) == 11 and "event time" in by_time.source
         assert sum(map(len, by_time.recorded.values())) == recorded >= 6
         report = await replay_matching(tmp_path, tmp_path / "by-time.db", source=by_time)
         assert report.ok, report.differences[:3]
         assert report.inputs == 10 and report.decisions_replayed == recorded
+        assert report.dead_lettered == [Envelope.from_kafka(unusable.value).id]
 
         by_journal = await inputs_from_bus(bus, t, journal_url=fresh_database_url)
-        # the same inputs; within a phase (three approvals published at once) the orders may differ
-        assert sorted(e for _, e in by_journal.order) == sorted(e for _, e in by_time.order)
+        # the same inputs, less the unusable one; within a phase (three approvals published at once)
+        # the orders may differ
+        journaled = [e for _, e in by_journal.order]
+        assert sorted(journaled) == sorted(e for _, e in by_time.order if e not in report.dead_lettered)
         assert (await replay_matching(tmp_path, tmp_path / "by-journal.db", source=by_journal)).ok
 
         what_if = await replay_matching(tmp_path, tmp_path / "what-if.db", source=by_time,
