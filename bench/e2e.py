@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -29,6 +30,11 @@ from .procs import PYTHON, Process, free_port
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 RATES = (10, 50, 100)
+# For development: PLACEMATCH_BENCH_E2E_RATES=50 (comma-separated) and PLACEMATCH_BENCH_E2E_SECONDS=6 run
+# shorter waves; PLACEMATCH_BENCH_E2E_STAGES=1 prints where each wave's referrals spent their time.
+ENV_RATES = "PLACEMATCH_BENCH_E2E_RATES"
+ENV_SECONDS = "PLACEMATCH_BENCH_E2E_SECONDS"
+ENV_STAGES = "PLACEMATCH_BENCH_E2E_STAGES"
 
 
 class Receiver:
@@ -79,6 +85,7 @@ class Stack:
         self.infra, self.tmp = infra, tmp
         self.ports = {s: free_port() for s in SERVICES}
         self.procs: list[Process] = []
+        self.databases: dict[str, str] = {}
         self.settings = Settings(jwt_secret=SECRET)
 
     def url(self, service: str) -> str:
@@ -88,9 +95,10 @@ class Stack:
         assert self.infra.kafka and self.infra.database_url
         prefix = f"bench-{uuid.uuid4().hex[:6]}."
         for service in SERVICES:
+            self.databases[service] = await fresh_pg_database(self.infra.database_url, service)
             env = {"PLACEMATCH_JWT_SECRET": SECRET, "PLACEMATCH_KAFKA_BOOTSTRAP": self.infra.kafka,
                    "PLACEMATCH_TOPIC_PREFIX": prefix, "PLACEMATCH_PORT": str(self.ports[service]),
-                   "PLACEMATCH_DATABASE_URL": await fresh_pg_database(self.infra.database_url, service),
+                   "PLACEMATCH_DATABASE_URL": self.databases[service],
                    "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_LOG_LEVEL": "WARNING",
                    "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var")}
             self.procs.append(Process([PYTHON, "-m", "shared.cli", "serve", service], env,
@@ -178,16 +186,64 @@ async def _wave(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, bod
     latencies = [(receiver.first[r] - t) * 1000 for r, t in sent.items() if r in receiver.first]
     arrivals = [a for a in receiver.arrivals[arrivals_before:] if a >= t0]
     out_window = (max(arrivals) - t0) if arrivals else None
-    return {"offered": count, "accepted": len(sent), "failed": failures, "in_rate": len(sent) / send_window,
+    return {"referrals": list(sent), "offered": count, "accepted": len(sent), "failed": failures, "in_rate": len(sent) / send_window,
             "webhooks": len(arrivals), "out_rate": len(arrivals) / out_window if out_window else None,
             "answered": len(latencies), "p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
             "p99": percentile(latencies, 0.99)}
+
+
+async def _stages(stack: Stack, referral_ids: list[str]) -> str:
+    """Where a wave's referrals spent their time, from the events' own timestamps: raised (referral
+    store) → matched (matching store) → first delivery scheduled → first delivery succeeded
+    (notification store). Milliseconds, p50/p95 over the referrals that reached each stage."""
+    import asyncpg
+    from datetime import datetime
+
+    from .common import pg_parts
+
+    async def query(service: str, sql: str) -> list[Any]:
+        p = pg_parts(stack.databases[service].replace("postgresql+asyncpg", "postgresql"))
+        conn = await asyncpg.connect(user=p["user"], password=p["password"], host=p["host"], port=p["port"],
+                                     database=p["dbname"])
+        try:
+            return list(await conn.fetch(sql, referral_ids))
+        finally:
+            await conn.close()
+
+    def t(value: str) -> float:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+    raised = {r["stream_id"]: t(r["time"]) for r in await query("referral", (
+        "SELECT stream_id, time FROM events WHERE type = 'referral-raised' AND stream_id = ANY($1::text[])"))}
+    matched = {r["stream_id"]: t(r["time"]) for r in await query("matching", (
+        "SELECT stream_id, min(time) AS time FROM events WHERE type = 'referral-matched' "
+        "AND stream_id = ANY($1::text[]) GROUP BY stream_id"))}
+    delivery = await query("notification", (
+        "SELECT d.referral_id, min(s.time) AS scheduled, min(o.time) AS succeeded FROM deliveries d "
+        "JOIN events s ON s.stream_id = d.id AND s.type = 'delivery-scheduled' "
+        "LEFT JOIN events o ON o.stream_id = d.id AND o.type = 'delivery-succeeded' "
+        "WHERE d.referral_id = ANY($1::text[]) GROUP BY d.referral_id"))
+    scheduled = {r["referral_id"]: t(r["scheduled"]) for r in delivery}
+    succeeded = {r["referral_id"]: t(r["succeeded"]) for r in delivery if r["succeeded"]}
+    parts = []
+    for label, a, b in (("raised→matched", raised, matched), ("matched→scheduled", matched, scheduled),
+                        ("scheduled→succeeded", scheduled, succeeded), ("raised→succeeded", raised, succeeded)):
+        lags = [(b[r] - a[r]) * 1000 for r in referral_ids if r in a and r in b]
+        parts.append(f"{label} n={len(lags)} p50={percentile(lags, 0.5) or 0:.0f} p95={percentile(lags, 0.95) or 0:.0f}")
+    spans = []
+    for label, times in (("matched", matched), ("scheduled", scheduled), ("succeeded", succeeded)):
+        got = [times[r] for r in referral_ids if r in times]
+        if len(got) > 1:
+            spans.append(f"{label} {len(got) / (max(got) - min(got)):.1f}/s")
+    return "; ".join(parts) + " | referrals through each stage: " + ", ".join(spans)
 
 
 async def run(infra: Infra, quick: bool) -> list[Row]:
     if not (infra.kafka and infra.database_url):
         return [Row("e2e", "referral -> webhook", None, note="needs Kafka and PostgreSQL (run via deploy/test-env.sh)")]
     seconds, drain, providers = (5.0, 30.0, 30) if quick else (12.0, 60.0, 60)
+    seconds = float(os.environ.get(ENV_SECONDS) or seconds)
+    rates = tuple(int(r) for r in os.environ.get(ENV_RATES, "").split(",") if r.strip()) or RATES
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmpdir:
         stack = Stack(infra, Path(tmpdir))
@@ -203,8 +259,12 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
                 warm = await _wave(stack, client, receiver, bodies, tokens, 2, 3, 60)
                 if not warm["answered"]:
                     raise RuntimeError(f"no webhook arrived during warm-up; logs in {tmpdir}")
-                for rate in RATES:
+                for rate in rates:
+                    if os.environ.get(ENV_STAGES):
+                        print(f"e2e @{rate}/s wave starting", flush=True)
                     w = await _wave(stack, client, receiver, bodies, tokens, rate, seconds, drain)
+                    if os.environ.get(ENV_STAGES):
+                        print(f"e2e @{rate}/s stages: {await _stages(stack, w['referrals'])}", flush=True)
                     note = (f"{w['accepted']}/{w['offered']} raised in {seconds:.0f} s, {w['answered']} got a webhook "
                             f"within {drain:.0f} s; {w['webhooks']} webhooks")
                     if w["failed"]:

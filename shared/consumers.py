@@ -4,19 +4,26 @@ For each event: one transaction records `(consumer, event id)` in `processed_eve
 the handler with the same connection, so a redelivered event has no second effect. The bus
 offset is committed only after that transaction. A handler that keeps failing is retried with
 backoff, then the event goes to `<topic>.dlq` with the error, and the consumer moves on.
+
+When a fetch brings several messages (a backlog), up to `batch_size` of them are first tried in
+one transaction, in fetch order, each journalled and handled exactly as alone, then their offsets
+are committed once: one commit instead of one per event. If any of them fails, the whole
+transaction rolls back (nothing of the batch is recorded) and each message is then handled alone
+as above, with its own retries and dead-lettering.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import traceback
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Iterator, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared import context
-from shared.bus import Bus, Message
+from shared.bus import Bus, Message, Subscription
 from shared.db import Database, insert_ignore
 from shared.events import Envelope, format_time, now_utc
 from shared.schema import processed_events
@@ -64,6 +71,7 @@ class EventConsumer:
         handler: Handler,
         max_attempts: int = 4,
         retry_base_seconds: float = 0.2,
+        batch_size: int = 20,
     ) -> None:
         self.name = name
         self.db = db
@@ -72,24 +80,67 @@ class EventConsumer:
         self.handler = handler
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
+        self.batch_size = batch_size
         self.handled = 0
         self.dead_lettered = 0
         self.duplicates = 0
         self.ready = asyncio.Event()
 
-    async def process(self, envelope: Envelope) -> bool:
-        """Apply one event in one transaction; False when it had been processed before."""
+    @staticmethod
+    @contextlib.contextmanager
+    def _caused_by(envelope: Envelope) -> Iterator[None]:
         token_c = context.correlation_id.set(envelope.correlationid or envelope.id)
         token_k = context.causation_id.set(envelope.id)
         try:
-            async with self.db.transaction() as conn:
-                if not await journal(conn, self.name, envelope.id):
-                    return False
-                await self.handler(conn, envelope)
-            return True
+            yield
         finally:
             context.correlation_id.reset(token_c)
             context.causation_id.reset(token_k)
+
+    async def _apply(self, conn: AsyncConnection, envelope: Envelope) -> bool:
+        with self._caused_by(envelope):
+            if not await journal(conn, self.name, envelope.id):
+                return False
+            await self.handler(conn, envelope)
+            return True
+
+    async def process(self, envelope: Envelope) -> bool:
+        """Apply one event in one transaction; False when it had been processed before."""
+        async with self.db.transaction() as conn:
+            return await self._apply(conn, envelope)
+
+    async def process_batch(self, messages: Sequence[Message]) -> bool:
+        """Apply several events in one transaction, all or nothing; False (nothing recorded) when
+        any of them failed, so that the caller handles each alone."""
+        try:
+            envelopes = [Envelope.from_kafka(m.value, m.headers or None) for m in messages]
+            applied: list[bool] = []
+            async with self.db.transaction() as conn:
+                for envelope in envelopes:
+                    applied.append(await self._apply(conn, envelope))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("%s: a batch of %d failed (%s); handling each alone", self.name, len(messages),
+                     type(exc).__name__)
+            return False
+        self.handled += sum(applied)
+        self.duplicates += len(applied) - sum(applied)
+        return True
+
+    async def handle_messages(self, subscription: Subscription, messages: Sequence[Message]) -> None:
+        """Handle and commit a fetched list of messages, in order."""
+        for start in range(0, len(messages), max(1, self.batch_size)):
+            chunk = messages[start:start + max(1, self.batch_size)]
+            if len(chunk) > 1 and await self.process_batch(chunk):
+                # offsets are per partition: commit each one's last message, in fetch order
+                last = {(m.topic, m.partition): i for i, m in enumerate(chunk)}
+                for i in sorted(last.values()):
+                    await subscription.commit(chunk[i])
+                continue
+            for message in chunk:
+                await self.handle_message(message)
+                await subscription.commit(message)
 
     async def handle_message(self, message: Message) -> None:
         error = ""
@@ -135,9 +186,7 @@ class EventConsumer:
         try:
             while True:
                 try:
-                    for message in await subscription.fetch(timeout=1.0):
-                        await self.handle_message(message)
-                        await subscription.commit(message)
+                    await self.handle_messages(subscription, await subscription.fetch(timeout=1.0))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # commit failed, rebalance, bus away: go back, redeliveries are no-ops

@@ -75,10 +75,18 @@ class Deliveries:
         """Append a delivery's new events; a settling one also goes to the audit trail, and a
         failure to `placematch.notifications.dlq`."""
         version = delivery.version
+        # consecutive events bound for the same topic (none, or the DLQ) in one append each:
+        # the same events, versions and positions as one append per event, with fewer statements
+        groups: list[tuple[str | None, list[NewEvent]]] = []
         for event in events:
             topic = self.dlq_topic if event.type == "delivery-failed" else None
-            envelopes = await self.store.append(conn, delivery.id, version, [event], topic=topic)
-            version += 1
+            if groups and groups[-1][0] == topic:
+                groups[-1][1].append(event)
+            else:
+                groups.append((topic, [event]))
+        for topic, group in groups:
+            envelopes = await self.store.append(conn, delivery.id, version, group, topic=topic)
+            version += len(group)
             await projections.project(conn, envelopes)
         delivery.mutate(events)
         for event in events:
@@ -141,32 +149,55 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
+        """Keep up to `delivery_concurrency` attempts in flight: whenever one ends (or a new
+        delivery is scheduled, or every `delivery_poll_seconds`), claim more that are due. No
+        attempt waits for a slower one before the next is claimed."""
         self._client = httpx.AsyncClient(follow_redirects=False)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            self._wake.set()
+
         try:
             while True:
                 self._wake.clear()
-                busy = await self.run_due()
-                if busy:
-                    continue
+                free = max(1, self.settings.delivery_concurrency) - len(running)
+                if free > 0:
+                    claimed = await self.claim_due(free)
+                    for delivery_id in claimed:
+                        task = asyncio.create_task(self._attempt_safely(delivery_id))
+                        running.add(task)
+                        task.add_done_callback(finished)
+                    if len(claimed) == free:
+                        continue  # there may be more due: claim again once a slot frees
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.settings.delivery_poll_seconds)
                 except asyncio.TimeoutError:
                     pass
         finally:
+            for task in running:
+                task.cancel()  # each gives its lease back (_attempt_safely)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             await self._client.aclose()
             self._client = None
 
-    async def run_due(self) -> int:
-        """Attempt every delivery due now; return how many were attempted."""
+    async def claim_due(self, limit: int) -> list[str]:
+        """Take the lease on up to `limit` deliveries due now; return their ids."""
         now = datetime.now(timezone.utc)
         lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
         async with self.runtime.db.read() as conn:
-            due = await projections.due_deliveries(conn, format_time(now), self.settings.delivery_concurrency)
-        claimed = []
-        for delivery_id in due:
-            async with self.runtime.db.transaction() as conn:
-                if await projections.claim(conn, delivery_id, format_time(now), format_time(lease)):
-                    claimed.append(delivery_id)
+            due = await projections.due_deliveries(conn, format_time(now), limit)
+        if not due:
+            return []
+        async with self.runtime.db.transaction() as conn:
+            return await projections.claim_many(conn, due, format_time(now), format_time(lease))
+
+    async def run_due(self) -> int:
+        """Attempt up to `delivery_concurrency` deliveries due now and wait for them; return how
+        many were attempted (a one-off pass, e.g. for tests; `run` keeps a pool busy instead)."""
+        claimed = await self.claim_due(self.settings.delivery_concurrency)
         await asyncio.gather(*(self._attempt_safely(d) for d in claimed))
         return len(claimed)
 
@@ -185,12 +216,16 @@ class Dispatcher:
 
     async def attempt(self, delivery_id: str) -> None:
         store = self.runtime.store
-        delivery = await store.load(Delivery, delivery_id)
-        if delivery.status is not DeliveryStatus.PENDING:
-            return
+        subscription: Subscription | None = None
+        async with self.runtime.db.read() as conn:  # one connection for both reads
+            delivery = await store.load(Delivery, delivery_id, conn)
+            if delivery.status is not DeliveryStatus.PENDING:
+                return
+            if delivery.channel is Channel.WEBHOOK:
+                assert delivery.subscription_id is not None
+                subscription = await store.load(Subscription, delivery.subscription_id, conn)
         if delivery.channel is Channel.WEBHOOK:
-            assert delivery.subscription_id is not None
-            subscription = await store.load(Subscription, delivery.subscription_id)
+            assert subscription is not None
             if subscription.status is not SubscriptionStatus.ACTIVE:
                 await self._abandon(delivery_id, f"subscription_{subscription.status.value}")
                 return

@@ -316,5 +316,18 @@ async def claim(conn: AsyncConnection, did: str, now: str, lease_until: str) -> 
     return bool(result.rowcount)
 
 
+async def claim_many(conn: AsyncConnection, ids: Sequence[str], now: str, lease_until: str) -> list[str]:
+    """`claim` for several deliveries in one statement: those whose lease this call took, in the
+    order of `ids` (the others were taken by another dispatcher first, or are no longer due)."""
+    if not ids:
+        return []
+    result = await conn.execute(update(deliveries).where(
+        deliveries.c.id.in_(list(ids)) & (deliveries.c.status == "pending") & (deliveries.c.next_attempt_at <= now)
+        & or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
+    ).values(lease_until=lease_until).returning(deliveries.c.id))
+    taken = set(result.scalars().all())
+    return [did for did in ids if did in taken]
+
+
 async def release(conn: AsyncConnection, did: str) -> None:
     await conn.execute(update(deliveries).where(deliveries.c.id == did).values(lease_until=None))
