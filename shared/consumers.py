@@ -5,11 +5,14 @@ the handler with the same connection, so a redelivered event has no second effec
 offset is committed only after that transaction. A handler that keeps failing is retried with
 backoff, then the event goes to `<topic>.dlq` with the error, and the consumer moves on.
 
-When a fetch brings several messages (a backlog), up to `batch_size` of them are first tried in
-one transaction, in fetch order, each journalled and handled exactly as alone, then their offsets
-are committed once: one commit instead of one per event. If any of them fails, the whole
-transaction rolls back (nothing of the batch is recorded) and each message is then handled alone
-as above, with its own retries and dead-lettering.
+With `batch_size` > 1, when a fetch brings several messages (a backlog), up to `batch_size` of
+them are first tried in one transaction, in fetch order, each journalled (numbered in the same
+order) and handled exactly as alone; then their offsets are committed once. If any of them fails,
+the whole transaction rolls back (nothing of the batch is recorded) and each message is handled
+alone as above, with its own retries and dead-lettering. Such a transaction holds the store's
+append lock from its first append to its commit: worth it for a consumer that is its service's
+main writer (matching; notification, whose dispatcher records outcomes in batches too), not where
+API requests append at a steady rate (referral). Handlers must not call `journal` themselves.
 """
 from __future__ import annotations
 
@@ -42,9 +45,17 @@ async def journal(conn: AsyncConnection, consumer: str, event_id: str) -> bool:
     command whose event other decisions depend on (matching's policy change) calls it too, so
     replay can feed every input back in the original order.
     """
+    return await _journal_as(conn, consumer, event_id, await _journal_next(conn))
+
+
+async def _journal_next(conn: AsyncConnection) -> int:
+    """Lock the journal until the transaction ends; the next free sequence number."""
     if conn.dialect.name == "postgresql":  # one journal order even with several consumers
         await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({JOURNAL_LOCK_KEY})")
-    seq = (await conn.execute(select(func.coalesce(func.max(processed_events.c.seq), 0) + 1))).scalar_one()
+    return (await conn.execute(select(func.coalesce(func.max(processed_events.c.seq), 0) + 1))).scalar_one()
+
+
+async def _journal_as(conn: AsyncConnection, consumer: str, event_id: str, seq: int) -> bool:
     return await insert_ignore(conn, processed_events, {
         "consumer": consumer, "event_id": event_id, "processed_at": format_time(now_utc()), "seq": seq})
 
@@ -71,8 +82,11 @@ class EventConsumer:
         handler: Handler,
         max_attempts: int = 4,
         retry_base_seconds: float = 0.2,
-        batch_size: int = 20,
+        batch_size: int = 1,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
+        """`on_commit`: called after each transaction that handled events commits (e.g. to wake
+        whoever acts on what the handler recorded)."""
         self.name = name
         self.db = db
         self.bus = bus
@@ -81,6 +95,7 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.batch_size = batch_size
+        self.on_commit = on_commit
         self.handled = 0
         self.dead_lettered = 0
         self.duplicates = 0
@@ -97,9 +112,10 @@ class EventConsumer:
             context.correlation_id.reset(token_c)
             context.causation_id.reset(token_k)
 
-    async def _apply(self, conn: AsyncConnection, envelope: Envelope) -> bool:
+    async def _apply(self, conn: AsyncConnection, envelope: Envelope, seq: int) -> bool:
+        """Journal the event as number `seq` and handle it; False when it was journalled before."""
         with self._caused_by(envelope):
-            if not await journal(conn, self.name, envelope.id):
+            if not await _journal_as(conn, self.name, envelope.id, seq):
                 return False
             await self.handler(conn, envelope)
             return True
@@ -107,7 +123,10 @@ class EventConsumer:
     async def process(self, envelope: Envelope) -> bool:
         """Apply one event in one transaction; False when it had been processed before."""
         async with self.db.transaction() as conn:
-            return await self._apply(conn, envelope)
+            applied = await self._apply(conn, envelope, await _journal_next(conn))
+        if applied and self.on_commit is not None:
+            self.on_commit()
+        return applied
 
     async def process_batch(self, messages: Sequence[Message]) -> bool:
         """Apply several events in one transaction, all or nothing; False (nothing recorded) when
@@ -116,8 +135,10 @@ class EventConsumer:
             envelopes = [Envelope.from_kafka(m.value, m.headers or None) for m in messages]
             applied: list[bool] = []
             async with self.db.transaction() as conn:
+                seq = await _journal_next(conn)  # the journal stays locked until the commit
                 for envelope in envelopes:
-                    applied.append(await self._apply(conn, envelope))
+                    applied.append(await self._apply(conn, envelope, seq))
+                    seq += applied[-1]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -126,6 +147,8 @@ class EventConsumer:
             return False
         self.handled += sum(applied)
         self.duplicates += len(applied) - sum(applied)
+        if any(applied) and self.on_commit is not None:
+            self.on_commit()
         return True
 
     async def handle_messages(self, subscription: Subscription, messages: Sequence[Message]) -> None:

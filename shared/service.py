@@ -33,6 +33,8 @@ class ConsumerSpec:
     topics: Sequence[str]
     handler: Handler
     name: str = "main"
+    batch_size: int = 1
+    """Events handled per transaction when there is a backlog (see `EventConsumer`)."""
 
 
 Task = Callable[["ServiceRuntime"], Awaitable[None]]
@@ -62,7 +64,7 @@ class ServiceRuntime:
         self.publishes = [settings.topic(t) for t in publishes]
         self.consumers: list[EventConsumer] = []
         for spec in consumes:
-            self.consume(spec.topics, spec.handler, spec.name)
+            self.consume(spec.topics, spec.handler, spec.name, batch_size=spec.batch_size)
         self.tasks = list(tasks)
         self._migrate = migrate or (lambda db: upgrade(db, name))
         self._running: list[asyncio.Task[None]] = []
@@ -70,13 +72,16 @@ class ServiceRuntime:
     def topic(self, short: str) -> str:
         return self.settings.topic(short)
 
-    def consume(self, topics: Sequence[str], handler: Handler, name: str = "main") -> None:
-        """Add a consumer before `start`; for handlers built on this runtime's own store."""
+    def consume(self, topics: Sequence[str], handler: Handler, name: str = "main", *, batch_size: int = 1,
+                on_commit: Callable[[], None] | None = None) -> None:
+        """Add a consumer before `start`; for handlers built on this runtime's own store.
+        `batch_size` and `on_commit`: see `EventConsumer`."""
         self.consumers.append(EventConsumer(
             name=f"{self.settings.topic_prefix}{self.name}-{name}", db=self.db, bus=self.bus,
             topics=[self.topic(t) for t in topics], handler=handler,
             max_attempts=self.settings.consumer_max_attempts,
-            retry_base_seconds=self.settings.consumer_retry_base_seconds,
+            retry_base_seconds=self.settings.consumer_retry_base_seconds, batch_size=batch_size,
+            on_commit=on_commit,
         ))
 
     async def start(self) -> None:

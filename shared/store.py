@@ -28,6 +28,8 @@ from shared.schema import outbox as outbox_table
 
 APPEND_LOCK_KEY = 0x706C6D61  # "plma": one advisory lock per database
 GENESIS = "0" * 64
+_APPENDED = "placematch.appended"
+"""`conn.info` key: (transaction, chain hash of its last event) of the connection's last append."""
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -66,7 +68,8 @@ class EventStore:
     async def append_many(
         self,
         conn: AsyncConnection,
-        batches: Sequence[tuple[str, int | None, Sequence[NewEvent]]],
+        batches: Sequence[tuple[str, int | None, Sequence[NewEvent]]
+                          | tuple[str, int | None, Sequence[NewEvent], str | None]],
         *,
         topic: str | None = None,
         actor: str | None = None,
@@ -74,18 +77,35 @@ class EventStore:
         causation_id: str | None = None,
     ) -> list[Envelope]:
         """`append` to several streams at once — `(stream_id, expected_version, events)` each — in
-        a few statements whatever their number (e.g. one notification stream per recipient)."""
+        a few statements whatever their number (e.g. one notification stream per recipient).
+
+        A batch may name its own topic as a fourth item, `(stream_id, expected_version, events,
+        topic)`, None for none; the others go to `topic`. The same stream may appear in several
+        batches: each one's expected version counts the events of the batches before it."""
         batches = [b for b in batches if b[2]]
         if not batches:
             return []
-        if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+        # A transaction that appended before holds the lock still, and the chain's head is the hash
+        # of its own last event: neither need asking for again (not inside a savepoint, which
+        # could be rolled back on its own).
+        tx = None if conn.in_nested_transaction() else conn.sync_connection.get_transaction()
+        held = conn.info.pop(_APPENDED, None)
+        if tx is not None and held is not None and held[0] is tx and tx.is_active:
+            chain = held[1]
+        else:
+            if conn.dialect.name == "postgresql":
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})")
+            chain = None
         heads = await self._heads(conn, list(dict.fromkeys(b[0] for b in batches)))
-        chain = (await conn.execute(
-            select(events_table.c.chain_hash).order_by(events_table.c.position.desc()).limit(1))).scalar() or GENESIS
+        if chain is None:
+            chain = (await conn.execute(
+                select(events_table.c.chain_hash).order_by(events_table.c.position.desc()).limit(1))).scalar() or GENESIS
         envelopes: list[Envelope] = []
         rows: list[dict[str, Any]] = []
-        for stream_id, expected_version, new_events in batches:
+        topics: list[str | None] = []
+        for batch in batches:
+            stream_id, expected_version, new_events = batch[0], batch[1], batch[2]
+            batch_topic = batch[3] if len(batch) > 3 else topic  # type: ignore[misc]
             current, stream_prev = heads.get(stream_id, (0, GENESIS))
             if expected_version is not None and current != expected_version:
                 raise ConcurrencyError(
@@ -106,6 +126,7 @@ class EventStore:
                 rows.append({"event_id": envelope.id, "stream_id": stream_id, "version": current,
                              "type": envelope.type, "time": envelope.time, "body": body,
                              "stream_hash": stream_prev, "chain_hash": chain})
+                topics.append(batch_topic)
             heads[stream_id] = (current, stream_prev)
         try:
             positions = (await conn.execute(
@@ -113,11 +134,13 @@ class EventStore:
             )).scalars().all()
         except IntegrityError as exc:
             raise ConcurrencyError("a stream was appended to concurrently; retry") from exc
+        if tx is not None:
+            conn.info[_APPENDED] = (tx, chain)
         recorded = [replace(e, position=p) for e, p in zip(envelopes, positions)]
-        if topic and self.publish:
-            await conn.execute(outbox_table.insert(), [
-                {"position": e.position, "topic": topic, "key": e.subject, "payload": row["body"].encode()}
-                for e, row in zip(recorded, rows)])
+        published = [{"position": e.position, "topic": t, "key": e.subject, "payload": row["body"].encode()}
+                     for e, row, t in zip(recorded, rows, topics) if t]
+        if published and self.publish:
+            await conn.execute(outbox_table.insert(), published)
         claim = context.idempotency_claim.get()
         if claim is not None:
             await insert_ignore(conn, idempotency_effects,
@@ -180,6 +203,19 @@ class EventStore:
         """Rebuild an aggregate by folding its stream (version 0 when the stream is empty)."""
         history = await self.read_stream(stream_id, conn)
         return cls.replay(stream_id, ((e.type, e.data) for e in history))
+
+    async def load_many(self, cls: type[A], stream_ids: Collection[str], conn: AsyncConnection) -> dict[str, A]:
+        """`load` for several streams in one query: {stream id: aggregate} (version 0 when empty)."""
+        ids = list(dict.fromkeys(stream_ids))
+        if not ids:
+            return {}
+        rows = (await conn.execute(
+            select(events_table.c.stream_id, events_table.c.body).where(events_table.c.stream_id.in_(ids))
+            .order_by(events_table.c.stream_id, events_table.c.version))).all()
+        histories: dict[str, list[Envelope]] = {i: [] for i in ids}
+        for r in rows:
+            histories[r.stream_id].append(Envelope.from_json(r.body))
+        return {i: cls.replay(i, ((e.type, e.data) for e in history)) for i, history in histories.items()}
 
     async def execute(
         self,

@@ -20,7 +20,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime("matching", settings, publishes=["matching", "notifications", "audit"])
     matching = Matching(runtime.store, runtime.topic)
-    runtime.consume(["enrolment", "referral"], matching.handle)
+    # matching's consumer is its only steady writer: a backlog is worked off 20 events a transaction
+    runtime.consume(["enrolment", "referral"], matching.handle, batch_size=20)
     app = create_service_app(runtime, [api.router], title="placematch matching", description=DESCRIPTION)
     app.state.matching = matching
     return app

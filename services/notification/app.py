@@ -20,7 +20,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     deliveries = Deliveries(
         runtime.store, config, audit_topic=runtime.topic("audit"), dlq_topic=runtime.topic("notifications.dlq"))
     dispatcher = Dispatcher(runtime, config, deliveries)
-    runtime.consume(["notifications"], make_handler(deliveries, dispatcher, config))
+    # a backlog of requests is scheduled 20 a transaction (the dispatcher records outcomes in
+    # batches too, so it is not starved of the append lock these transactions hold); the
+    # dispatcher is woken once they are committed, when the deliveries they schedule are due
+    runtime.consume(["notifications"], make_handler(deliveries, dispatcher, config), batch_size=20,
+                    on_commit=dispatcher.wake)
 
     async def dispatch(_runtime: ServiceRuntime) -> None:
         await dispatcher.run()

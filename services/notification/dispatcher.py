@@ -12,7 +12,7 @@ import contextlib
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +44,8 @@ from .webhooks import send_webhook
 log = get_logger("placematch.notification.dispatcher")
 
 DELIVERY_NAMESPACE = uuid.UUID("5b0f7a8e-3c1d-4b7e-9a51-8f2d6c0e4a13")
+SETTLE_BATCH = 100
+"""Most attempts' outcomes recorded in one transaction by `Dispatcher.settle_many`."""
 
 
 def delivery_id_for(notification_id: str, planned: PlannedDelivery) -> str:
@@ -71,48 +73,61 @@ class Deliveries:
         await projections.project(conn, await self.store.append(conn, delivery_id, 0, events))
         return delivery_id
 
-    async def record(self, conn: AsyncConnection, delivery: Delivery, events: list[NewEvent]) -> None:
+    async def record(
+        self, conn: AsyncConnection, delivery: Delivery, events: list[NewEvent], *,
+        endpoint: tuple[Subscription, bool, datetime] | None = None,
+    ) -> None:
         """Append a delivery's new events; a settling one also goes to the audit trail, and a
-        failure to `placematch.notifications.dlq`."""
-        version = delivery.version
-        # consecutive events bound for the same topic (none, or the DLQ) in one append each:
-        # the same events, versions and positions as one append per event, with fewer statements
-        groups: list[tuple[str | None, list[NewEvent]]] = []
-        for event in events:
-            topic = self.dlq_topic if event.type == "delivery-failed" else None
-            if groups and groups[-1][0] == topic:
-                groups[-1][1].append(event)
-            else:
-                groups.append((topic, [event]))
-        for topic, group in groups:
-            envelopes = await self.store.append(conn, delivery.id, version, group, topic=topic)
-            version += len(group)
-            await projections.project(conn, envelopes)
-        delivery.mutate(events)
-        for event in events:
-            if event.type in ("delivery-succeeded", "delivery-failed"):
-                await self.store.append(
-                    conn, delivery.notification_id, None,
-                    [NewEvent("delivery-recorded", delivery_recorded(delivery, settled=event))],
-                    topic=self.audit_topic,
-                )
-                log.info("delivery settled", delivery_id=delivery.id, channel=delivery.channel.value,
-                         status=event.type, attempts=event.data["attempts"])
+        failure to `placematch.notifications.dlq`. With `endpoint` — the delivery's subscription
+        (loaded in this transaction), whether the attempt succeeded, and when — the endpoint's
+        health events too (`Subscription.record_delivery_outcome`).
 
-    async def endpoint_health(self, conn: AsyncConnection, subscription_id: str, succeeded: bool, at: datetime) -> None:
-        subscription = await self.store.load(Subscription, subscription_id, conn)
-        if subscription.owner is None:
-            return
-        events = subscription.record_delivery_outcome(
-            succeeded=succeeded, at=at, policy=self.settings.disable_policy())
-        if not events:
-            return
-        envelopes = await self.store.append(conn, subscription.id, subscription.version, events)
-        await projections.project(conn, envelopes)
-        subscription.mutate(events)
-        disabled = next((e for e in events if e.type == "subscription-disabled"), None)
-        if disabled is not None:
-            await self.tell_owner_disabled(conn, subscription, disabled, at)
+        Everything goes in one `append_many`, in the order one append each would give (delivery
+        events, audit record, endpoint events): the global append lock is held for a few
+        statements, not three or four appends' worth."""
+        await self.record_many(conn, [(delivery, events, endpoint)])
+
+    async def record_many(
+        self, conn: AsyncConnection,
+        items: Sequence[tuple[Delivery, list[NewEvent], tuple[Subscription, bool, datetime] | None]],
+    ) -> None:
+        """`record` for several deliveries, in order, in one `append_many`: the same events, in
+        the same order, as `record` called for each in turn. Deliveries of one subscription must
+        share its `Subscription` object (each sees the health events of those before it)."""
+        batches: list[tuple[str, int | None, list[NewEvent], str | None]] = []
+        settled: list[tuple[Delivery, NewEvent]] = []
+        disabled: list[tuple[Subscription, NewEvent, datetime]] = []
+        for delivery, events, endpoint in items:
+            version = delivery.version
+            first = len(batches)
+            for event in events:
+                topic = self.dlq_topic if event.type == "delivery-failed" else None
+                if len(batches) > first and batches[-1][3] == topic:
+                    batches[-1][2].append(event)
+                else:
+                    batches.append((delivery.id, version, [event], topic))
+                version += 1
+            delivery.mutate(events)
+            for event in events:
+                if event.type in ("delivery-succeeded", "delivery-failed"):
+                    batches.append((delivery.notification_id, None,
+                                    [NewEvent("delivery-recorded", delivery_recorded(delivery, settled=event))],
+                                    self.audit_topic))
+                    settled.append((delivery, event))
+            if endpoint is not None and endpoint[0].owner is not None:
+                subscription, succeeded, attempted_at = endpoint
+                health = subscription.record_delivery_outcome(
+                    succeeded=succeeded, at=attempted_at, policy=self.settings.disable_policy())
+                if health:
+                    batches.append((subscription.id, subscription.version, health, None))
+                    subscription.mutate(health)
+                    disabled += [(subscription, e, attempted_at) for e in health if e.type == "subscription-disabled"]
+        await projections.project(conn, await self.store.append_many(conn, batches))
+        for delivery, event in settled:
+            log.info("delivery settled", delivery_id=delivery.id, channel=delivery.channel.value,
+                     status=event.type, attempts=event.data["attempts"])
+        for subscription, event, at in disabled:
+            await self.tell_owner_disabled(conn, subscription, event, at)
 
     async def tell_owner_disabled(
         self, conn: AsyncConnection, subscription: Subscription, disabled: NewEvent, at: datetime
@@ -144,6 +159,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         self._random = random.Random()
+        self._settling: asyncio.Queue[tuple[str, AttemptOutcome]] | None = None
+        self._settling_now: list[tuple[str, AttemptOutcome]] = []
 
     def wake(self) -> None:
         self._wake.set()
@@ -151,9 +168,19 @@ class Dispatcher:
     async def run(self) -> None:
         """Keep up to `delivery_concurrency` attempts in flight: whenever one ends (or a new
         delivery is scheduled, or every `delivery_poll_seconds`), claim more that are due. No
-        attempt waits for a slower one before the next is claimed."""
+        attempt waits for a slower one before the next is claimed.
+
+        An attempt hands its outcome to one settling task and frees its slot; that task records
+        every outcome waiting in one transaction (`settle_many`), so the store's append lock is
+        taken once per batch of outcomes rather than once per attempt. The hand-over queue is
+        short (a full one holds attempts back); the lease of a delivery is only released by its
+        recorded outcome, so an outcome lost in a crash means the attempt is made again once the
+        lease expires — as with a crash during the attempt itself."""
         self._client = httpx.AsyncClient(follow_redirects=False)
         running: set[asyncio.Task[None]] = set()
+        concurrency = max(1, self.settings.delivery_concurrency)
+        self._settling = asyncio.Queue(maxsize=4 * concurrency)
+        settler = asyncio.create_task(self._settle_queued())
 
         def finished(task: asyncio.Task[None]) -> None:
             running.discard(task)
@@ -162,7 +189,7 @@ class Dispatcher:
         try:
             while True:
                 self._wake.clear()
-                free = max(1, self.settings.delivery_concurrency) - len(running)
+                free = concurrency - len(running)
                 if free > 0:
                     claimed = await self.claim_due(free)
                     for delivery_id in claimed:
@@ -176,10 +203,17 @@ class Dispatcher:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            for task in running:
-                task.cancel()  # each gives its lease back (_attempt_safely)
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+            for task in (*running, settler):
+                task.cancel()  # an attempt cancelled mid-way gives its lease back (_attempt_safely)
+            await asyncio.gather(*running, settler, return_exceptions=True)
+            # outcomes not recorded: give their leases back so that the next start retries at once
+            unsettled = [d for d, _ in self._settling_now]
+            while not self._settling.empty():
+                unsettled.append(self._settling.get_nowait()[0])
+            self._settling, self._settling_now = None, []
+            if unsettled:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._release(*unsettled))
             await self._client.aclose()
             self._client = None
 
@@ -187,12 +221,8 @@ class Dispatcher:
         """Take the lease on up to `limit` deliveries due now; return their ids."""
         now = datetime.now(timezone.utc)
         lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
-        async with self.runtime.db.read() as conn:
-            due = await projections.due_deliveries(conn, format_time(now), limit)
-        if not due:
-            return []
         async with self.runtime.db.transaction() as conn:
-            return await projections.claim_many(conn, due, format_time(now), format_time(lease))
+            return await projections.claim_due(conn, format_time(now), format_time(lease), limit)
 
     async def run_due(self) -> int:
         """Attempt up to `delivery_concurrency` deliveries due now and wait for them; return how
@@ -238,7 +268,21 @@ class Dispatcher:
             )
         else:
             outcome = await send_email(self._message_for(delivery), self.smtp)
-        await self.settle(delivery_id, outcome)
+        if self._settling is not None:
+            await self._settling.put((delivery_id, outcome))  # recorded by _settle_queued
+        else:
+            await self.settle(delivery_id, outcome)
+
+    async def _settle_queued(self) -> None:
+        assert self._settling is not None
+        queue = self._settling
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < SETTLE_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            self._settling_now = batch
+            await self.settle_many(batch)
+            self._settling_now = []
 
     def _message_for(self, delivery: Delivery) -> Any:
         if delivery.webhook_type == SUBSCRIPTION_DISABLED:
@@ -258,20 +302,64 @@ class Dispatcher:
                     delivery = await self.runtime.store.load(Delivery, delivery_id, conn)
                     if delivery.status is not DeliveryStatus.PENDING:
                         return
-                    events = delivery.record_attempt(outcome, policy=self.policy, jitter_sample=self._random.random())
-                    await self.deliveries.record(conn, delivery, events)
+                    endpoint = None
                     if delivery.channel is Channel.WEBHOOK and delivery.subscription_id:
-                        await self.deliveries.endpoint_health(
-                            conn, delivery.subscription_id, outcome.result is AttemptResult.SUCCEEDED,
-                            outcome.attempted_at)
+                        # read before appending: the append lock is then held only for the writes
+                        subscription = await self.runtime.store.load(Subscription, delivery.subscription_id, conn)
+                        endpoint = (subscription, outcome.result is AttemptResult.SUCCEEDED, outcome.attempted_at)
+                    events = delivery.record_attempt(outcome, policy=self.policy, jitter_sample=self._random.random())
+                    await self.deliveries.record(conn, delivery, events, endpoint=endpoint)
                 return
             except ConcurrencyError:
                 if attempt == 2:
                     raise
 
-    async def _release(self, delivery_id: str) -> None:
+    async def settle_many(self, items: Sequence[tuple[str, AttemptOutcome]]) -> None:
+        """`settle` for several attempts in one transaction and one append. When that fails (e.g.
+        a delivery or subscription changed meanwhile), each is settled alone, as `settle` does; an
+        outcome that cannot be recorded is logged, and the attempt is made again when its lease
+        expires."""
+        ids = [d for d, _ in items]
+        if len(items) > 1 and len(set(ids)) == len(ids):
+            try:
+                async with self.runtime.db.transaction() as conn:
+                    store = self.runtime.store
+                    deliveries = await store.load_many(Delivery, ids, conn)
+                    subscriptions = await store.load_many(Subscription, [
+                        d.subscription_id for d in deliveries.values()
+                        if d.channel is Channel.WEBHOOK and d.subscription_id], conn)
+                    records = []
+                    for delivery_id, outcome in items:
+                        delivery = deliveries[delivery_id]
+                        if delivery.status is not DeliveryStatus.PENDING:
+                            continue
+                        endpoint = None
+                        if delivery.channel is Channel.WEBHOOK and delivery.subscription_id:
+                            endpoint = (subscriptions[delivery.subscription_id],
+                                        outcome.result is AttemptResult.SUCCEEDED, outcome.attempted_at)
+                        events = delivery.record_attempt(outcome, policy=self.policy,
+                                                         jitter_sample=self._random.random())
+                        records.append((delivery, events, endpoint))
+                    await self.deliveries.record_many(conn, records)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("recording attempts together failed; recording each alone", attempts=len(items),
+                         error=type(exc).__name__)
+        for delivery_id, outcome in items:
+            try:
+                await self.settle(delivery_id, outcome)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not record a delivery attempt; it will be retried when its lease expires",
+                              delivery_id=delivery_id)
+
+    async def _release(self, *delivery_ids: str) -> None:
         async with self.runtime.db.transaction() as conn:
-            await projections.release(conn, delivery_id)
+            for delivery_id in delivery_ids:
+                await projections.release(conn, delivery_id)
 
     async def _abandon(self, delivery_id: str, reason: str) -> None:
         async with self.runtime.db.transaction() as conn:

@@ -41,6 +41,6 @@ def make_handler(deliveries: Deliveries, dispatcher: Dispatcher, settings: Notif
                         notification_id=request.notification_id, recipient=request.recipient.as_dict())
         for plan in planned:
             await deliveries.schedule(conn, request, plan, at)
-        dispatcher.wake()
+        # the consumer wakes the dispatcher once this is committed (app.py: on_commit)
 
     return handle

@@ -299,34 +299,19 @@ async def _attempts_of(conn: AsyncConnection, ids: list[str]) -> dict[str, list[
     return out
 
 
-async def due_deliveries(conn: AsyncConnection, now: str, limit: int) -> list[str]:
-    rows = await conn.execute(select(deliveries.c.id).where(
-        (deliveries.c.status == "pending") & (deliveries.c.next_attempt_at <= now)
-        & or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-    ).order_by(deliveries.c.next_attempt_at).limit(limit))
-    return [r.id for r in rows]
+async def claim_due(conn: AsyncConnection, now: str, lease_until: str, limit: int) -> list[str]:
+    """Take the lease on up to `limit` due deliveries, earliest due first, in one statement;
+    return their ids. The conditions are checked again on each row as it is updated, so two
+    dispatchers never both take one delivery."""
+    due = select(deliveries.c.id).where(_due(now)).order_by(deliveries.c.next_attempt_at).limit(limit)
+    result = await conn.execute(update(deliveries).where(deliveries.c.id.in_(due) & _due(now))
+                                .values(lease_until=lease_until).returning(deliveries.c.id, deliveries.c.next_attempt_at))
+    return [r.id for r in sorted(result.all(), key=lambda r: r.next_attempt_at)]
 
 
-async def claim(conn: AsyncConnection, did: str, now: str, lease_until: str) -> bool:
-    """Take the lease on a due delivery; False when another dispatcher got it first."""
-    result = await conn.execute(update(deliveries).where(
-        (deliveries.c.id == did) & (deliveries.c.status == "pending") & (deliveries.c.next_attempt_at <= now)
-        & or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-    ).values(lease_until=lease_until))
-    return bool(result.rowcount)
-
-
-async def claim_many(conn: AsyncConnection, ids: Sequence[str], now: str, lease_until: str) -> list[str]:
-    """`claim` for several deliveries in one statement: those whose lease this call took, in the
-    order of `ids` (the others were taken by another dispatcher first, or are no longer due)."""
-    if not ids:
-        return []
-    result = await conn.execute(update(deliveries).where(
-        deliveries.c.id.in_(list(ids)) & (deliveries.c.status == "pending") & (deliveries.c.next_attempt_at <= now)
-        & or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-    ).values(lease_until=lease_until).returning(deliveries.c.id))
-    taken = set(result.scalars().all())
-    return [did for did in ids if did in taken]
+def _due(now: str) -> Any:
+    return ((deliveries.c.status == "pending") & (deliveries.c.next_attempt_at <= now)
+            & or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now))
 
 
 async def release(conn: AsyncConnection, did: str) -> None:

@@ -204,3 +204,45 @@ async def test_hash_columns_chain_and_can_be_recomputed(store: EventStore) -> No
     victim = rows[len(rows) // 2]
     previous = rows[len(rows) // 2 - 1]
     assert link_hash(previous.chain_hash, victim.body.replace('"i":', '"i" :')) != victim.chain_hash
+
+
+def _assert_chain(rows: list) -> None:
+    chain = GENESIS
+    stream_heads: dict[str, str] = {}
+    for row in rows:
+        chain = link_hash(chain, row.body)
+        assert row.chain_hash == chain, f"chain broken at position {row.position}"
+        stream_heads[row.stream_id] = link_hash(stream_heads.get(row.stream_id, GENESIS), row.body)
+        assert row.stream_hash == stream_heads[row.stream_id], f"stream hash broken at position {row.position}"
+
+
+async def test_several_appends_in_one_transaction_chain_like_separate_ones(store: EventStore) -> None:
+    """A transaction's later appends reuse the lock it holds and the chain head it wrote
+    (store.py); with concurrent writers doing the same, both chains still recompute, and an
+    append in a savepoint that is rolled back leaves no trace in the chain."""
+    async def writer(w: int) -> None:
+        for i in range(4):
+            async with store.db.transaction() as conn:
+                await store.append(conn, f"w{w}", None, [NewEvent("thing-made", {"w": w, "i": i})], topic=TOPIC)
+                await store.append_many(conn, [(f"w{w}-b", None, [NewEvent("thing-made", {"i": i})]),
+                                               (f"w{w}", None, [NewEvent("thing-noted", {"i": i})], None)],
+                                        topic=TOPIC)
+                await store.append(conn, f"w{w}-b", None, [NewEvent("thing-noted", {"i": i})])
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(writer(w) for w in range(4)))
+    if not store.db.is_sqlite:
+        async with store.db.transaction() as conn:
+            await store.append(conn, "sp", 0, [NewEvent("thing-made", {"kept": 1})], topic=TOPIC)
+            savepoint = await conn.begin_nested()
+            await store.append(conn, "sp", 1, [NewEvent("thing-made", {"kept": 0})], topic=TOPIC)
+            await savepoint.rollback()
+            await store.append(conn, "sp", 1, [NewEvent("thing-made", {"kept": 2})], topic=TOPIC)
+        assert [e.data["kept"] for e in await store.read_stream("sp")] == [1, 2]
+
+    async with store.db.read() as conn:
+        rows = (await conn.execute(select(events_table).order_by(events_table.c.position))).all()
+    assert len(rows) == 4 * 4 * 4 + (0 if store.db.is_sqlite else 2)
+    _assert_chain(rows)
+    # per-batch topics: `thing-noted` of w* streams and the last append went to no topic
+    assert await _count(store, outbox_table) == 4 * 4 * 2 + (0 if store.db.is_sqlite else 2)

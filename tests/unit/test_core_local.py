@@ -13,6 +13,7 @@ from shared.db import Database
 from shared.errors import ConcurrencyError
 from shared.events import Envelope, EventRegistry
 from shared.migrations import create_core_schema
+from shared.schema import processed_events
 from shared.service import ConsumerSpec, ServiceRuntime
 from shared.settings import Settings
 from shared.store import EventStore
@@ -68,7 +69,11 @@ def test_upcaster_applies_on_read() -> None:
     assert reg.upcast(old).dataversion == 2
 
 
-async def test_relay_and_consumer_apply_each_event_once(settings) -> None:
+@pytest.mark.parametrize("batch_size", [1, 20])
+async def test_relay_and_consumer_apply_each_event_once(settings, batch_size: int) -> None:
+    """Alone or in batches (a batch with a poison event in it is rolled back and redone one by
+    one), every event has one effect, the poison one goes to the DLQ, and the journal numbers
+    the inputs 1, 2, 3... in the order they were taken in."""
     async def handler(conn, envelope: Envelope) -> None:
         if envelope.data.get("poison"):
             raise PoisonEvent("bad")
@@ -84,7 +89,7 @@ async def test_relay_and_consumer_apply_each_event_once(settings) -> None:
             await conn.run_sync(counts.create_all)
 
     runtime = ServiceRuntime("coretest", settings, publishes=["coretest"],
-                             consumes=[ConsumerSpec(["coretest"], handler)], migrate=migrate)
+                             consumes=[ConsumerSpec(["coretest"], handler, batch_size=batch_size)], migrate=migrate)
     await runtime.start()
     try:
         async with runtime.db.transaction() as conn:
@@ -112,6 +117,20 @@ async def test_relay_and_consumer_apply_each_event_once(settings) -> None:
             assert {r.n for r in (await conn.execute(select(seen))).all()} == {1}
         dlq = await bus.read_topic(runtime.topic("coretest") + ".dlq")
         assert len(dlq) == 1 and b"poison" in dlq[0].value
+
+        # a clean backlog: in batch mode, one transaction
+        async with runtime.db.transaction() as conn:
+            for i in range(5, 9):
+                await runtime.store.append(conn, f"s-{i}", 0, [NewEvent("thing-made", {"i": i})],
+                                           topic=runtime.topic("coretest"))
+
+        async def more_seen() -> bool:
+            return runtime.consumers[0].handled == 9
+        await _wait(more_seen)
+        async with runtime.db.read() as conn:
+            assert {r.n for r in (await conn.execute(select(seen))).all()} == {1}
+            seqs = (await conn.execute(select(processed_events.c.seq).order_by(processed_events.c.seq))).scalars().all()
+        assert seqs == list(range(1, 10))
     finally:
         await runtime.stop()
 

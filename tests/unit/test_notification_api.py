@@ -356,3 +356,75 @@ async def test_a_provider_without_webhook_hears_by_email(tmp_path: Path) -> None
             [entry] = await wait_for(lambda: deliveries(client, settings, status="delivered"))
             assert entry["channel"] == "email" and entry["attempts"][0]["status_code"] == 250
             assert entry["notification_id"] == notification_id
+
+
+# --- dispatcher ------------------------------------------------------------------------------
+
+
+async def test_a_slow_endpoint_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    """Attempts run as a pool: while one endpoint stalls, deliveries to others keep going out."""
+    settings = make_settings(tmp_path, delivery_concurrency=4, webhook_timeout_seconds=8.0)
+    async with run_receiver(WebhookReceiver()) as slow, run_receiver(WebhookReceiver()) as fast, \
+            running(settings) as (app, client):
+        await subscribe(client, settings, slow.url, ("provider", "prov-slow"))
+        await subscribe(client, settings, fast.url, ("provider", "prov-fast"))
+        slow.delays = [4.0]
+        await request_notification(app, tenant="prov-slow")
+        await wait_for(lambda: slow.delays == [])  # the slow attempt is in flight
+        for _ in range(6):
+            await request_notification(app, tenant="prov-fast")
+        await wait_for(lambda: len(fast.accepted) == 6, timeout=3.0)
+        assert slow.accepted == []  # still stalled when the others were all through
+        await wait_for(lambda: slow.accepted, timeout=10)
+
+
+async def test_outcomes_recorded_together_as_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`settle_many` records several outcomes in one transaction: each delivery's events, its audit
+    record, and the endpoint's health events as if settled in turn (one `subscription-failing`,
+    not one per failed attempt), and the hash chain still verifies."""
+    from datetime import datetime, timezone
+
+    from services.notification.domain import AttemptOutcome, AttemptResult
+    from shared.integrity import verify_store
+
+    settings = make_settings(tmp_path, webhook_retry_base_seconds=3600.0)
+    async with run_receiver(WebhookReceiver(default=503)) as receiver, running(settings) as (app, client):
+        created = await subscribe(client, settings, receiver.url)
+        for _ in range(4):
+            await request_notification(app)
+
+        async def attempted_once() -> list[dict[str, Any]]:
+            log = await deliveries(client, settings)
+            assert len(log) == 4 and all(len(d["attempts"]) == 1 for d in log)
+            return log
+
+        log = await wait_for(attempted_once)  # all four failed once; their next attempt is an hour away
+        dispatcher, store = app.state.dispatcher, app.state.runtime.store
+
+        async def not_alone(*_: Any) -> None:
+            raise AssertionError("settled one by one")
+
+        monkeypatch.setattr(dispatcher, "settle", not_alone)
+        now = datetime.now(timezone.utc)
+        outcomes = [AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE), AttemptOutcome(now, 200, 5, AttemptResult.SUCCEEDED),
+                    AttemptOutcome(now, 410, 5, AttemptResult.REJECTED), AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE)]
+        ids = [d["id"] for d in sorted(log, key=lambda d: d["id"])]
+        await dispatcher.settle_many(list(zip(ids, outcomes)))
+
+        def types(stream: list[Envelope]) -> list[str]:
+            return [e.type for e in stream]
+
+        streams = [await store.read_stream(i) for i in ids]
+        assert [types(s)[2:] for s in streams] == [
+            ["delivery-attempted"], ["delivery-attempted", "delivery-succeeded"],
+            ["delivery-attempted", "delivery-failed"], ["delivery-attempted"]]
+        assert [[e.data.get("attempt") for e in s if e.type == "delivery-attempted"] for s in streams] == [[1, 2]] * 4
+        # the endpoint failed (first attempts), recovered (the 200), and failed again (the 410)
+        assert types(await store.read_stream(created["id"]))[1:] == [
+            "subscription-failing", "subscription-recovered", "subscription-failing"]
+        recorded = [e for e in await store.read_all(0, 10_000) if e.type == "delivery-recorded"]
+        assert sorted(e.data["status"] for e in recorded[-2:]) == ["delivered", "failed"]
+        by_id = {d["id"]: d for d in await deliveries(client, settings)}
+        assert [by_id[i]["status"] for i in ids] == ["pending", "delivered", "failed", "pending"]
+        assert [len(by_id[i]["attempts"]) for i in ids] == [2, 2, 2, 2]
+        assert (await verify_store(app.state.runtime.db)).ok
