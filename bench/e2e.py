@@ -151,22 +151,21 @@ async def _setup(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, pr
 async def _wave(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, bodies: Any,
                 tokens: dict[str, str], rate: float, seconds: float, drain: float) -> dict[str, Any]:
     sent: dict[str, float] = {}
-    failures = 0
+    failures: dict[str, int] = {}
     count = int(rate * seconds)
 
     async def one(borough: str, body: dict[str, Any]) -> None:
-        nonlocal failures
         started = time.perf_counter()
         try:
             response = await client.post(f"{stack.url('referral')}/referrals", json=body,
                                          headers={"authorization": f"Bearer {tokens[borough]}"})
-        except httpx.HTTPError:
-            failures += 1
+        except httpx.HTTPError as error:
+            failures[type(error).__name__] = failures.get(type(error).__name__, 0) + 1
             return
         if response.status_code == 201:
             sent[response.json()["id"]] = started
         else:
-            failures += 1
+            failures[str(response.status_code)] = failures.get(str(response.status_code), 0) + 1
 
     arrivals_before = len(receiver.arrivals)
     t0 = time.perf_counter()
@@ -268,7 +267,7 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
                     note = (f"{w['accepted']}/{w['offered']} raised in {seconds:.0f} s, {w['answered']} got a webhook "
                             f"within {drain:.0f} s; {w['webhooks']} webhooks")
                     if w["failed"]:
-                        note += f"; {w['failed']} POSTs failed"
+                        note += "; POSTs failed: " + ", ".join(f"{n}× {why}" for why, n in sorted(w["failed"].items()))
                     rows += [
                         Row("e2e", f"@{rate}/s referrals raised (in)", w["in_rate"], float(rate), "referrals/s",
                             "offered rate", note),

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+import sqlalchemy.exc
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -63,6 +64,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
+        # no database connection free within the pool's timeout (overload), or the database
+        # unreachable or locked: a condition that passes, so "retry later" rather than a 500
+        log.warning("database busy or unreachable", error=str(exc)[:300])
+        return problem(503, "Service busy", "the service could not reach its database in time; retry after "
+                       "Retry-After seconds (with the same Idempotency-Key a retry never takes effect twice)",
+                       headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -162,3 +162,33 @@ async def test_a_claim_whose_owner_stopped_is_taken_over_once_the_lease_lapses(
         else:
             assert retry.status_code == 409 and retry.json()["rule"] == "answer_lost", retry.text
             assert retry.json()["effect"] == listed[0]["id"]
+
+
+async def test_a_database_too_busy_to_answer_is_a_503_to_retry_not_a_500(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pool connection within the pool's timeout (overload) is 503 problem+json with Retry-After;
+    the key is not kept, so the retry with it runs and takes effect once."""
+    import sqlalchemy.exc
+
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    croydon = auth(settings, "borough", "croydon")
+    keyed = {**croydon, "Idempotency-Key": "busy-1"}
+    original, calls = service.raise_referral, []
+
+    async def overloaded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 20 reached, "
+                                              "connection timed out, timeout 20.00")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(service, "raise_referral", overloaded)
+    async with service_client(create_app(settings)) as client:
+        busy = await client.post("/referrals", json=REFERRAL, headers=keyed)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "2", busy.text
+        assert busy.headers["content-type"].startswith("application/problem+json")
+        assert busy.json()["title"] == "Service busy"
+        retried = await client.post("/referrals", json=REFERRAL, headers=keyed)
+        assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers, retried.text
+        listed = (await client.get("/referrals", headers=croydon)).json()["items"]
+        assert [r["id"] for r in listed] == [retried.json()["id"]]
