@@ -67,9 +67,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     @app.exception_handler(sqlalchemy.exc.OperationalError)
-    async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
-        # no database connection free within the pool's timeout (overload), or the database
-        # unreachable or locked: a condition that passes, so "retry later" rather than a 500
+    async def _database_busy(request: Request, exc: Exception) -> JSONResponse:
+        # No pool connection free within the pool's timeout (overload), the connection lost, or
+        # the database locked: conditions that pass, so "retry later" rather than a 500. Other
+        # operational errors (a missing table, say) are faults, and answered as such.
+        if not _transient_database_error(exc):
+            return await _unexpected(request, exc)
         log.warning("database busy or unreachable", error=str(exc)[:300])
         return problem(503, "Service busy", "the service could not reach its database in time; retry after "
                        "Retry-After seconds (with the same Idempotency-Key a retry never takes effect twice)",
@@ -80,6 +83,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.exception("unhandled error", error=str(exc))
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged with the "
                        f"correlation id {context.correlation_id.get()}")
+
+
+def _transient_database_error(exc: Exception) -> bool:
+    if isinstance(exc, sqlalchemy.exc.TimeoutError) or getattr(exc, "connection_invalidated", False):
+        return True
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(sign in text for sign in ("database is locked", "could not connect", "connection refused",
+                                         "connection was closed", "the database system is", "timeout"))
 
 
 def _title(status: int) -> str:

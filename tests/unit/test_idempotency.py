@@ -192,3 +192,18 @@ async def test_a_database_too_busy_to_answer_is_a_503_to_retry_not_a_500(
         assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers, retried.text
         listed = (await client.get("/referrals", headers=croydon)).json()["items"]
         assert [r["id"] for r in listed] == [retried.json()["id"]]
+
+
+async def test_an_operational_fault_that_will_not_pass_stays_a_500(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a busy, locked or unreachable database is "retry later"; a missing table is a fault."""
+    import sqlalchemy.exc
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("no such table: referrals"))
+
+    monkeypatch.setattr(service, "raise_referral", broken)
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    async with service_client(create_app(settings)) as client:
+        failed = await client.post("/referrals", json=REFERRAL, headers=auth(settings, "borough", "croydon"))
+        assert failed.status_code == 500 and "retry-after" not in failed.headers, failed.text
+        assert failed.headers["content-type"].startswith("application/problem+json")
