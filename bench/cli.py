@@ -39,9 +39,9 @@ EXPLAINED = """## What each figure is
   referral aggregates, matching's decisions recorded by one untimed pass); events/s = all events in
   the three stores / seconds; the run checks every decision is reproduced.
 
-The machine is shared: other engineers' processes ran at the same time (load average 10-15 on 2
-cores during the run), so absolute figures are low and noisy; the ratios compare runs made minutes
-apart under similar load.
+The machine is shared: other engineers' processes may run at the same time, so absolute figures are
+noisy; the ratios compare runs made minutes apart under similar load. Check `uptime` when you rerun
+(the run recorded here had a load average of about 1-2 on 2 cores; earlier runs saw 10-15).
 """
 
 
