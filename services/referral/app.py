@@ -21,7 +21,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "referral",
         settings,
         publishes=["referral"],
-        consumes=[ConsumerSpec(["matching", "enrolment", "audit", "notifications"], handlers.handle)],
+        # ~25 consumed events per referral (invitations, shortlists, audit and notification records):
+        # a backlog is worked off 20 events a transaction
+        consumes=[ConsumerSpec(["matching", "enrolment", "audit", "notifications"], handlers.handle, batch_size=20)],
         tasks=[deadlines.close_passed_deadlines],
         store_class=SealingEventStore,
     )
