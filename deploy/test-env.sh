@@ -79,7 +79,10 @@ if [[ -n "$kafka_job" ]]; then
     # its timeout by a busy machine, must not fail a whole test run. The reason was printed above.
     log "kafka did not start; trying once more on other ports"
     "$KAFKA_CTL" stop --dir "$KAFKA_DIR" >/dev/null 2>&1 || true
-    read -r kafka_port controller_port < <("$KAFKA_CTL" free-ports 2)
+    while :; do  # other ports, none of them PostgreSQL's (which may not be bound yet)
+      read -r kafka_port controller_port < <("$KAFKA_CTL" free-ports 2)
+      [[ "$kafka_port" != "$postgres_port" && "$controller_port" != "$postgres_port" ]] && break
+    done
     start_kafka "-2" "$kafka_port" "$controller_port"
     kafka_ok=1
     wait "$kafka_job" || kafka_ok=""

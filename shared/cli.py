@@ -256,7 +256,8 @@ def replay(
                                "topics: the bus topics from the beginning, with a fresh consumer group "
                                "(Kafka when PLACEMATCH_KAFKA_BOOTSTRAP is set, else DATA_DIR/bus.db); matching only"),
     journal_url: Optional[str] = typer.Option(None, "--journal", help="With --from topics: matching's database "
-                                              "URL, whose journal gives the exact input order (else: event time)."),
+                                              "URL, whose journal gives the exact input order (else: the local bus's log "
+                                              "order, or event time on Kafka)."),
     quality_weight: Optional[str] = typer.Option(None, help="Replay matching under another quality weight (what-if)."),
     price_weight: Optional[str] = typer.Option(None, help="Replay matching under another price weight (what-if)."),
 ) -> None:

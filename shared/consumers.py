@@ -9,10 +9,11 @@ With `batch_size` > 1, when a fetch brings several messages (a backlog), up to `
 them are first tried in one transaction, in fetch order, each journalled (numbered in the same
 order) and handled exactly as alone; then their offsets are committed once. If any of them fails,
 the whole transaction rolls back (nothing of the batch is recorded) and each message is handled
-alone as above, with its own retries and dead-lettering. Such a transaction holds the store's
-append lock from its first append to its commit: worth it for a consumer that is its service's
-main writer (matching; notification, whose dispatcher records outcomes in batches too), not where
-API requests append at a steady rate (referral). Handlers must not call `journal` themselves.
+alone as above, with its own retries and dead-lettering. Such a transaction holds the journal
+lock, and, once a handler appends, the store's append lock, until it commits: API requests that
+append wait meanwhile. Matching and notification (whose consumer is their main writer) and referral
+(whose handlers only update read models) use 20. Handlers must not call `journal` themselves; a
+command that journals its own event takes `lock_journal` before appending (the lock order).
 """
 from __future__ import annotations
 
@@ -48,10 +49,17 @@ async def journal(conn: AsyncConnection, consumer: str, event_id: str) -> bool:
     return await _journal_as(conn, consumer, event_id, await _journal_next(conn))
 
 
-async def _journal_next(conn: AsyncConnection) -> int:
-    """Lock the journal until the transaction ends; the next free sequence number."""
+async def lock_journal(conn: AsyncConnection) -> None:
+    """Lock the journal until the transaction ends. Consumers take it before the store's append lock;
+    a command that journals its own event (matching's policy change) must take it first as well, or
+    the two locks taken in opposite orders can deadlock."""
     if conn.dialect.name == "postgresql":  # one journal order even with several consumers
         await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({JOURNAL_LOCK_KEY})")
+
+
+async def _journal_next(conn: AsyncConnection) -> int:
+    """Lock the journal until the transaction ends; the next free sequence number."""
+    await lock_journal(conn)
     return (await conn.execute(select(func.coalesce(func.max(processed_events.c.seq), 0) + 1))).scalar_one()
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Principal, require
 from shared.errors import NotFound
-from shared.consumers import journal
+from shared.consumers import journal, lock_journal
 from shared.events import Envelope
 
 from . import projections as views
@@ -119,10 +119,14 @@ async def put_policy(body: PolicyBody, request: Request,
             await journal(conn, POLICY_JOURNAL, envelopes[0].id)
             await matching.rerank_all_open(conn, policy.current, envelopes[0].id)
 
-    policy, _ = await runtime.store.execute(
-        RankingPolicy, POLICY_STREAM,
-        lambda p: p.change(body.quality_weight, body.price_weight, body.min_quality),
-        topic=runtime.topic("matching"), after=rerank)
+    async with runtime.db.transaction() as conn:
+        await lock_journal(conn)  # before the append lock, in the order consumers take them
+        policy = await runtime.store.load(RankingPolicy, POLICY_STREAM, conn)
+        events = policy.change(body.quality_weight, body.price_weight, body.min_quality)
+        envelopes = await runtime.store.append(conn, POLICY_STREAM, policy.version, events,
+                                               topic=runtime.topic("matching"))
+        policy.mutate(events)
+        await rerank(conn, policy, envelopes)
     return policy.current.as_dict()
 
 

@@ -100,8 +100,18 @@ async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url:
     Without it, the bus's own order where it keeps one across topics (the local bus), else event
     time (ties by stream and sequence), with policy changes placed by their time. Matching may have
     taken two near-simultaneous events from different Kafka topics the other way round; a decision
-    that changes because of that is listed as a difference, and `journal_url` settles it.
+    that changes because of that is listed as a difference, and `journal_url` settles it. On a
+    running system, decisions still on their way to the topic show as differences without the
+    journal; replay when it is quiet, or give the journal.
     """
+    journaled: list[tuple[str, str]] | None = None
+    if journal_url:  # before the topics: every input it lists is on them by then
+        journal_db = Database(journal_url)
+        try:
+            async with journal_db.read() as conn:
+                journaled = await input_order(conn)
+        finally:
+            await journal_db.dispose()
     group = f"{topic('replay')}-{uuid.uuid4().hex[:12]}"
     inputs_topics = {topic("enrolment"), topic("referral")}
     messages = await bus.read_topics([topic("enrolment"), topic("referral"), topic("matching")], group)
@@ -113,17 +123,9 @@ async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url:
             inputs.setdefault(envelope.id, envelope)
         elif envelope.type in DECISIONS:
             decisions.setdefault(envelope.id, envelope)
-    recorded: dict[str, list[str]] = {}
-    for envelope in sorted(decisions.values(), key=lambda e: (e.subject, e.sequence)):
-        recorded.setdefault(envelope.subject, []).append(_decision_line(envelope))
     consumer = "matching-main"  # its name in the fresh journal; only the policy journal's name matters
-    if journal_url:
-        journal_db = Database(journal_url)
-        try:
-            async with journal_db.read() as conn:
-                order = await input_order(conn)
-        finally:
-            await journal_db.dispose()
+    if journaled is not None:
+        order = journaled
     else:
         policies = sorted((e for e in inputs.values() if e.type == "policy-changed"), key=lambda e: e.time)
         consumed = [e for e in inputs.values() if e.type != "policy-changed"]  # in log order
@@ -135,6 +137,12 @@ async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url:
                 order.append((POLICY_JOURNAL, policies.pop(0).id))
             order.append((consumer, envelope.id))
         order += [(POLICY_JOURNAL, p.id) for p in policies]
+    # On a live system, decisions caused by inputs taken in after the journal was read are left out
+    recorded: dict[str, list[str]] = {}
+    fed = {event_id for _, event_id in order}
+    for envelope in sorted(decisions.values(), key=lambda e: (e.subject, e.sequence)):
+        if journaled is None or envelope.causationid is None or envelope.causationid in fed:
+            recorded.setdefault(envelope.subject, []).append(_decision_line(envelope))
     how = "matching's journal" if journal_url else "the log" if bus.total_order else "event time"
     return ReplayInputs(inputs, order, recorded, f"topics {', '.join(sorted(inputs_topics))} (order: {how})")
 

@@ -191,7 +191,11 @@ class Dispatcher:
                 self._wake.clear()
                 free = concurrency - len(running)
                 if free > 0:
-                    claimed = await self.claim_due(free)
+                    try:
+                        claimed = await self.claim_due(free)
+                    except Exception:  # noqa: BLE001 - the attempts in flight go on; claim again later
+                        log.exception("could not claim due deliveries; trying again shortly")
+                        claimed = []
                     for delivery_id in claimed:
                         task = asyncio.create_task(self._attempt_safely(delivery_id))
                         running.add(task)
