@@ -44,3 +44,12 @@ class ConcurrencyError(DomainError):
 
     status = 409
     title = "Concurrent modification"
+
+
+class ClaimTakenOver(DomainError):
+    """Another instance took this request's Idempotency-Key over (its lease had lapsed): this run
+    must not take effect, the other one does."""
+
+    status = 409
+    title = "Request taken over"
+    retry_after = 1

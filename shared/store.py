@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared import context
 from shared.aggregate import Aggregate, NewEvent
 from shared.db import Database, insert_ignore, sqlite_url
-from shared.errors import ConcurrencyError
+from shared.errors import ClaimTakenOver, ConcurrencyError
 from shared.events import Envelope, registry
 from shared.schema import events as events_table
-from shared.schema import idempotency_effects
+from shared.schema import idempotency_effects, idempotency_keys
 from shared.schema import outbox as outbox_table
 
 APPEND_LOCK_KEY = 0x706C6D61  # "plma": one advisory lock per database
@@ -85,6 +85,7 @@ class EventStore:
         batches = [b for b in batches if b[2]]
         if not batches:
             return []
+        await self._fence(conn)
         # A transaction that appended before holds the lock still, and the chain's head is the hash
         # of its own last event: neither need asking for again (not inside a savepoint, which
         # could be rolled back on its own).
@@ -146,6 +147,25 @@ class EventStore:
             await insert_ignore(conn, idempotency_effects,
                                 {"scope": claim[0], "key": claim[1], "effect": batches[0][0]})
         return recorded
+
+    @staticmethod
+    async def _fence(conn: AsyncConnection) -> None:
+        """A keyed request appends only while its Idempotency-Key claim is still its own; one that
+        another instance took over after this run's lease lapsed is refused, so the request never
+        takes effect twice. The claim is share-locked until this transaction ends: a takeover
+        (an UPDATE) waits for it, and then finds the effect this transaction recorded."""
+        claim = context.idempotency_claim.get()
+        if claim is None:
+            return
+        scope, key, owner = claim
+        still_ours = (await conn.execute(
+            select(idempotency_keys.c.key).where(
+                (idempotency_keys.c.scope == scope) & (idempotency_keys.c.key == key)
+                & (idempotency_keys.c.owner == owner) & idempotency_keys.c.status.is_(None))
+            .with_for_update(read=True))).first()
+        if still_ours is None:
+            raise ClaimTakenOver("this request's Idempotency-Key was taken over by another instance after its "
+                                 "lease lapsed; that run takes effect, not this one", field="Idempotency-Key")
 
     async def _heads(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[int, str]]:
         """(version, stream_hash) of the last event of each stream that has any."""

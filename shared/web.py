@@ -66,7 +66,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
-    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.DBAPIError)
+    @app.exception_handler(ConnectionError)
     async def _database_busy(request: Request, exc: Exception) -> JSONResponse:
         # No pool connection free within the pool's timeout (overload), the connection lost, or
         # the database locked: conditions that pass, so "retry later" rather than a 500. Other
@@ -74,9 +75,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         if not _transient_database_error(exc):
             return await _unexpected(request, exc)
         log.warning("database busy or unreachable", error=str(exc)[:300])
-        return problem(503, "Service busy", "the service could not reach its database in time; retry after "
-                       "Retry-After seconds (with the same Idempotency-Key a retry never takes effect twice)",
-                       headers={"Retry-After": "2"})
+        return _busy()
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -85,12 +84,29 @@ def install_problem_handlers(app: FastAPI) -> None:
                        f"correlation id {context.correlation_id.get()}")
 
 
-def _transient_database_error(exc: Exception) -> bool:
-    if isinstance(exc, sqlalchemy.exc.TimeoutError) or getattr(exc, "connection_invalidated", False):
+def _busy() -> JSONResponse:
+    return problem(503, "Service busy", "the service could not reach its database in time; retry after "
+                   "Retry-After seconds (with the same Idempotency-Key a retry never takes effect twice)",
+                   headers={"Retry-After": "2"})
+
+
+def _transient_database_error(exc: BaseException) -> bool:
+    """A database that is busy (no pool connection in time, locked), unreachable or restarting."""
+    if isinstance(exc, (sqlalchemy.exc.TimeoutError, ConnectionError)):
         return True
-    text = str(getattr(exc, "orig", exc)).lower()
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", None)
+    names = {cls.__name__ for cause in (orig, getattr(orig, "__cause__", None)) if cause is not None
+             for cls in type(cause).__mro__}  # the driver's error, and asyncpg's under SQLAlchemy's adapter
+    if names & {"PostgresConnectionError", "OperatorInterventionError", "CannotConnectNowError",
+                "ConnectionDoesNotExistError", "ConnectionError", "OSError"}:
+        return True
+    text = str(orig or exc).lower()
     return any(sign in text for sign in ("database is locked", "could not connect", "connection refused",
-                                         "connection was closed", "the database system is", "timeout"))
+                                         "connection was closed", "the database system is"))
 
 
 def _title(status: int) -> str:
@@ -158,6 +174,8 @@ class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
+        self._running: set[tuple[str, str]] = set()
+        """Keys of the requests this process is running (an own claim not among them is orphaned)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in self.METHODS:
@@ -187,7 +205,13 @@ class IdempotencyMiddleware:
         fingerprint = hashlib.sha256(body).hexdigest()
         db = self.fastapi_app.state.runtime.db
 
-        replay = await self._claim(db, scope_key, key, fingerprint)
+        try:
+            replay = await self._claim(db, scope_key, key, fingerprint)
+        except Exception as error:
+            if not _transient_database_error(error):
+                raise
+            log.warning("database busy or unreachable", error=str(error)[:300])
+            replay = _busy()
         if replay is not None:
             await replay(scope, receive, send)
             return
@@ -204,31 +228,44 @@ class IdempotencyMiddleware:
                 captured["body"] += message.get("body", b"")
             held.append(message)
 
+        owner = self.fastapi_app.state.runtime.instance_id
         done = asyncio.Event()
         lease = asyncio.create_task(self._renew(db, scope_key, key, done))
-        token = context.idempotency_claim.set((scope_key, key))
+        token = context.idempotency_claim.set((scope_key, key, owner))
+        self._running.add((scope_key, key))
         try:
             await self.app(scope, _replay_body(body), capture)
         finally:
             context.idempotency_claim.reset(token)
             done.set()
             await lease  # no renewal may land after the answer below
-            async with db.transaction() as conn:
-                where = (idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
-                effect = await _effect_of(conn, scope_key, key)
-                transient = captured["status"] >= 500 or (captured["status"] in (409, 429) and any(
-                    k.lower() == "retry-after" for k, _ in captured["headers"]))
-                if transient and effect is None:  # "try again later" must not become the answer
-                    await conn.execute(delete(idempotency_keys).where(where))
-                elif captured["status"] >= 500:
-                    await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect)))
-                else:
-                    kept = [(k, v) for k, v in captured["headers"]
-                            if k.lower() in ("content-type", "location", "retry-after")]
-                    await conn.execute(update(idempotency_keys).where(where).values(
-                        status=captured["status"], headers=orjson.dumps(kept).decode(), body=captured["body"]))
+            try:
+                await self._store_answer(db, scope_key, key, owner, captured)
+            except Exception as error:  # noqa: BLE001 - the answer still goes out; the claim's lease lapses
+                log.warning("could not store the answer of an Idempotency-Key", key=key, error=str(error)[:300])
+            finally:
+                self._running.discard((scope_key, key))
         for message in held:
             await send(message)
+
+    async def _store_answer(self, db: Any, scope_key: str, key: str, owner: str, captured: dict[str, Any]) -> None:
+        """Keep the answer as the key's (or forget a "try again" one) — only while the claim is this
+        process's: one another instance took over (and the store refused this run's appends) is its."""
+        async with db.transaction() as conn:
+            mine = ((idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
+                    & (idempotency_keys.c.owner == owner) & idempotency_keys.c.status.is_(None))
+            effect = await _effect_of(conn, scope_key, key)
+            transient = captured["status"] >= 500 or (captured["status"] in (409, 429) and any(
+                k.lower() == "retry-after" for k, _ in captured["headers"]))
+            if transient and effect is None:  # "try again later" must not become the answer
+                await conn.execute(delete(idempotency_keys).where(mine))
+            elif captured["status"] >= 500:
+                await conn.execute(update(idempotency_keys).where(mine).values(**_answer_lost(effect)))
+            else:
+                kept = [(k, v) for k, v in captured["headers"]
+                        if k.lower() in ("content-type", "location", "retry-after")]
+                await conn.execute(update(idempotency_keys).where(mine).values(
+                    status=captured["status"], headers=orjson.dumps(kept).decode(), body=captured["body"]))
 
     async def _renew(self, db: Any, scope_key: str, key: str, done: asyncio.Event) -> None:
         """Renew this process's claim until `done`: its owner is heard from (`created_at`)."""
@@ -263,7 +300,8 @@ class IdempotencyMiddleware:
             if claimed:
                 return None
             row = (await conn.execute(select(idempotency_keys).where(where))).one()
-            orphaned = (row.status is None and row.fingerprint == fingerprint and row.owner != owner
+            orphaned = (row.status is None and row.fingerprint == fingerprint
+                        and (row.owner != owner or (scope_key, key) not in self._running)
                         and row.created_at < format_time(now_utc() - self.ORPHANED_AFTER))
             # only if the claim is still as read: its owner may renew it meanwhile (then it is alive)
             unchanged = (where & idempotency_keys.c.status.is_(None) & (idempotency_keys.c.owner == row.owner)
@@ -272,8 +310,13 @@ class IdempotencyMiddleware:
             if orphaned and effect is None:  # its process died before recording anything
                 taken = await conn.execute(update(idempotency_keys).where(unchanged).values(
                     owner=owner, created_at=format_time(now_utc())))
-                if taken.rowcount:
+                # the takeover may have waited for a run still appending (its fence holds the claim):
+                # what that run committed meanwhile is the key's effect, not a reason to run again
+                effect = await _effect_of(conn, scope_key, key) if taken.rowcount else None
+                if taken.rowcount and effect is None:
                     return None
+                if effect is not None:
+                    await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect)))
             elif orphaned:  # it took effect, then its process died before storing the answer
                 await conn.execute(update(idempotency_keys).where(unchanged).values(**_answer_lost(effect)))
             if orphaned:

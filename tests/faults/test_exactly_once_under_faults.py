@@ -172,7 +172,8 @@ async def test_write_interrupted_by_a_crash_is_retried_to_exactly_one_effect(
         if moment == "after-effect":
             holding = blocker.transaction()
             await holding.start()
-            await blocker.execute("SELECT 1 FROM idempotency_keys WHERE key = $1 FOR UPDATE", key)
+            # a share lock holds back the answer's UPDATE, not the request's own fence (also a share lock)
+            await blocker.execute("SELECT 1 FROM idempotency_keys WHERE key = $1 FOR SHARE", key)
             await blocker.execute("SELECT pg_advisory_unlock($1)", APPEND_LOCK_KEY)  # the append goes ahead
             committed_id = await wait_for(committed, timeout=20, message="the referral to be committed")
         referral.kill()

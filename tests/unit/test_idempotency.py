@@ -207,3 +207,75 @@ async def test_an_operational_fault_that_will_not_pass_stays_a_500(tmp_path, mon
         failed = await client.post("/referrals", json=REFERRAL, headers=auth(settings, "borough", "croydon"))
         assert failed.status_code == 500 and "retry-after" not in failed.headers, failed.text
         assert failed.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_request_whose_claim_was_taken_over_does_not_take_effect(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fencing: if another instance took the key over while this run was stalled (its lease lapsed,
+    e.g. no database connection to renew it), this run's appends are refused and the other's claim
+    is left alone."""
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    croydon = auth(settings, "borough", "croydon")
+    gate = Gate(monkeypatch, "raise_referral")
+    app = create_app(settings)
+    async with service_client(app) as client:
+        first = asyncio.create_task(client.post("/referrals", json=REFERRAL,
+                                                headers={**croydon, "Idempotency-Key": "fenced-1"}))
+        await asyncio.wait_for(gate.entered.wait(), 10)
+        db = app.state.runtime.db
+        async with db.transaction() as conn:  # what replica B's takeover writes
+            await conn.execute(idempotency_keys.update().where(idempotency_keys.c.key == "fenced-1")
+                               .values(owner="replica-b", created_at=format_time(now_utc())))
+        gate.release.set()
+        refused = await asyncio.wait_for(first, 10)
+        assert refused.status_code == 409 and refused.json()["title"] == "Request taken over", refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert (await client.get("/referrals", headers=croydon)).json()["items"] == []
+        async with db.read() as conn:
+            claim = (await conn.execute(select(idempotency_keys).where(idempotency_keys.c.key == "fenced-1"))).one()
+        assert claim.owner == "replica-b" and claim.status is None
+
+
+async def test_a_database_too_busy_to_claim_the_key_is_a_503(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy.exc
+
+    async def busy(*args: Any, **kwargs: Any) -> Any:
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 20 reached")
+
+    monkeypatch.setattr(IdempotencyMiddleware, "_claim", busy)
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    async with service_client(create_app(settings)) as client:
+        answer = await client.post("/referrals", json=REFERRAL,
+                                   headers={**auth(settings, "borough", "croydon"), "Idempotency-Key": "busy-2"})
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "2", answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_an_answer_that_could_not_be_stored_is_sent_and_the_key_recovers(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request took effect but its answer could not be kept (database gone at that moment): the
+    client still gets it; a retry gets 409 in progress until the lease lapses, then `answer_lost`
+    naming the effect — on a single instance too."""
+    monkeypatch.setattr(IdempotencyMiddleware, "ORPHANED_AFTER", LEASE)
+    original, failures = IdempotencyMiddleware._store_answer, []
+
+    async def flaky(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise ConnectionRefusedError("database went away")
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(IdempotencyMiddleware, "_store_answer", flaky)
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    keyed = {**auth(settings, "borough", "croydon"), "Idempotency-Key": "lost-1"}
+    async with service_client(create_app(settings)) as client:
+        first = await client.post("/referrals", json=REFERRAL, headers=keyed)
+        assert first.status_code == 201, first.text
+        assert in_progress(await client.post("/referrals", json=REFERRAL, headers=keyed))
+
+        async def answered() -> Any:
+            response = await client.post("/referrals", json=REFERRAL, headers=keyed)
+            return None if in_progress(response) else response
+        retry = await wait_for(answered, timeout=15, interval=0.2, message="the lease to lapse")
+        assert retry.status_code == 409 and retry.json()["rule"] == "answer_lost", retry.text
+        assert retry.json()["effect"] == first.json()["id"]
