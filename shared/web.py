@@ -78,8 +78,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return _busy()
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", error=str(exc))
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # the exception goes in the log's `exception` (type, message, frames, no local variables),
+        # with credentials and personal values redacted (shared.logs); the request's body is never logged
+        log.exception("unhandled error", error_type=type(exc).__name__, method=request.method,
+                      path=request.url.path)
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged with the "
                        f"correlation id {context.correlation_id.get()}")
 
