@@ -1,4 +1,4 @@
-"""The `placematch` command line: run the services, mint tokens, fill a demo, audit and replay."""
+"""The `placematch` command line: run the services, mint tokens, fill a demo, audit, replay, back up."""
 from __future__ import annotations
 
 import asyncio
@@ -349,6 +349,53 @@ def replay(
             console.print("[green]referral: every read model rebuilt identical[/]")
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command("backup")
+def backup_command(
+    target: Path = typer.Argument(..., help="A new (or empty) directory for the copies and their manifest."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Embedded data directory holding <service>.db files and bus.db."),
+) -> None:
+    """Copy every store of the embedded run (each service's database and the local bus) into TARGET,
+    consistent across them, also while `placematch up` runs; write a manifest (sizes, sha256)."""
+    from shared.backup import BackupError, backup
+
+    try:
+        manifest = backup(data_dir, target)
+    except BackupError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+    _print_manifest(f"backup of {data_dir} in {target}", manifest)
+
+
+@app.command("restore")
+def restore_command(
+    source: Path = typer.Argument(..., help="A directory written by `placematch backup`."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Embedded data directory to restore into (empty, unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Replace the stores of a non-empty data directory."),
+) -> None:
+    """Check a backup against its manifest and put its stores into DATA_DIR (stop placematch first)."""
+    from shared.backup import BackupError, restore
+
+    try:
+        manifest = restore(source, data_dir, force=force)
+    except BackupError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+    _print_manifest(f"restored {source} into {data_dir}", manifest)
+    console.print(f"snapshot of {manifest['snapshot_at']}; check it with `placematch verify --data-dir {data_dir}`")
+
+
+def _print_manifest(title: str, manifest: dict[str, Any]) -> None:
+    table = Table(title=title)
+    for column in ("file", "kind", "bytes", "sha256", "schema"):
+        table.add_column(column)
+    for entry in manifest["files"]:
+        table.add_row(entry["name"], entry["kind"], str(entry["bytes"]), entry["sha256"][:16] + "…",
+                      entry["schema_revision"] or "-")
+    console.print(table)
 
 
 audit_app = typer.Typer(help="Evidence packs reconstructed from the event log.", no_args_is_help=True)
