@@ -34,7 +34,8 @@ SECRET_KEY_PARTS = ("secret", "password", "passwd", "authorization", "token", "c
 BODY_KEYS = frozenset({"body", "request_body", "response_body", "payload", "data", "headers"})
 """Request/response bodies and headers (an Idempotency-Key's stored answer, say): shown only as a size."""
 
-_SENSITIVE_NAMES = "|".join(sorted({*PERSONAL_KEYS, *SECRET_KEY_PARTS}, key=len, reverse=True))
+_SENSITIVE_NAMES = (r"[\w-]*(?:" + "|".join(SECRET_KEY_PARTS) + r")[\w-]*|"
+                    + "|".join(sorted(PERSONAL_KEYS, key=len, reverse=True)))
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # SQLAlchemy puts a statement's bound values in its error text
     (re.compile(r"\[parameters: .*?\](?=\n|$)", re.S), f"[parameters: {REDACTED}]"),
@@ -43,7 +44,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]*"), f"whsec_{REDACTED}"),
     (re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}=(?![A-Za-z0-9_=-])"), REDACTED),  # Fernet key
     # `child_ref='CR-1'`, `"birth_date": "2014-05-02"`, `token=abc` in reprs and messages
-    (re.compile(rf"(?i)(['\"]?[\w-]*(?:{_SENSITIVE_NAMES})[\w-]*['\"]?\s*[:=]\s*)"
+    (re.compile(rf"(?i)(?<![\w-])(['\"]?(?:{_SENSITIVE_NAMES})['\"]?\s*[:=]\s*)"
                 r"(b?'[^']*'|b?\"[^\"]*\"|[^\s,;)}\]]+)"), rf"\1'{REDACTED}'"),
 )
 
