@@ -101,6 +101,7 @@ def consistent_snapshots(paths: list[Path], *, lock_timeout: float = 5.0,
     for attempt in range(attempts):
         readers: list[sqlite3.Connection] = []
         lockers: list[sqlite3.Connection] = []
+        path = paths[0]
         try:
             for path in paths:
                 locker = _connect(path, lock_timeout)
@@ -111,7 +112,11 @@ def consistent_snapshots(paths: list[Path], *, lock_timeout: float = 5.0,
                 readers.append(reader)
                 reader.execute("BEGIN")
                 reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot starts here
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
+            if not _busy(error):
+                for reader in readers:
+                    reader.close()
+                raise BackupError(f"{path}: {error}") from error
             last = error
             for reader in readers:
                 reader.close()
@@ -130,6 +135,11 @@ def consistent_snapshots(paths: list[Path], *, lock_timeout: float = 5.0,
             return
         time.sleep(min(0.1 * 2 ** attempt, 2.0))
     raise BackupError(f"could not hold every store's writers back at once ({last}); try again")
+
+
+def _busy(error: sqlite3.DatabaseError) -> bool:
+    """Locked by another connection (rather than, say, not a database at all)."""
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
 
 
 def _sha256(path: Path) -> str:
@@ -187,9 +197,14 @@ def backup(data_dir: Path, target: Path) -> dict[str, Any]:
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(target, 0o700)
     started = datetime.now(timezone.utc)
-    with consistent_snapshots(paths) as readers:
-        taken = datetime.now(timezone.utc)
-        files = [_copy_snapshot(reader, target / path.name) for reader, path in zip(readers, paths)]
+    try:
+        with consistent_snapshots(paths) as readers:
+            taken = datetime.now(timezone.utc)
+            files = [_copy_snapshot(reader, target / path.name) for reader, path in zip(readers, paths)]
+    except BaseException:
+        for leftover in target.iterdir():  # no half backup beside a good one
+            leftover.unlink()
+        raise
     copied = {p.name for p in paths}
     left_out = {entry.name + ("/" if entry.is_dir() else ""): LEFT_OUT.get(entry.name, "not a store")
                 for entry in sorted(data_dir.iterdir())
@@ -249,8 +264,8 @@ def _in_use(path: Path) -> bool:
         probe.execute("BEGIN EXCLUSIVE")
         probe.execute("ROLLBACK")
         return False
-    except sqlite3.OperationalError:
-        return True
+    except sqlite3.DatabaseError as error:
+        return _busy(error)
     finally:
         probe.close()
 

@@ -16,7 +16,8 @@ from rich.table import Table
 
 from shared.settings import SERVICES, Settings
 
-app = typer.Typer(help="placematch: regional commissioning of children's placements.", no_args_is_help=True)
+app = typer.Typer(help="placematch: regional commissioning of children's placements.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)  # a crash's locals hold settings' secrets
 console = Console()
 
 

@@ -115,3 +115,11 @@ def test_backup_wants_a_new_directory(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(BackupError, match="no stores"):
         backup(tmp_path / "empty", tmp_path / "other")
+
+
+def test_a_file_that_is_no_database_is_named_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "referral.db").write_bytes(b"not a database, just text " * 100)
+    with pytest.raises(BackupError, match="referral.db"):
+        backup(tmp_path / "var", tmp_path / "backup")
+    assert not list((tmp_path / "backup").iterdir())
