@@ -38,7 +38,7 @@ _SENSITIVE_NAMES = (r"[\w-]*(?:" + "|".join(SECRET_KEY_PARTS) + r")[\w-]*|"
                     + "|".join(sorted(PERSONAL_KEYS, key=len, reverse=True)))
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # SQLAlchemy puts a statement's bound values in its error text
-    (re.compile(r"\[parameters: .*?\](?=\n|$)", re.S), f"[parameters: {REDACTED}]"),
+    (re.compile(r"\[parameters: .*?(?:\](?=\n)|\Z)", re.S), f"[parameters: {REDACTED}]"),  # also cut short
     (re.compile(r"(?i)\b(bearer|basic)[ \t]+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),  # JWT
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]*"), f"whsec_{REDACTED}"),

@@ -130,6 +130,7 @@ async def test_a_500_in_json_format_keeps_the_exception_structured_without_secre
     ("ReferralIn(child_ref='CR-1', birth_date='2014-05-02', gender='male')", "gender='male'"),
     ('{"child_ref": "CR-1", "primary_need": "ASD"}', '"primary_need": "ASD"'),
     ("INSERT ...\n[parameters: ('CR-1', '2014-05-02')]\n(Background on this error at: x)", "Background"),
+    ("(sqlite3.IntegrityError) UNIQUE\n[SQL: INSERT ...]\n[parameters: (b'{\"child_ref\":\"CR-1\",\"birth", "[SQL: INSERT"),
 ])
 def test_redact_text_removes_credentials_and_personal_values(text: str, kept: str) -> None:
     redacted = redact_text(text)
