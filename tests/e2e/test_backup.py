@@ -60,6 +60,8 @@ async def test_backup_of_a_running_stack_restores_replays_verifies_and_runs(stac
     await writer
     assert backed_up.returncode == 0, backed_up.stdout + backed_up.stderr
     stack.stop()
+    logged = stack.log.read_text()
+    assert not [view["child_ref"] for view in before.values() if view["child_ref"] in logged]
 
     manifest = orjson.loads((backup_dir / "manifest.json").read_bytes())
     names = {entry["name"] for entry in manifest["files"]}
