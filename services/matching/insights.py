@@ -26,8 +26,10 @@ TWO_PLACES = Decimal("0.01")
 DEFAULT_MIN_PROVIDERS = 5
 """Fewest distinct providers whose offers a provider-visible fee figure may rest on."""
 
-COHORT_GRACE = timedelta(days=1)
-"""After a month ends, how long a referral raised in it may still be on its way to matching."""
+COHORT_GRACE = timedelta(days=7)
+"""After a month ends, how long a referral raised in it may still be on its way to matching (a
+cell that reopened for a late referral would publish a second median to difference with the
+first). A month's referrals take weeks to settle anyway, so this rarely delays anything."""
 
 TOO_FEW_PROVIDERS = "too_few_providers"
 COHORT_OPEN = "cohort_open"

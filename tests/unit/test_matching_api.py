@@ -250,6 +250,7 @@ async def test_providers_cannot_work_out_a_rivals_fee_from_insights(settings: Se
         assert commissioner["median_weekly_fee_pence"] == 350000
         provider = await wait_for(lambda: counted("provider", p1))
         assert provider["median_weekly_fee_pence"] is None and "cost_avoidance_pence_per_week" not in provider
+        assert (provider["providers"], provider["suppressed"], provider["suppressed_reason"]) == (2, True, "too_few_providers")
         assert "borough" not in provider and "boroughs" not in provider
 
 
@@ -310,8 +311,10 @@ async def test_padding_a_cell_with_withdrawn_offers_does_not_reveal_a_rivals_fee
 async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_is_final(settings: Settings) -> None:
     """Two referrals of one month: four providers on the first (one withdraws and offers again:
     its latest offer counts), a fifth on the second. Five providers, but a referral still open:
-    suppressed; once both are awarded the median of the five appears, the same however asked."""
+    suppressed; once both are awarded the median of the five appears, the same however asked.
+    (A month long past, so that it is over whatever the clock says.)"""
     app = create_app(settings)
+    raised = {**REFERRAL, "raised_at": "2024-05-01T09:00:00.000000Z"}
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     ps = [str(uuid.uuid4()) for _ in range(5)]
     fees = [300000, 350000, 400000, 450000, 500000]
@@ -320,8 +323,8 @@ async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_
         await feed(app, settings,
                    *(env("provider-approved", p, {**PROFILE, "urn": f"10000{i}", "quality_score": "80.00"}, "enrolment")
                      for i, p in enumerate(ps)),
-                   env("referral-raised", first, REFERRAL, "referral"),
-                   env("referral-raised", second, {**REFERRAL, "borough": "lambeth"}, "referral"),
+                   env("referral-raised", first, raised, "referral"),
+                   env("referral-raised", second, {**raised, "borough": "lambeth"}, "referral"),
                    offer(first, "o0-old", ps[0], 900000),
                    env("offer-withdrawn", first, {"offer_id": "o0-old", "provider_id": ps[0], "reason": None}, "referral"),
                    *(offer(first, f"o{i}", ps[i], fees[i]) for i in range(4)),
@@ -345,7 +348,7 @@ async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_
         row = await wait_for(final)
         assert (row["median_weekly_fee_pence"], row["suppressed_reason"], row["awards"]) == (400000, None, 2)
         assert "cost_avoidance_pence_per_week" not in row and "boroughs" not in row
-        for query in ("?need=ASD", "?month=2026-05", "?need=ASD&month=2026-05", "?borough=croydon"):
+        for query in ("?need=ASD", "?month=2024-05", "?need=ASD&month=2024-05", "?borough=croydon"):
             assert await insight_row(client, settings, "provider", ps[1], query) == row
         full = await insight_row(client, settings, "commissioner", "region")
         assert full["boroughs"]["croydon"]["median_weekly_fee_pence"] == 375000  # commissioners: full figures

@@ -104,9 +104,10 @@ def test_the_median_is_of_one_figure_per_provider() -> None:
 
 def test_a_cell_is_final_only_once_its_month_is_over_and_every_referral_settled() -> None:
     five = cell([{"p1": 100, "p2": 200, "p3": 300, "p4": 400, "p5": 500}])
-    assert not cohort_final("2026-03", five, date(2026, 4, 1))  # grace: a late referral may be in flight
-    assert cohort_final("2026-03", five, date(2026, 4, 2))
-    assert cohort_final("2026-12", cell([{}]), date(2027, 1, 2))  # the year rolls over
+    assert not cohort_final("2026-03", five, date(2026, 4, 7))  # grace: a late referral may be in flight
+    assert cohort_final("2026-03", five, date(2026, 4, 8))
+    assert not cohort_final("2026-12", cell([{}]), date(2027, 1, 7))  # the year rolls over
+    assert cohort_final("2026-12", cell([{}]), date(2027, 1, 8))
     open_one = five + [replace(five[0], referral_id="late", offers={}, status="open")]
     assert not cohort_final("2026-03", open_one, LATER)
     [row] = market_insights(open_one, today=LATER)
