@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     email_sender: str = "placematch <no-reply@placematch.local>"
     email_enabled: bool = True
     deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
+    insights_min_providers: int = Field(
+        5, ge=3, description="matching: Fewest distinct providers with standing offers behind a fee figure providers see.")
 
     def database_url_for(self, service: str) -> str:
         if self.database_url:
