@@ -282,3 +282,11 @@ async def test_after_a_realistic_history_erasure_leaves_nothing_to_find(settings
     assert sum(rid.encode() in data for data in haystacks.values()) >= 3  # the search reads what is there
     child = {"child_ref": CHILD, "amended child_ref": CHILD_2, "birth date": BIRTH, "amended birth date": BIRTH_2}
     assert found_in(haystacks, child | sealing_key) == []
+
+
+@pytest.mark.postgres
+async def test_referral_0004_seals_what_an_older_postgresql_database_holds_in_clear(fresh_database_url: str) -> None:
+    from shared.db import Database
+    from tests.unit.test_migrations import check_referral_0004
+
+    await check_referral_0004(Database(fresh_database_url))

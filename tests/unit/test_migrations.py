@@ -129,7 +129,11 @@ async def test_enrolment_0002_names_the_duplicates_it_cannot_index(tmp_path) -> 
 async def test_referral_0004_seals_what_an_older_database_holds_in_clear(tmp_path) -> None:
     """A view and a stored answer from before sealing hold the child in clear: the upgrade seals
     them under the referral's key (or, its key erased, leaves the details out and answers
-    `answer_erased`); the downgrade opens them again."""
+    `answer_erased`); the downgrade opens them again. (On PostgreSQL: tests/integration.)"""
+    await check_referral_0004(Database(f"sqlite+aiosqlite:///{tmp_path}/referral.db"))
+
+
+async def check_referral_0004(db: Database) -> None:
     import orjson
     from cryptography.fernet import Fernet
     from sqlalchemy import select
@@ -138,7 +142,6 @@ async def test_referral_0004_seals_what_an_older_database_holds_in_clear(tmp_pat
     from services.referral.projections import referral_views
     from shared.schema import idempotency_effects, idempotency_keys
 
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/referral.db")
     await _migrate_to(db, "referral", "referral_0003")
     key = Fernet.generate_key().decode()
     view = {"child_ref": "CR-2026-0042", "birth_date": "2014-05-02", "age_at_start": 12, "gender": "male"}
