@@ -391,10 +391,12 @@ def _answer_lost(effect: str) -> dict[str, Any]:
 
 
 def erased_answer(effect: str) -> dict[str, Any]:
-    """The answer of a key whose stored answer was sealed under a key erasure destroyed (column values)."""
+    """The answer of a key whose stored answer was sealed under a key erasure destroyed, or would
+    have been (column values)."""
     return _stored_problem("answer_erased", "Answer erased", effect,
                            f"the first request with this Idempotency-Key took effect on {effect}; its answer "
-                           "was sealed with personal data that have since been erased; read that resource instead")
+                           "is no longer kept, as the personal data it was about have been erased; read that "
+                           "resource instead")
 
 
 def _caller(headers: dict[bytes, bytes], settings: Any) -> str | None:

@@ -26,8 +26,8 @@ branch_labels = None
 depends_on = None
 
 FIELDS = ("child_ref", "birth_date")
-ERASED_DETAIL = ("the first request with this Idempotency-Key took effect on {effect}; its answer was sealed with "
-                 "personal data that have since been erased; read that resource instead")
+ERASED_DETAIL = ("the first request with this Idempotency-Key took effect on {effect}; its answer is no longer "
+                 "kept, as the personal data it was about have been erased; read that resource instead")
 
 
 def _keys(bind: Any) -> dict[str, str | None]:
