@@ -12,7 +12,8 @@ from typing import Any
 
 from alembic import command, context, op
 from alembic.config import Config
-from sqlalchemy import MetaData, pool
+from sqlalchemy import Column, MetaData, String, pool
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import Database
@@ -22,12 +23,32 @@ SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 
 
 def create_core_tables() -> None:
-    """Core schema version 1 (events, outbox, processed_events, idempotency_keys).
+    """The core tables as shared/schema.py declares them now (version 1 when first written).
 
-    A later change to shared/schema.py must come with a new function here and a new revision in
-    every service; this one then stays as it is.
+    A later change to shared/schema.py must come with a new function here, which adds what an
+    older database lacks, and a new revision in every service that calls it (`add_core_columns_2`).
     """
     core_metadata.create_all(op.get_bind(), checkfirst=True)
+
+
+CORE_COLUMNS_2 = (("idempotency_keys", "sealed_under"), ("idempotency_effects", "created"))
+
+
+def add_core_columns_2() -> None:
+    """Core schema version 2: a stored answer sealed under its stream's key
+    (`idempotency_keys.sealed_under`), and what a request created inside its stream
+    (`idempotency_effects.created`). A database made by `create_core_tables` since has them."""
+    inspector = sa_inspect(op.get_bind())
+    for table, column in CORE_COLUMNS_2:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            with op.batch_alter_table(table) as batch:
+                batch.add_column(Column(column, String(100), nullable=True))
+
+
+def drop_core_columns_2() -> None:
+    for table, column in CORE_COLUMNS_2:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column(column)
 
 
 async def create_core_schema(db: Database) -> None:

@@ -59,6 +59,8 @@ idempotency_keys = Table(
     Column("created_at", String(40), nullable=False,
            doc="while in progress, when the owner was last heard from: it renews the claim (web.py)"),
     Column("owner", String(36), nullable=True, doc="the process (runtime instance) that runs the first request"),
+    Column("sealed_under", String(100), nullable=True,
+           doc="the stream whose key seals `body` (the service's store opens it); NULL: kept as sent"),
 )
 
 idempotency_effects = Table(
@@ -68,4 +70,6 @@ idempotency_effects = Table(
     Column("key", String(200), primary_key=True),
     Column("effect", String(100), nullable=False,
            doc="stream id of the first event the request recorded, written in that event's transaction"),
+    Column("created", String(100), nullable=True,
+           doc="what the request created inside that stream (an offer), named instead of the stream"),
 )

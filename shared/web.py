@@ -6,7 +6,7 @@ import hashlib
 import re
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy.exc
@@ -167,6 +167,10 @@ class IdempotencyMiddleware:
     effect did commit but the answer was lost, answers 409 `answer_lost` naming the resource (never
     a second effect). A 5xx, or a 409/429 with Retry-After, without an effect is forgotten so the
     client may retry with the same key.
+
+    Personal data: the answer of a request that took effect is stored as the service's store
+    seals it under the key of the stream it touched (`EventStore.seal_answer`); one whose key was
+    destroyed since (erasure) is answered 409 `answer_erased` naming the resource.
     """
 
     METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -253,7 +257,11 @@ class IdempotencyMiddleware:
 
     async def _store_answer(self, db: Any, scope_key: str, key: str, owner: str, captured: dict[str, Any]) -> None:
         """Keep the answer as the key's (or forget a "try again" one) — only while the claim is this
-        process's: one another instance took over (and the store refused this run's appends) is its."""
+        process's: one another instance took over (and the store refused this run's appends) is its.
+
+        The answer of a request that took effect is kept as the service's store seals it under the
+        key of the stream it touched (`EventStore.seal_answer`): personal data it quotes are then
+        erased with that key, on every database, and no one edits stored answers afterwards."""
         async with db.transaction() as conn:
             mine = ((idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
                     & (idempotency_keys.c.owner == owner) & idempotency_keys.c.status.is_(None))
@@ -263,12 +271,20 @@ class IdempotencyMiddleware:
             if transient and effect is None:  # "try again later" must not become the answer
                 await conn.execute(delete(idempotency_keys).where(mine))
             elif captured["status"] >= 500:
-                await conn.execute(update(idempotency_keys).where(mine).values(**_answer_lost(effect)))
+                await conn.execute(update(idempotency_keys).where(mine).values(**_answer_lost(effect.named)))
             else:
                 kept = [(k, v) for k, v in captured["headers"]
                         if k.lower() in ("content-type", "location", "retry-after")]
-                await conn.execute(update(idempotency_keys).where(mine).values(
-                    status=captured["status"], headers=orjson.dumps(kept).decode(), body=captured["body"]))
+                values = {"status": captured["status"], "headers": orjson.dumps(kept).decode(),
+                          "body": captured["body"], "sealed_under": None}
+                if effect is not None:
+                    sealed = await self.fastapi_app.state.runtime.store.seal_answer(
+                        conn, effect.stream, captured["body"])
+                    if sealed is None:
+                        values = erased_answer(effect.named)
+                    elif sealed != captured["body"]:
+                        values |= {"body": sealed, "sealed_under": effect.stream}
+                await conn.execute(update(idempotency_keys).where(mine).values(**values))
 
     async def _renew(self, db: Any, scope_key: str, key: str, done: asyncio.Event) -> None:
         """Renew this process's claim until `done`: its owner is heard from (`created_at`)."""
@@ -319,11 +335,18 @@ class IdempotencyMiddleware:
                 if taken.rowcount and effect is None:
                     return None
                 if effect is not None:
-                    await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect)))
+                    await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect.named)))
             elif orphaned:  # it took effect, then its process died before storing the answer
-                await conn.execute(update(idempotency_keys).where(unchanged).values(**_answer_lost(effect)))
+                await conn.execute(update(idempotency_keys).where(unchanged).values(**_answer_lost(effect.named)))
             if orphaned:
                 row = (await conn.execute(select(idempotency_keys).where(where))).one()
+            status, headers, body = row.status, row.headers, row.body
+            if status is not None and row.fingerprint == fingerprint and row.sealed_under is not None:
+                body = await self.fastapi_app.state.runtime.store.open_answer(conn, row.sealed_under, row.body)
+                if body is None:  # sealed under a key that erasure destroyed since
+                    effect = await _effect_of(conn, scope_key, key)
+                    erased = erased_answer(effect.named if effect else row.sealed_under)
+                    status, headers, body = erased["status"], erased["headers"], erased["body"]
         if row.fingerprint != fingerprint:
             return problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a "
                            "different request body; use a new key for a new request",
@@ -331,21 +354,36 @@ class IdempotencyMiddleware:
         if row.status is None:
             return problem(409, "Request in progress", "a request with this Idempotency-Key is still being "
                            "processed; retry shortly", headers={"Retry-After": "1"}, field="Idempotency-Key")
-        response = Response(content=row.body, status_code=row.status)
-        for k, v in orjson.loads(row.headers or "[]"):
+        response = Response(content=body, status_code=status)
+        for k, v in orjson.loads(headers or "[]"):
             response.headers[k] = v
         response.headers["Idempotent-Replayed"] = "true"
         return response
 
 
-async def _effect_of(conn: Any, scope_key: str, key: str) -> str | None:
-    return (await conn.execute(select(idempotency_effects.c.effect).where(
-        (idempotency_effects.c.scope == scope_key) & (idempotency_effects.c.key == key)))).scalar()
+class Effect(NamedTuple):
+    """What a keyed request recorded: the stream it touched, and what it created there if not the
+    stream itself (an offer inside a referral)."""
+
+    stream: str
+    created: str | None
+
+    @property
+    def named(self) -> str:
+        """The id an `answer_lost` / `answer_erased` problem names as `effect`: what was created."""
+        return self.created or self.stream
+
+
+async def _effect_of(conn: Any, scope_key: str, key: str) -> Effect | None:
+    row = (await conn.execute(select(idempotency_effects.c.effect, idempotency_effects.c.created).where(
+        (idempotency_effects.c.scope == scope_key) & (idempotency_effects.c.key == key)))).first()
+    return Effect(row.effect, row.created) if row else None
 
 
 def _stored_problem(rule: str, title: str, effect: str, detail: str) -> dict[str, Any]:
     body = {"type": "about:blank", "title": title, "status": 409, "rule": rule, "effect": effect, "detail": detail}
-    return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body)}
+    return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body),
+            "sealed_under": None}
 
 
 def _answer_lost(effect: str) -> dict[str, Any]:
@@ -356,10 +394,12 @@ def _answer_lost(effect: str) -> dict[str, Any]:
 
 
 def erased_answer(effect: str) -> dict[str, Any]:
-    """The stored answer that replaces one quoting personal data erased since (column values)."""
+    """The answer of a key whose stored answer was sealed under a key erasure destroyed, or would
+    have been (column values)."""
     return _stored_problem("answer_erased", "Answer erased", effect,
                            f"the first request with this Idempotency-Key took effect on {effect}; its answer "
-                           "quoted personal data that has since been erased; read that resource instead")
+                           "is no longer kept, as the personal data it was about have been erased; read that "
+                           "resource instead")
 
 
 def _caller(headers: dict[bytes, bytes], settings: Any) -> str | None:
