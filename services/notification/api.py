@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth import Principal, require
 from shared.errors import InvalidTransition, NotFound, RuleViolation
+from shared.events import dumps
+from shared.web import IdempotencyMiddleware
 
 from . import projections
 from .domain import (
@@ -91,6 +93,14 @@ def _projecting(request: Request, *, storing: tuple[str, str, datetime] | None =
     return after
 
 
+def _shown_once(request: Request, kept: dict[str, Any]) -> None:
+    """A secret is shown in the first answer only: the answer an Idempotency-Key keeps for a retry
+    has `secret` null and says so (rotate the secret if that first answer was lost)."""
+    note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
+            f"POST /subscriptions/{kept['id']}/rotate-secret.")
+    request.scope[IdempotencyMiddleware.STORED_ANSWER] = dumps({**kept, "secret_note": note})
+
+
 async def _subscription_view(request: Request, subscription_id: str) -> dict[str, Any]:
     async with _runtime(request).db.read() as conn:
         view = await projections.get_subscription(conn, subscription_id)
@@ -114,7 +124,9 @@ async def create_subscription(
         topic=None, after=_projecting(request, storing=(secret_id, secret, at)),
     )
     response.headers["Location"] = f"/subscriptions/{subscription_id}"
-    return {**await _subscription_view(request, subscription_id), "secret": secret}
+    view = await _subscription_view(request, subscription_id)
+    _shown_once(request, {**view, "secret": None})
+    return {**view, "secret": secret}
 
 
 @router.get("/subscriptions", summary="Your subscriptions (commissioners and auditors see all)")
@@ -179,11 +191,13 @@ async def rotate_secret(
     subscription = await _owned_command(
         request, subscription_id, who, lambda s: s.rotate_secret(secret_id, at=at, grace=grace),
         storing=(secret_id, secret, at))
-    return {
+    answer = {
         "id": subscription_id,
         "secret": secret,
         "previous_secret_valid_until": iso(subscription.previous_valid_until) if subscription.previous_valid_until else None,
     }
+    _shown_once(request, {**answer, "secret": None})
+    return answer
 
 
 @router.post("/subscriptions/{subscription_id}/enable", summary="Resume deliveries to a disabled endpoint")
