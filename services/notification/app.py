@@ -12,7 +12,7 @@ from . import api
 from .config import NotificationSettings
 from .dispatcher import Deliveries, Dispatcher
 from .handlers import make_handler
-from .vault import SecretVault, retire_expired_secrets
+from .vault import SecretVault, retire_expired_secrets, warn_of_secrets_in_clear
 
 RETIRE_CHECK_SECONDS = 60.0
 
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def migrate(db: Database) -> None:
         await upgrade(db, "notification")
         await vault.start(db)  # a key that cannot open the stored secrets stops the start here
+        await warn_of_secrets_in_clear(runtime.store)
 
     runtime = ServiceRuntime("notification", config, migrate=migrate,
                              publishes=["audit"])  # placematch.notifications.dlq comes with the consumed topic

@@ -19,6 +19,7 @@ its hash chain (`placematch verify`). Rotating such a subscription's secret reti
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from datetime import datetime
@@ -30,10 +31,12 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
-from shared.events import Envelope, format_time
+from shared.events import Envelope, format_time, now_utc
 from shared.logs import get_logger
+from shared.schema import events
+from shared.store import EventStore
 
-from .domain import SECRET_PREFIX, Subscription, parse_instant
+from .domain import SECRET_PREFIX, Subscription, SubscriptionStatus, parse_instant
 from .projections import subscription_secrets
 
 log = get_logger("placematch.notification.vault")
@@ -50,15 +53,15 @@ class SecretMissing(RuntimeError):
     """A subscription names a secret that is not stored (deleted, or never committed)."""
 
 
-def parse_keys(value: str) -> MultiFernet:
+def parse_keys(value: str, source: str = "PLACEMATCH_SECRETS_KEY") -> MultiFernet:
     """`PLACEMATCH_SECRETS_KEY`: Fernet keys separated by commas, the first one encrypting."""
     keys = [k.strip() for k in value.split(",") if k.strip()]
     if not keys:
-        raise SecretsKeyError("PLACEMATCH_SECRETS_KEY is empty; set it to `openssl rand -base64 32`.")
+        raise SecretsKeyError(f"{source} is empty; set it to `openssl rand -base64 32`.")
     try:
         return MultiFernet([Fernet(k) for k in keys])
     except (ValueError, TypeError):
-        raise SecretsKeyError("PLACEMATCH_SECRETS_KEY must be 32 random bytes in base64 (`openssl rand -base64 32`), "
+        raise SecretsKeyError(f"{source} must be 32 random bytes in base64 (`openssl rand -base64 32`), "
                               "or several such keys separated by commas.") from None
 
 
@@ -77,7 +80,7 @@ class SecretVault:
     # -- start-up ---------------------------------------------------------------------------
 
     async def start(self, db: Database) -> None:
-        """Settle the key and prove it opens what is stored (called after the migrations)."""
+        """Settle the key and prove it opens a stored secret (called after the migrations)."""
         async with db.read() as conn:
             stored = (await conn.execute(select(func.count()).select_from(subscription_secrets))).scalar_one()
             sample = (await conn.execute(select(subscription_secrets.c.sealed).limit(1))).scalar()
@@ -105,11 +108,14 @@ class SecretVault:
                     f"{path} is missing but {stored} webhook signing secret(s) are stored, sealed with it: "
                     "restore the file, or set PLACEMATCH_SECRETS_KEY to the key they were sealed with.")
             self._data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it meanwhile
+                return parse_keys(path.read_text(), str(path))
             with os.fdopen(fd, "w") as out:
                 out.write(Fernet.generate_key().decode() + "\n")
             log.info("generated the webhook secrets key", path=str(path))
-        return parse_keys(path.read_text())
+        return parse_keys(path.read_text(), str(path))
 
     @property
     def fernet(self) -> MultiFernet:
@@ -184,12 +190,25 @@ class SecretVault:
         return opened
 
 
+async def warn_of_secrets_in_clear(store: EventStore) -> int:
+    """Log (and return) how many live subscriptions still sign with a secret that a version-1 event
+    recorded in clear: rotating their secret is what retires it."""
+    async with store.db.read() as conn:
+        ids = (await conn.execute(select(events.c.stream_id).distinct().where(
+            events.c.type.in_(["subscription-created", "subscription-secret-rotated"])
+            & events.c.body.contains(f'"secret":"{SECRET_PREFIX}', autoescape=True)))).scalars().all()
+        subscriptions = await store.load_many(Subscription, ids, conn)
+    live = sorted(s.id for s in subscriptions.values()
+                  if s.status is not SubscriptionStatus.DELETED and s.secret_id in s.legacy_secrets)
+    if live:
+        log.warning("subscriptions still sign with a secret recorded in clear in their events before secrets were "
+                    "sealed; rotate their secrets (POST /subscriptions/{id}/rotate-secret)",
+                    count=len(live), subscription_ids=live[:20])
+    return len(live)
+
+
 async def retire_expired_secrets(vault: SecretVault, db: Database, every_seconds: float) -> None:
     """Background task: delete secrets once their rotation overlap is over."""
-    import asyncio
-
-    from shared.events import now_utc
-
     while True:
         async with db.transaction() as conn:
             retired = await vault.retire_expired(conn, now_utc())
@@ -198,4 +217,5 @@ async def retire_expired_secrets(vault: SecretVault, db: Database, every_seconds
         await asyncio.sleep(every_seconds)
 
 
-__all__ = ["SecretMissing", "SecretVault", "SecretsKeyError", "new_secret_id", "parse_keys", "subscription_secrets"]
+__all__ = ["SecretMissing", "SecretVault", "SecretsKeyError", "new_secret_id", "parse_keys", "subscription_secrets",
+           "warn_of_secrets_in_clear"]

@@ -25,7 +25,7 @@ from services.notification.config import NotificationSettings
 from services.notification.domain import legacy_secret_id, new_signing_secret
 from services.notification.projections import subscription_secrets
 from services.notification.testing import WebhookReceiver, run_receiver
-from services.notification.vault import KEY_FILE, SecretsKeyError
+from services.notification.vault import KEY_FILE, SecretsKeyError, warn_of_secrets_in_clear
 from shared.aggregate import NewEvent
 from shared.bus import Message
 from shared.cli import app as cli
@@ -241,6 +241,7 @@ async def test_version_1_events_with_clear_secrets_still_load_sign_and_verify(
                 await projections.project(conn, recorded)
             monkeypatch.undo()
         async with running(settings) as (app, client):
+            assert await warn_of_secrets_in_clear(app.state.runtime.store) == 1
             [stored] = await app.state.runtime.store.read_stream(sid)
             assert stored.dataversion == 2 and stored.data["secret_id"] == legacy_secret_id(old)
             await request_notification(app)
@@ -254,6 +255,7 @@ async def test_version_1_events_with_clear_secrets_still_load_sign_and_verify(
             await wait_for(lambda: len(receiver.accepted) == 2)
             Webhook(old).verify(receiver.accepted[1].body, receiver.accepted[1].headers)  # overlap
             assert await event_rows_holding(app.state.runtime.db, [rotated.json()["secret"]]) == []
+            assert await warn_of_secrets_in_clear(app.state.runtime.store) == 0
     db = Database(sqlite_url(tmp_path / "notification.db"))
     try:
         report = await verify_store(db)
