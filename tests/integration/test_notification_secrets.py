@@ -43,6 +43,12 @@ async def test_no_secret_in_clear_in_any_postgresql_row_and_signing_verifies(
         assert received.verified
         Webhook(first).verify(received.body, received.headers)  # the old one during the overlap
 
+        async def delivered() -> bool:
+            listed = (await client.get("/deliveries", headers=headers, params={"status": "delivered"})).json()
+            return len(listed["deliveries"]) == 1
+
+        await wait_for(delivered, timeout=30)
+
         forms = [f.decode() for s in (first, second) for f in clear_forms(s)]
         async with app.state.runtime.db.read() as conn:
             rows = (await conn.execute(select(events.c.type, events.c.body))).all()
