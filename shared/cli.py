@@ -133,9 +133,27 @@ def serve(service: str = typer.Argument(..., help="enrolment | referral | matchi
         console.print("[red]PLACEMATCH_JWT_SECRET is unset, a published default or shorter than 32 bytes: anyone "
                       "could mint a commissioner token. Set a long random secret (e.g. `openssl rand -hex 32`).[/]")
         raise typer.Exit(2)
+    if service == "notification":
+        _check_secrets_key(settings)
     fastapi_app = load_create_app(service)(settings)
     uvicorn.run(fastapi_app, host=settings.host, port=settings.port_for(service), log_config=None,
                 log_level="warning")
+
+
+def _check_secrets_key(settings: Settings) -> None:
+    """Production keeps webhook signing secrets under a key of its own, never one left on a disk by chance."""
+    from services.notification.vault import SecretsKeyError, parse_keys
+
+    if not settings.secrets_key:
+        console.print("[red]PLACEMATCH_SECRETS_KEY is unset: notification seals the webhook signing secrets with it. "
+                      "Set it to a random key (`openssl rand -base64 32`) and keep it safe: without it the stored "
+                      "secrets cannot be opened.[/]")
+        raise typer.Exit(2)
+    try:
+        parse_keys(settings.secrets_key)
+    except SecretsKeyError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from None
 
 
 @app.command()

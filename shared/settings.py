@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     webhook_max_attempts: int = 8
     webhook_retry_base_seconds: float = 5.0
+    secrets_key: str | None = Field(
+        None, description="Fernet key(s) sealing webhook signing secrets (`openssl rand -base64 32`; several, "
+                          "comma-separated: the first seals, all open). Required by `placematch serve`; unset "
+                          "elsewhere = a key generated once in <data_dir>/secrets.key.", repr=False)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_username: str | None = None

@@ -174,6 +174,9 @@ class IdempotencyMiddleware:
     """
 
     METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+    STORED_ANSWER = "placematch.idempotency.stored_answer"
+    """A route whose answer must not be kept as sent (it shows a secret once) puts the body to keep
+    instead in `request.scope[STORED_ANSWER]`: a retry with the same key gets that one."""
     ORPHANED_AFTER = timedelta(seconds=10)
     """A claim whose owner has not renewed it for this long is orphaned (tests shorten it)."""
     RENEWALS_PER_LEASE = 3
@@ -246,6 +249,8 @@ class IdempotencyMiddleware:
             context.idempotency_claim.reset(token)
             done.set()
             await lease  # no renewal may land after the answer below
+            if scope.get(self.STORED_ANSWER) is not None:
+                captured = {**captured, "body": scope[self.STORED_ANSWER]}
             try:
                 await self._store_answer(db, scope_key, key, owner, captured)
             except Exception as error:  # noqa: BLE001 - the answer still goes out; the claim's lease lapses

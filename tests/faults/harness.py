@@ -7,6 +7,7 @@ offsets, row counts in each service's own database): the suite never reaches int
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.server
 import json
 import os
@@ -686,12 +687,16 @@ class Audit:
         return "\n".join(out)
 
 
+SECRETS_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
 def service_env(*, bootstrap: str, database_url: str, topic_prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLACEMATCH_") or k.startswith("PLACEMATCH_TEST_")}
     for name in ("PLACEMATCH_JWT_SECRET", "PLACEMATCH_JWT_ALGORITHM"):
         if name in os.environ:
             env[name] = os.environ[name]
     return env | {
+        "PLACEMATCH_SECRETS_KEY": SECRETS_KEY,  # `serve notification` requires one; the same across restarts
         "PLACEMATCH_KAFKA_BOOTSTRAP": bootstrap,
         "PLACEMATCH_DATABASE_URL": database_url,
         "PLACEMATCH_TOPIC_PREFIX": topic_prefix,
