@@ -1,7 +1,7 @@
 """Signing secrets sealed in a table of their own, out of the event log.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: notification_0002
 
 Secrets recorded in clear by version-1 subscription events are not moved here: copying them would
 not take them out of those events, and editing the events would break the hash chain that
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "notification_0002"
 branch_labels = None
 depends_on = None
 
