@@ -165,12 +165,12 @@ def token(
     ttl_days: int = typer.Option(30, help="Days until the token expires."),
 ) -> None:
     """Mint a bearer token signed with PLACEMATCH_JWT_SECRET (for local use and scripts)."""
-    from shared.auth import mint_token
+    from shared.auth import ClaimError, mint_token
 
     try:
         typer.echo(mint_token(Settings(), role, tenant, sub, ttl_seconds=ttl_days * 86400))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--role") from exc
+    except ClaimError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{exc.claim}") from exc
 
 
 @app.command()

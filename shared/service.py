@@ -17,6 +17,7 @@ from shared.bus import Bus, make_bus
 from shared.consumers import EventConsumer, Handler
 from shared.db import Database
 from shared.logs import get_logger
+from shared.inputs import StrictJSONMiddleware
 from shared.migrations import upgrade
 from shared.relay import OutboxRelay
 from shared.settings import Settings
@@ -148,6 +149,7 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.state.settings = runtime.settings
     install_problem_handlers(app)
     app.add_middleware(IdempotencyMiddleware, fastapi_app=app)
+    app.add_middleware(StrictJSONMiddleware)  # a body it refuses never claims an Idempotency-Key
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health_router())
     for router in routers:

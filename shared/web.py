@@ -55,6 +55,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):  # StrictJSONMiddleware's, if bypassed
+            return problem(400, "Invalid request body", "the body is not JSON", field="body", rule="invalid_json")
         errors = [{"field": _field_of(tuple(e.get("loc", ()))), "rule": e.get("type", "invalid"),
                    "message": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid request"}
@@ -63,7 +65,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers)
+        unparsed = exc.status_code == 400 and exc.detail == "There was an error parsing the body"
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers,
+                       field="body" if unparsed else None, rule="invalid_json" if unparsed else None)
 
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     @app.exception_handler(sqlalchemy.exc.DBAPIError)
