@@ -1,6 +1,6 @@
 """Input rules every service shares: a strict JSON body, visible text, plausible dates.
 
-`StrictJSONMiddleware` decodes every JSON request body once more, strictly, before any route
+`decode_json` (run by `shared.web.StrictJSONMiddleware` on every JSON request body) decodes every JSON request body once more, strictly, before any route
 runs, and refuses what Python's `json` (and so FastAPI) would let through but no service can
 store: a body that is not UTF-8 or not JSON (`NaN`, `Infinity`), a key given twice (the last
 would silently win), a NUL (PostgreSQL text cannot hold one) or a lone surrogate (not encodable
@@ -21,10 +21,6 @@ from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from shared.web import problem
-
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_DEPTH = 32
 """Deeper than any request model nests (they go 3 levels deep)."""
@@ -32,7 +28,6 @@ EARLIEST_DATE = date(1990, 1, 1)
 """No record the services keep (inspections, outcomes) is older than this."""
 YEARS_AHEAD = 5
 """How far ahead a start date (required_from, an offer's start) may plausibly be."""
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers, braille blank
 
 
@@ -152,68 +147,6 @@ def check_query(query_string: bytes) -> None:
 def check_path(path: str) -> None:
     if "\x00" in path:
         raise InputRefused(422, "path", "nul_character", "the path contains a NUL character")
-
-
-class StrictJSONMiddleware:
-    """Refuses, before any route or the Idempotency-Key middleware runs, what `decode_json`,
-    `check_query` and `check_path` refuse; passes the body it read on unchanged."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        try:
-            check_path(scope.get("path", ""))
-            check_query(scope.get("query_string", b""))
-        except InputRefused as refused:
-            await _refuse(refused, scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        if scope["method"] not in BODY_METHODS or not is_json(headers.get(b"content-type", b"").decode("latin-1")):
-            await self.app(scope, receive, send)
-            return
-        body, disconnected = await _read_body(receive)
-        if disconnected:
-            return
-        if body:
-            try:
-                decode_json(body)
-            except InputRefused as refused:
-                await _refuse(refused, scope, receive, send)
-                return
-        await self.app(scope, _replay(body), send)
-
-
-async def _refuse(refused: InputRefused, scope: Scope, receive: Receive, send: Send) -> None:
-    title = "Invalid request body" if refused.status == 400 else "Invalid request"
-    await problem(refused.status, title, refused.detail, field=refused.field, rule=refused.rule)(scope, receive, send)
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"", True
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks), False
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 # --- text ------------------------------------------------------------------------------------------

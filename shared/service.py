@@ -17,12 +17,12 @@ from shared.bus import Bus, make_bus
 from shared.consumers import EventConsumer, Handler
 from shared.db import Database
 from shared.logs import get_logger
-from shared.inputs import StrictJSONMiddleware
 from shared.migrations import upgrade
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
-from shared.web import CorrelationMiddleware, IdempotencyMiddleware, health_router, install_problem_handlers
+from shared.web import (CorrelationMiddleware, IdempotencyMiddleware, StrictJSONMiddleware, health_router,
+                        install_problem_handlers)
 
 log = get_logger("placematch.service")
 
