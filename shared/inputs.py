@@ -6,8 +6,8 @@ store: a body that is not UTF-8 or not JSON (`NaN`, `Infinity`), a key given twi
 would silently win), a NUL (PostgreSQL text cannot hold one) or a lone surrogate (not encodable
 as UTF-8: the event store could not write the event), an integer outside 64 bits, a number too
 large for a double, nesting deeper than any request model. Query strings and paths with a NUL
-are refused too. The answer is problem+json naming the field (`outcomes.0`, `location.postcode`)
-and the rule; a body that cannot be parsed at all names `body` (400).
+are refused too. The answer is a 422 problem+json naming the field (`outcomes.0`,
+`location.postcode`) and the rule; a body that cannot be parsed at all names `body`.
 
 `clean_text`/`is_blank` are for text that must say something (a name, a reason): Unicode NFC,
 without the whitespace and invisible characters (zero-width spaces, joiners, BOMs, fillers) at
@@ -71,15 +71,15 @@ def decode_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InputRefused(400, "body", "not_utf8",
+        raise InputRefused(422, "body", "not_utf8",
                            f"the body is not UTF-8 (byte {error.start} cannot be decoded)") from None
     try:
         value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
     except json.JSONDecodeError as error:
-        raise InputRefused(400, "body", "invalid_json", f"the body is not JSON: {error.msg} at line "
+        raise InputRefused(422, "body", "invalid_json", f"the body is not JSON: {error.msg} at line "
                            f"{error.lineno} column {error.colno}") from None
     except (ValueError, RecursionError) as error:  # NaN/Infinity, too many digits, too deep
-        raise InputRefused(400, "body", "invalid_json", f"the body is not JSON: {error}") from None
+        raise InputRefused(422, "body", "invalid_json", f"the body is not JSON: {error}") from None
     _check(value, [])
     return value
 

@@ -57,7 +57,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         if any(e.get("type") == "json_invalid" for e in exc.errors()):  # StrictJSONMiddleware's, if bypassed
-            return problem(400, "Invalid request body", "the body is not JSON", field="body", rule="invalid_json")
+            return problem(422, "Invalid request", "the body is not JSON", field="body", rule="invalid_json")
         errors = [{"field": _field_of(tuple(e.get("loc", ()))), "rule": e.get("type", "invalid"),
                    "message": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid request"}
@@ -184,8 +184,7 @@ class StrictJSONMiddleware:
 
 
 async def _refuse(refused: InputRefused, scope: Scope, receive: Receive, send: Send) -> None:
-    title = "Invalid request body" if refused.status == 400 else "Invalid request"
-    await problem(refused.status, title, refused.detail, field=refused.field, rule=refused.rule)(scope, receive, send)
+    await problem(refused.status, "Invalid request", refused.detail, field=refused.field, rule=refused.rule)(scope, receive, send)
 
 
 class IdempotencyMiddleware:
