@@ -16,6 +16,7 @@ either end, so a name made only of invisible characters is blank.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from datetime import date
 from typing import Any
@@ -50,16 +51,38 @@ class _Duplicated(dict):  # type: ignore[type-arg]
         self.key = key
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            return _Duplicated(pairs, key)
-        seen.add(key)
-    raise AssertionError("unreachable")  # pragma: no cover
+class _Parsing:
+    """Hooks for `json.loads` that note what needs a closer look: an object with a repeated key
+    (marked `_Duplicated`), an integer of 19 digits or more, a float that overflowed. A NUL or a
+    lone surrogate can only come as a `\\u` escape (strict UTF-8 and JSON allow neither raw)."""
+
+    def __init__(self) -> None:
+        self.suspect = False
+
+    def object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        self.suspect = True
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                return _Duplicated(pairs, key)
+            seen.add(key)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def integer(self, text: str) -> int:
+        self.suspect = self.suspect or len(text.lstrip("-")) >= 19
+        return int(text)
+
+    def number(self, text: str) -> float:
+        value = float(text)
+        self.suspect = self.suspect or value in (_INFINITY, -_INFINITY)
+        return value
+
+
+_INFINITY = float("inf")
+_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def _constant(name: str) -> Any:
@@ -74,13 +97,17 @@ def decode_json(body: bytes) -> Any:
         raise InputRefused(422, "body", "not_utf8",
                            f"the body is not UTF-8 (byte {error.start} cannot be decoded)") from None
     try:
-        value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
+        parsing = _Parsing()
+        value = json.loads(text, object_pairs_hook=parsing.object, parse_int=parsing.integer,
+                           parse_float=parsing.number, parse_constant=_constant)
     except json.JSONDecodeError as error:
         raise InputRefused(422, "body", "invalid_json", f"the body is not JSON: {error.msg} at line "
                            f"{error.lineno} column {error.colno}") from None
     except (ValueError, RecursionError) as error:  # NaN/Infinity, too many digits, too deep
         raise InputRefused(422, "body", "invalid_json", f"the body is not JSON: {error}") from None
-    _check(value, [])
+    if (parsing.suspect or ("\\u" in text and _ESCAPE.search(text))
+            or text.count("[") + text.count("{") >= MAX_DEPTH):
+        _check(value, [])
     return value
 
 
@@ -117,8 +144,18 @@ def _check(value: Any, path: list[str | int]) -> None:
             _check(item, [*path, key])
 
 
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _encodable(text: str) -> bool:
-    return "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
+    return "\x00" not in text and not _has_surrogate(text)
 
 
 def _check_text(text: str, path: list[str | int], what: str = "") -> None:
@@ -126,7 +163,7 @@ def _check_text(text: str, path: list[str | int], what: str = "") -> None:
     if "\x00" in text:
         raise InputRefused(422, field, "nul_character", f"{what + ' ' if what else ''}{field} contains a NUL "
                            "character (\\u0000), which no text may hold")
-    if any("\ud800" <= c <= "\udfff" for c in text):
+    if _has_surrogate(text):
         raise InputRefused(422, field, "lone_surrogate", f"{what + ' ' if what else ''}{field} contains a lone "
                            "UTF-16 surrogate (\\ud800-\\udfff), which is not a character")
 
