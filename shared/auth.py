@@ -52,7 +52,7 @@ def check_claims(role: object, tenant: object, sub: object) -> tuple[str, str, s
     """The role, tenant and subject a token may carry, role and tenant in lower case; else
     `ClaimError` naming the claim."""
     if not isinstance(role, str) or role.lower() not in ROLES:
-        raise ClaimError("role", "one_of", f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise ClaimError("role", "one_of", f"role must be one of {', '.join(ROLES)}")
     if not isinstance(tenant, str):
         raise ClaimError("tenant", "type", f"tenant must be text, not {type(tenant).__name__}")
     if len(tenant) > MAX_TENANT_LENGTH:

@@ -184,7 +184,8 @@ class StrictJSONMiddleware:
 
 
 async def _refuse(refused: InputRefused, scope: Scope, receive: Receive, send: Send) -> None:
-    await problem(refused.status, "Invalid request", refused.detail, field=refused.field, rule=refused.rule)(scope, receive, send)
+    answer = problem(refused.status, "Invalid request", refused.detail, field=refused.field, rule=refused.rule)
+    await answer(scope, receive, send)
 
 
 class IdempotencyMiddleware:

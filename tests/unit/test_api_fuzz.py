@@ -661,9 +661,12 @@ WERE_500: list[Any] = [
 
 
 def _path(svc: Service, path: str) -> str:
-    ids = {"provider_id": svc.provider, "applied_id": svc.seeds.get("provider_id", [""])[0],
-           "referral_id": svc.seeds.get("referral_id", [""])[0],
-           "borough_subscription_id": svc.seeds.get("subscription_id", ["", ""])[-1]}
+    """`path` with fresh resources where the fuzzing may have changed the seeded ones' state."""
+    ids = {"provider_id": svc.provider, "borough_subscription_id": svc.seeds.get("subscription_id", ["", ""])[-1]}
+    if "{applied_id}" in path:
+        ids["applied_id"] = svc.expect(201, "POST", "/providers", json=application(f"{uuid.uuid4().int % 10**6:06d}"))["id"]
+    if "{referral_id}" in path:
+        ids["referral_id"] = svc.expect(201, "POST", "/referrals", BOROUGH, json=referral_body())["id"]
     return path.format(**ids)
 
 
@@ -673,8 +676,9 @@ def test_input_that_was_a_500_is_422_naming_field_and_rule(
         body: Callable[[], dict[str, Any]], field: str, rule: str) -> None:
     svc = services[service]
     store = svc.app.state.runtime.store
+    path = _path(svc, path)
     before = len(svc.asgi.run(lambda: store.read_all(limit=100_000)))
-    response = svc.request(method, _path(svc, path), caller, content=json.dumps(body()).encode(),
+    response = svc.request(method, path, caller, content=json.dumps(body()).encode(),
                            headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
