@@ -160,7 +160,8 @@ def migrate(service: str = typer.Argument(..., help="enrolment | referral | matc
 @app.command()
 def token(
     role: str = typer.Option(..., help="commissioner | borough | provider | auditor"),
-    tenant: str = typer.Option(..., help="Borough code (e.g. croydon), provider id, or region name."),
+    tenant: str = typer.Option(..., help="Borough code (e.g. croydon), provider id, or region name: "
+                                          "[a-z0-9][a-z0-9_-]{0,63}, lower-cased."),
     sub: Optional[str] = typer.Option(None, help="Subject; default role:tenant."),
     ttl_days: int = typer.Option(30, help="Days until the token expires."),
 ) -> None:
