@@ -179,17 +179,18 @@ def migrate(service: str = typer.Argument(..., help="enrolment | referral | matc
 @app.command()
 def token(
     role: str = typer.Option(..., help="commissioner | borough | provider | auditor"),
-    tenant: str = typer.Option(..., help="Borough code (e.g. croydon), provider id, or region name."),
+    tenant: str = typer.Option(..., help="Borough code (e.g. croydon), provider id, or region name: "
+                                          "[a-z0-9][a-z0-9_-]{0,63}, lower-cased."),
     sub: Optional[str] = typer.Option(None, help="Subject; default role:tenant."),
     ttl_days: int = typer.Option(30, help="Days until the token expires."),
 ) -> None:
     """Mint a bearer token signed with PLACEMATCH_JWT_SECRET (for local use and scripts)."""
-    from shared.auth import mint_token
+    from shared.auth import ClaimError, mint_token
 
     try:
         typer.echo(mint_token(Settings(), role, tenant, sub, ttl_seconds=ttl_days * 86400))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--role") from exc
+    except ClaimError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{exc.claim}") from exc
 
 
 @app.command()

@@ -21,7 +21,8 @@ from shared.migrations import upgrade
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
-from shared.web import CorrelationMiddleware, IdempotencyMiddleware, health_router, install_problem_handlers
+from shared.web import (CorrelationMiddleware, IdempotencyMiddleware, StrictJSONMiddleware, health_router,
+                        install_problem_handlers)
 
 log = get_logger("placematch.service")
 
@@ -148,6 +149,7 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.state.settings = runtime.settings
     install_problem_handlers(app)
     app.add_middleware(IdempotencyMiddleware, fastapi_app=app)
+    app.add_middleware(StrictJSONMiddleware)  # a body it refuses never claims an Idempotency-Key
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health_router())
     for router in routers:

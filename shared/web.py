@@ -22,6 +22,7 @@ from shared.auth import decode_token
 from shared.db import insert_ignore
 from shared.errors import DomainError
 from shared.events import format_time, now_utc
+from shared.inputs import InputRefused, check_path, check_query, decode_json, is_json
 from shared.logs import get_logger
 from shared.schema import idempotency_effects, idempotency_keys
 
@@ -55,6 +56,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):  # StrictJSONMiddleware's, if bypassed
+            return problem(422, "Invalid request", "the body is not JSON", field="body", rule="invalid_json")
         errors = [{"field": _field_of(tuple(e.get("loc", ()))), "rule": e.get("type", "invalid"),
                    "message": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid request"}
@@ -63,7 +66,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers)
+        unparsed = exc.status_code == 400 and exc.detail == "There was an error parsing the body"
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers,
+                       field="body" if unparsed else None, rule="invalid_json" if unparsed else None)
 
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     @app.exception_handler(sqlalchemy.exc.DBAPIError)
@@ -148,6 +153,42 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send_with_header)
         finally:
             context.actor.reset(actor_token)
+
+
+class StrictJSONMiddleware:
+    """Refuses, before any route or the Idempotency-Key middleware runs, what `decode_json`,
+    `check_query` and `check_path` refuse; passes the body it read on unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            check_path(scope.get("path", ""))
+            check_query(scope.get("query_string", b""))
+        except InputRefused as refused:
+            await _refuse(refused, scope, receive, send)
+            return
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+        if scope["method"] not in IdempotencyMiddleware.METHODS or not is_json(content_type):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body:
+            try:
+                decode_json(body)
+            except InputRefused as refused:
+                await _refuse(refused, scope, receive, send)
+                return
+        await self.app(scope, _replay_body(body), send)
+
+
+async def _refuse(refused: InputRefused, scope: Scope, receive: Receive, send: Send) -> None:
+    answer = problem(refused.status, "Invalid request", refused.detail, field=refused.field, rule=refused.rule)
+    await answer(scope, receive, send)
 
 
 class IdempotencyMiddleware:
