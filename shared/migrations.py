@@ -21,13 +21,33 @@ from shared.schema import metadata as core_metadata
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 
 
+LATER_CORE_TABLES = ("rate_limits",)
+"""Core tables added after version 1, each by its own function below and a revision per service."""
+
+
 def create_core_tables() -> None:
     """Core schema version 1 (events, outbox, processed_events, idempotency_keys).
 
     A later change to shared/schema.py must come with a new function here and a new revision in
     every service; this one then stays as it is.
     """
-    core_metadata.create_all(op.get_bind(), checkfirst=True)
+    tables = [t for t in core_metadata.sorted_tables if t.name not in LATER_CORE_TABLES]
+    core_metadata.create_all(op.get_bind(), tables=tables, checkfirst=True)
+
+
+def create_rate_limit_table() -> None:
+    """Core schema version 2: the rate-limit counters (`shared.limits`), shared by a service's replicas."""
+    from shared.schema import rate_limits
+
+    rate_limits.create(op.get_bind(), checkfirst=True)
+    for index in rate_limits.indexes:
+        index.create(op.get_bind(), checkfirst=True)
+
+
+def drop_rate_limit_table() -> None:
+    from shared.schema import rate_limits
+
+    rate_limits.drop(op.get_bind(), checkfirst=True)
 
 
 async def create_core_schema(db: Database) -> None:
