@@ -77,9 +77,10 @@ async def served(app: Any) -> AsyncIterator[int]:
         await asyncio.wait_for(task, 30)
 
 
-def _head(port: int, extra: str) -> bytes:
+def _head(port: int, extra: str, *, keyed: bool = True) -> bytes:
+    key = f"idempotency-key: {uuid.uuid4()}\r\n" if keyed else ""
     return (f"POST /providers HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-            f"idempotency-key: {uuid.uuid4()}\r\n{extra}\r\n").encode()
+            f"{key}{extra}\r\n").encode()
 
 
 def _send_until_answered(port: int, head: bytes, chunks: int, frame: Any) -> tuple[int, bytes]:
@@ -134,7 +135,8 @@ async def test_a_declared_50_mb_body_is_refused_before_it_is_read(tmp_path: Path
     assert sent < FIFTY_MB
 
 
-async def test_a_chunked_body_is_refused_once_it_passes_the_cap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keyed", [True, False], ids=["with-idempotency-key", "without"])
+async def test_a_chunked_body_is_refused_once_it_passes_the_cap(tmp_path: Path, keyed: bool) -> None:
     settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
     app = Recorder(create_app(settings))
 
@@ -142,13 +144,13 @@ async def test_a_chunked_body_is_refused_once_it_passes_the_cap(tmp_path: Path) 
         return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
     async with served(app) as port:
-        head = _head(port, "transfer-encoding: chunked\r\n")
+        head = _head(port, "transfer-encoding: chunked\r\n", keyed=keyed)
         sent, answer = await asyncio.to_thread(_send_until_answered, port, head, FIFTY_MB // CHUNK, chunk)
     status, headers, body = _parse(answer)
     assert status == 413, answer[:300]
     assert headers["content-type"] == PROBLEM and body["rule"] == "max_body_bytes"
-    # the Idempotency-Key middleware (which reads whole bodies) sits behind the cap: the stack stopped
-    # pulling at the first piece the server handed over that took the count past 1 MiB
+    # the Idempotency-Key middleware (which reads whole bodies) sits behind the cap, and the route's own
+    # read is stopped too: the stack pulled no piece past the first that took the count over 1 MiB
     assert sum(app.pieces[:-1]) <= settings.max_body_bytes < app.received < 2 * settings.max_body_bytes
     assert sent < FIFTY_MB
 
