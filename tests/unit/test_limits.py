@@ -26,11 +26,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from limits import parse
+from sqlalchemy import select, update
 
 from services.enrolment.app import create_app
 from shared.db import Database, sqlite_url
 from shared.limits import DatabaseStorage, RateLimiter, RULES, client_ip, parse_networks
 from shared.migrations import create_core_schema
+from shared.schema import rate_limits
 from shared.settings import Settings
 from shared.testing import auth
 from tests.helpers import wait_for
@@ -273,6 +275,16 @@ async def test_the_database_storage_is_shared_by_two_replicas(tmp_path: Path) ->
         assert await replicas[1].refused(rule, "borough:lambeth:y", anonymous=False) is None
         stats = await replicas[0].strategy.get_window_stats(parse("4/minute"), rule.name, "borough:croydon:x")
         assert stats.remaining == 0
+
+        async with first.transaction() as conn:  # croydon's window ends: its row goes at the next purge
+            await conn.execute(update(rate_limits).where(rate_limits.c.key.contains("croydon")).values(expires_at=0))
+        storage = replicas[0].storage
+        assert isinstance(storage, DatabaseStorage)
+        storage._purged_at = 0.0
+        assert await replicas[0].refused(rule, "borough:lambeth:y", anonymous=False) is None
+        async with first.read() as conn:
+            keys = (await conn.execute(select(rate_limits.c.key))).scalars().all()
+        assert len(keys) == 1 and "lambeth" in keys[0]
     finally:
         await first.dispose()
         await second.dispose()
