@@ -26,7 +26,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from limits import parse
-from sqlalchemy import select, update
+import sqlalchemy as sa
 
 from services.enrolment.app import create_app
 from shared.db import Database, sqlite_url
@@ -277,13 +277,13 @@ async def test_the_database_storage_is_shared_by_two_replicas(tmp_path: Path) ->
         assert stats.remaining == 0
 
         async with first.transaction() as conn:  # croydon's window ends: its row goes at the next purge
-            await conn.execute(update(rate_limits).where(rate_limits.c.key.contains("croydon")).values(expires_at=0))
+            await conn.execute(sa.update(rate_limits).where(rate_limits.c.key.contains("croydon")).values(expires_at=0))
         storage = replicas[0].storage
         assert isinstance(storage, DatabaseStorage)
         storage._purged_at = 0.0
         assert await replicas[0].refused(rule, "borough:lambeth:y", anonymous=False) is None
         async with first.read() as conn:
-            keys = (await conn.execute(select(rate_limits.c.key))).scalars().all()
+            keys = (await conn.execute(sa.select(rate_limits.c.key))).scalars().all()
         assert len(keys) == 1 and "lambeth" in keys[0]
     finally:
         await first.dispose()
