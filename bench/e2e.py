@@ -26,7 +26,7 @@ from shared.auth import mint_token
 from shared.demo import BOROUGHS, plan_providers, plan_referrals
 from shared.settings import SERVICES, Settings
 
-from .common import Infra, Row, fresh_pg_database, percentile, today
+from .common import BENCH_RATE_LIMIT, Infra, Row, fresh_pg_database, percentile, today
 from .procs import PYTHON, Process, free_port
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
@@ -103,7 +103,8 @@ class Stack:
                    "PLACEMATCH_TOPIC_PREFIX": prefix, "PLACEMATCH_PORT": str(self.ports[service]),
                    "PLACEMATCH_DATABASE_URL": self.databases[service],
                    "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_LOG_LEVEL": "WARNING",
-                   "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var")}
+                   "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var"),
+                   "PLACEMATCH_RATE_LIMIT_EXPENSIVE": BENCH_RATE_LIMIT}
             self.procs.append(Process([PYTHON, "-m", "shared.cli", "serve", service], env,
                                       self.tmp / f"{service}.log"))
         for service, proc in zip(SERVICES, self.procs):

@@ -43,8 +43,9 @@ def _uvicorn_server(fastapi_app: Any, host: str, port: int) -> Any:
 
             return contextlib.nullcontext()
 
+    # proxy_headers=False: X-Forwarded-For counts only from PLACEMATCH_TRUSTED_PROXIES (shared.limits)
     return Server(uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning", lifespan="on",
-                                 log_config=None, timeout_graceful_shutdown=10))
+                                 log_config=None, timeout_graceful_shutdown=10, proxy_headers=False))
 
 
 @app.command()
@@ -137,7 +138,7 @@ def serve(service: str = typer.Argument(..., help="enrolment | referral | matchi
         _check_secrets_key(settings)
     fastapi_app = load_create_app(service)(settings)
     uvicorn.run(fastapi_app, host=settings.host, port=settings.port_for(service), log_config=None,
-                log_level="warning")
+                log_level="warning", proxy_headers=False)
 
 
 def _check_secrets_key(settings: Settings) -> None:

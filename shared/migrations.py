@@ -22,13 +22,33 @@ from shared.schema import metadata as core_metadata
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 
 
+LATER_CORE_TABLES = ("rate_limits",)
+"""Core tables added after version 1, each by its own function below and a revision per service."""
+
+
 def create_core_tables() -> None:
     """The core tables as shared/schema.py declares them now (version 1 when first written).
 
     A later change to shared/schema.py must come with a new function here, which adds what an
     older database lacks, and a new revision in every service that calls it (`add_core_columns_2`).
     """
-    core_metadata.create_all(op.get_bind(), checkfirst=True)
+    tables = [t for t in core_metadata.sorted_tables if t.name not in LATER_CORE_TABLES]
+    core_metadata.create_all(op.get_bind(), tables=tables, checkfirst=True)
+
+
+def create_rate_limit_table() -> None:
+    """Core schema version 3: the rate-limit counters (`shared.limits`), shared by a service's replicas."""
+    from shared.schema import rate_limits
+
+    rate_limits.create(op.get_bind(), checkfirst=True)
+    for index in rate_limits.indexes:
+        index.create(op.get_bind(), checkfirst=True)
+
+
+def drop_rate_limit_table() -> None:
+    from shared.schema import rate_limits
+
+    rate_limits.drop(op.get_bind(), checkfirst=True)
 
 
 CORE_COLUMNS_2 = (("idempotency_keys", "sealed_under"), ("idempotency_effects", "created"))

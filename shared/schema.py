@@ -1,10 +1,10 @@
-"""Tables every service has: events, outbox, processed events, idempotency keys.
+"""Tables every service has: events, outbox, processed events, idempotency keys, rate-limit counters.
 
 Each service's first Alembic migration creates them with `shared.migrations.create_core_tables`.
 """
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+from sqlalchemy import (BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text,
                         UniqueConstraint)
 
 Position = BigInteger().with_variant(Integer(), "sqlite")
@@ -73,3 +73,12 @@ idempotency_effects = Table(
     Column("created", String(100), nullable=True,
            doc="what the request created inside that stream (an offer), named instead of the stream"),
 )
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(300), primary_key=True, doc="limit, endpoint and client (shared.limits)"),
+    Column("count", BigInteger, nullable=False, doc="hits in the window, refused ones included"),
+    Column("expires_at", Float, nullable=False, doc="end of the fixed window, Unix seconds"),
+)
+Index("ix_rate_limits_expires_at", rate_limits.c.expires_at)

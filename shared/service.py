@@ -14,6 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 from fastapi import APIRouter, FastAPI
 
 from shared.bus import Bus, make_bus
+from shared.limits import install_limits
 from shared.consumers import EventConsumer, Handler
 from shared.db import Database
 from shared.logs import get_logger
@@ -150,6 +151,7 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     install_problem_handlers(app)
     app.add_middleware(IdempotencyMiddleware, fastapi_app=app)
     app.add_middleware(StrictJSONMiddleware)  # a body it refuses never claims an Idempotency-Key
+    install_limits(app, runtime.settings, runtime.db)  # in front of Idempotency-Key, which reads whole bodies
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health_router())
     for router in routers:
