@@ -1,0 +1,137 @@
+"""Two replicas of every service, exactly once, while replicas crash and roll.
+
+Every service runs as two `placematch serve` processes on its one PostgreSQL database and the same
+Kafka topics (3 partitions each); the two replicas of a consumer are members of one consumer group
+and share its partitions. The client sends each write to one replica and its retries (same
+Idempotency-Key) to the other, as behind a load balancer, so keys are claimed on one replica and
+retried on the other. Under a steady load of referrals, offers and awards, the test
+
+  1. checks both replicas of each consumer hold partitions of its group,
+  2. SIGKILLs one replica of each service in turn (the other keeps serving) and starts it again,
+  3. restarts every replica in a rolling restart (SIGTERM; one replica of each service down at a time),
+
+then, once everything has drained, counts every accepted write's effects in the read models and at
+the webhook receiver (0 lost, 0 doubled; one webhook-id per expected notification, and no others),
+and runs `placematch verify` on every service's database and `placematch replay --from topics`
+(matching, in the order of its journal).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.events import Envelope
+from shared.settings import SERVICES
+from tests.faults.harness import CONSUMER_TOPICS, ROOT, Audit, Client, Cluster, Load
+from tests.faults.test_exactly_once_under_faults import diagnosed, keep_loading, settle_and_count
+from tests.helpers import read_whole_topic, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres]
+
+REPLICAS = 2  # read by the `cluster` fixture
+TOPICS = ["enrolment", "referral", "matching", "notifications", "audit"]
+
+
+async def every_replica_consumes(cluster: Cluster) -> dict[str, list[int]]:
+    """Each consumer group has one member per replica, each holding some of its partitions, all
+    of them held; returns the partitions per member."""
+    held: dict[str, list[int]] = {}
+    for group, topics in CONSUMER_TOPICS.items():
+        members = await cluster.group_members(group)
+        wanted = {(cluster.topic(t), p) for t in topics for p in range(await cluster.partitions(t))}
+        assert len(members) == REPLICAS and all(members), f"{group}: members hold {members}"
+        assert set().union(*members) == wanted, f"{group}: {wanted - set().union(*members)} unassigned"
+        held[group] = sorted(len(m) for m in members)
+    return held
+
+
+def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`placematch ARGS` with the cluster's Kafka and topic prefix."""
+    env = {k: v for k, v in cluster.services["matching"].env.items()
+           if k not in ("PLACEMATCH_PORT", "PLACEMATCH_DATABASE_URL")} | {"COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+async def copies_on_topics(cluster: Cluster) -> tuple[int, int]:
+    """(records, distinct events) on the service topics: two relays may publish a row twice."""
+    records, ids = 0, set()
+    for short in TOPICS:
+        for record in await read_whole_topic(cluster.bootstrap, cluster.topic(short)):
+            records += 1
+            ids.add(Envelope.from_kafka(record.value, dict(record.headers or ()) or None).id)
+    return records, len(ids)
+
+
+async def test_two_replicas_of_each_service_crash_and_roll_under_load(
+        cluster: Cluster, client: Client, audit: Audit, tmp_path: Path) -> None:
+    started = time.monotonic()
+    async with diagnosed(cluster):
+        assert {t: await cluster.partitions(t) for t in TOPICS} == {t: 3 for t in TOPICS}
+        load = Load(client, award=True)
+        load.start()
+        await keep_loading(load, 3)
+        held = await wait_for(lambda: every_replica_consumes(cluster), timeout=60, interval=0.5,
+                              message="both replicas of every consumer to hold partitions of its group")
+        print(f"\npartitions held per member of each group: {held}")
+
+        for i, name in enumerate(("notification", "matching", "referral", "enrolment")):
+            replica = i % REPLICAS
+            ready = await cluster.crash_and_restart(name, down_for=1.0, replica=replica)
+            print(f"{cluster.replicas[name][replica].label} SIGKILLed, down 1.0s, ready {ready:.1f}s after its restart")
+            await keep_loading(load, 2)
+
+        for replica in range(REPLICAS):  # one replica of every service at a time
+            wave = [cluster.replicas[s][replica] for s in SERVICES]
+            codes = await asyncio.gather(*(asyncio.to_thread(p.terminate) for p in wave))
+            for p in wave:
+                p.start()
+            await asyncio.gather(*(p.wait_ready() for p in wave))
+            print(f"rolling restart: {[p.label for p in wave]} SIGTERMed (exit codes {codes}) and ready again")
+            load.check()
+            assert codes == [0] * len(wave), f"a replica did not shut down cleanly: {codes}"
+        await keep_loading(load, 2)
+        await load.stop()
+        await settle_and_count(audit, cluster, "two replicas each: one of each SIGKILLed, then all rolled")
+
+        hooks = audit.tallies
+        expected_ids = sum(hooks[t].expected for t in ("webhooks: referral.invited", "webhooks: shortlist.updated",
+                                                       "webhooks: offer.accepted / offer.not_selected"))
+        assert audit.webhook_ids == expected_ids, f"{audit.webhook_ids} distinct webhook-ids, {expected_ids} expected"
+        idle = [p.label for p in cluster.processes if p.name != "matching" and not client.ledger.accepted_by[p.label]]
+        assert not idle, f"replicas that accepted no write: {idle} ({dict(client.ledger.accepted_by)})"
+
+        records, events = await copies_on_topics(cluster)
+        print(f"topics: {records} records of {events} events ({records - events} copies)")
+
+        for name in SERVICES:
+            verified = cli(cluster, "verify", "--service", name,
+                           "--database-url", cluster.services[name].database_url)
+            assert verified.returncode == 0, f"verify {name}:\n{verified.stdout}{verified.stderr}"
+            assert "intact" in verified.stdout, verified.stdout
+        replayed = cli(cluster, "replay", "--data-dir", str(tmp_path), "--from", "topics",
+                       "--journal", cluster.services["matching"].database_url)
+        assert replayed.returncode == 0, f"replay:\n{replayed.stdout}{replayed.stderr}"
+        assert "every decision reproduced byte for byte" in replayed.stdout, replayed.stdout
+        kills = sum(p.kills for p in cluster.processes)
+        print(f"kills {kills}, graceful restarts {sum(p.terminations for p in cluster.processes)}; "
+              f"{client.ledger.attempts} HTTP write attempts; test took {time.monotonic() - started:.1f}s\n"
+              + replayed.stdout.strip().splitlines()[-1])
+
+
+def test_replicas_starting_together_migrate_one_fresh_database_once(fresh_database_url: str) -> None:
+    """Replicas started together on a fresh database each run its migrations at start-up; before the
+    migration lock, all but one failed (duplicate `alembic_version_*` / tables) and did not start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLACEMATCH_")} | {
+        "PLACEMATCH_DATABASE_URL": fresh_database_url}
+    runs = [subprocess.Popen([sys.executable, "-m", "shared.cli", "migrate", "referral"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    failed = [out[-1500:] for run, out in zip(runs, outputs) if run.returncode != 0]
+    assert not failed, f"{len(failed)} of {len(runs)} concurrent migrations failed:\n" + "\n---\n".join(failed)
