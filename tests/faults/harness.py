@@ -213,9 +213,11 @@ class Cluster:
         for service in self.processes:
             await service.wait_ready()
 
-    async def crash_and_restart(self, name: str, down_for: float, replica: int = 0) -> float:
+    async def crash_and_restart(self, name: str, down_for: float, replica: int = 0, *,
+                                wait: bool = True) -> float:
         """SIGKILL replica `replica` of `name` between requests, keep it down `down_for` seconds
-        (the load meets a refused connection), start it again; return how long until it was ready."""
+        (the load meets a refused connection), start it again; return how long until it was ready
+        (with `wait=False`, return at once: the caller waits for `wait_ready`)."""
         service = self.replicas[name][replica]
         await service.gate.close()
         try:
@@ -225,21 +227,9 @@ class Cluster:
         await asyncio.sleep(down_for)  # pacing: how long the service stays down
         started = asyncio.get_running_loop().time()
         service.start()
-        await service.wait_ready()
-        return asyncio.get_running_loop().time() - started
-
-    async def rolling_restart(self) -> list[tuple[str, int, float]]:
-        """SIGTERM every replica of every service in turn, starting each again and waiting until it
-        is ready before the next goes down (one replica of each service always serves); no gate:
-        requests in flight meet a graceful shutdown. Returns (replica, exit code, seconds to ready)."""
-        done = []
-        for service in self.processes:
-            code = await asyncio.to_thread(service.terminate)
-            started = asyncio.get_running_loop().time()
-            service.start()
+        if wait:
             await service.wait_ready()
-            done.append((service.label, code, asyncio.get_running_loop().time() - started))
-        return done
+        return asyncio.get_running_loop().time() - started
 
     def stop_all(self) -> None:
         for service in self.processes:
@@ -302,12 +292,12 @@ class Cluster:
         await admin.start()
         await consumer.start()
         try:
-            await consumer.topics()
             lag: dict[str, int] = {}
             for group, topics in CONSUMER_TOPICS.items():
                 committed = await admin.list_consumer_group_offsets(f"{self.topic_prefix}{group}")
-                parts = [TopicPartition(self.topic(t), p) for t in topics
-                         for p in sorted(consumer.partitions_for_topic(self.topic(t)) or ())]
+                partitions = await self.partitions(topics)
+                parts = [TopicPartition(self.topic(t), p) for t in topics for p in partitions[t]]
+                assert parts, f"no partitions of {topics}"
                 ends = await consumer.end_offsets(parts)
                 lag[f"{group} lag"] = sum(
                     ends[tp] - max(committed[tp].offset, 0) if tp in committed else ends[tp] for tp in parts)
@@ -316,17 +306,20 @@ class Cluster:
             await consumer.stop()
             await admin.close()
 
-    async def partitions(self, short: str) -> int:
-        """How many partitions topic `short` has."""
-        from aiokafka import AIOKafkaConsumer
+    async def partitions(self, shorts: list[str]) -> dict[str, list[int]]:
+        """The partition ids of each of these topics (short names), from the broker's metadata.
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
-        await consumer.start()
+        (Not `AIOKafkaConsumer.partitions_for_topic`: it answers from metadata a consumer has
+        already fetched, None for a topic it has not subscribed to.)"""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        await admin.start()
         try:
-            await consumer.topics()  # fetches the cluster's metadata
-            return len(consumer.partitions_for_topic(self.topic(short)) or ())
+            described = {t["topic"]: t for t in await admin.describe_topics([self.topic(s) for s in shorts])}
         finally:
-            await consumer.stop()
+            await admin.close()
+        return {s: sorted(p["partition"] for p in described[self.topic(s)]["partitions"]) for s in shorts}
 
     async def group_members(self, group: str) -> list[set[tuple[str, int]]]:
         """The partitions each live member of consumer group `group` (after the prefix) holds."""
@@ -595,6 +588,13 @@ class Load:
                                        bearer("provider", provider_id), expect=201)
         self.ledger.offers[view["id"]] = (referral_id, provider_id)
         return view["id"]
+
+    def cancel(self) -> None:
+        """Abandon the load (a test failed): no write goes on after the client is closed."""
+        self._stop.set()
+        for task in [self._runner, *self._writes]:
+            if task is not None:
+                task.cancel()
 
     async def stop(self) -> None:
         """Stop raising new referrals; wait until every write begun has been accepted."""
