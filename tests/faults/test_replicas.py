@@ -23,8 +23,11 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -37,7 +40,7 @@ from shared.relay import OutboxRelay
 from shared.schema import events, outbox
 from shared.settings import SERVICES
 from shared.store import EventStore
-from tests.faults.harness import CONSUMER_TOPICS, ROOT, Audit, Client, Cluster, Load
+from tests.faults.harness import BOROUGH, CONSUMER_TOPICS, REFERRAL, ROOT, Audit, Client, Cluster, Ledger, Load, bearer
 from tests.faults.test_exactly_once_under_faults import diagnosed, keep_loading, settle_and_count
 from tests.helpers import read_whole_topic, wait_for
 
@@ -78,20 +81,55 @@ async def copies_on_topics(cluster: Cluster) -> tuple[int, int]:
     return records, len(ids)
 
 
-async def crash_and_roll(cluster: Cluster, load: Load) -> None:
+async def same_write_to_both_replicas(cluster: Cluster, ledger: Ledger, count: int = 8) -> Counter[str]:
+    """POST one referral with one Idempotency-Key to both referral replicas at the same moment (a
+    client's retry racing its first attempt through the load balancer), each retried on 409
+    Retry-After until answered: both answers name one referral, one of them a replay."""
+    answers: Counter[str] = Counter()
+
+    async def one_write(http: httpx.AsyncClient) -> None:
+        body = {**REFERRAL, "child_ref": f"CR-BOTH-{uuid.uuid4().hex[:10]}"}
+        headers = {**bearer("borough", BOROUGH), "Idempotency-Key": f"both-{uuid.uuid4()}"}
+
+        async def answered(url: str) -> str:
+            async def post() -> str | None:
+                response = await http.post(f"{url}/referrals", json=body, headers=headers)
+                replayed = response.headers.get("idempotent-replayed") == "true"
+                answers[f"{response.status_code}{' replayed' if replayed else ''}"] += 1
+                if response.status_code == 409 and "retry-after" in response.headers:
+                    return None
+                assert response.status_code == 201, f"{response.status_code} {response.text[:300]}"
+                return response.json()["id"]
+
+            return await wait_for(post, timeout=60, interval=0.3, message=f"POST /referrals at {url}")
+
+        ids = await asyncio.gather(*(answered(p.url) for p in cluster.replicas["referral"]))
+        assert len(set(ids)) == 1, f"one write, two referrals: {ids}"
+        ledger.referrals.append(ids[0])
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        await asyncio.gather(*(one_write(http) for _ in range(count)))
+    return answers
+
+
+async def crash_and_roll(cluster: Cluster, load: Load, t0: float) -> None:
     """The faults, while `load` runs: one replica of each service SIGKILLed in turn (each down
     about a second; the next one goes down while the last is still starting), then a rolling
     restart, one replica of every service at a time."""
     await keep_loading(load, 3)
     held = await wait_for(lambda: every_replica_consumes(cluster), timeout=60, interval=0.5,
                           message="both replicas of every consumer to hold partitions of its group")
-    print(f"\npartitions held per member of each group: {held}")
+    print(f"\n[{time.monotonic() - t0:.0f}s] partitions held per member of each group: {held}")
+    answers = await same_write_to_both_replicas(cluster, load.ledger)
+    print(f"[{time.monotonic() - t0:.0f}s] one keyed write sent to both referral replicas at once, 8 times: "
+          f"answers {dict(answers)}")
+    assert answers["201"] == 8 and answers["201 replayed"] == 8, answers
     killed = []
     for i, name in enumerate(("notification", "matching", "referral", "enrolment")):
         replica = cluster.replicas[name][i % REPLICAS]
         await cluster.crash_and_restart(name, down_for=1.0, replica=i % REPLICAS, wait=False)
         killed.append(replica)
-        print(f"{replica.label} SIGKILLed, down 1.0s, starting again")
+        print(f"[{time.monotonic() - t0:.0f}s] {replica.label} SIGKILLed, down 1.0s, starting again")
         await keep_loading(load, 1.5)
     await asyncio.gather(*(p.wait_ready() for p in killed))
     await keep_loading(load, 1.5)
@@ -103,7 +141,7 @@ async def crash_and_roll(cluster: Cluster, load: Load) -> None:
         for p in wave:
             p.start()
         await asyncio.gather(*(p.wait_ready() for p in wave))
-        print(f"rolling restart: {[p.label for p in wave]} SIGTERMed and ready again")
+        print(f"[{time.monotonic() - t0:.0f}s] rolling restart: {[p.label for p in wave]} SIGTERMed and ready again")
         load.check()
     await keep_loading(load, 2)
 
@@ -113,14 +151,15 @@ async def test_two_replicas_of_each_service_crash_and_roll_under_load(
     started = time.monotonic()
     async with diagnosed(cluster):
         assert await cluster.partitions(TOPICS) == {t: [0, 1, 2] for t in TOPICS}
-        load = Load(client, award=True)
+        load = Load(client, interval=1.0, award=True)  # 5 writes a referral, 8 processes on few cores
         load.start()
         try:
-            await crash_and_roll(cluster, load)
+            await crash_and_roll(cluster, load, started)
         except BaseException:
             load.cancel()
             raise
         await load.stop()
+        print(f"[{time.monotonic() - started:.0f}s] load stopped: every write begun was accepted")
         await settle_and_count(audit, cluster, "two replicas each: one of each SIGKILLed, then all rolled")
 
         hooks = audit.tallies
@@ -133,13 +172,13 @@ async def test_two_replicas_of_each_service_crash_and_roll_under_load(
         records, events = await copies_on_topics(cluster)
         print(f"topics: {records} records of {events} events ({records - events} copies)")
 
-        for name in SERVICES:
-            verified = cli(cluster, "verify", "--service", name,
-                           "--database-url", cluster.services[name].database_url)
-            assert verified.returncode == 0, f"verify {name}:\n{verified.stdout}{verified.stderr}"
-            assert "intact" in verified.stdout, verified.stdout
-        replayed = cli(cluster, "replay", "--data-dir", str(tmp_path), "--from", "topics",
-                       "--journal", cluster.services["matching"].database_url)
+        *verified, replayed = await asyncio.gather(*(
+            asyncio.to_thread(cli, cluster, "verify", "--service", name, "--database-url",
+                              cluster.services[name].database_url) for name in SERVICES),
+            asyncio.to_thread(cli, cluster, "replay", "--data-dir", str(tmp_path), "--from", "topics",
+                              "--journal", cluster.services["matching"].database_url))
+        for name, run in zip(SERVICES, verified):
+            assert run.returncode == 0 and "intact" in run.stdout, f"verify {name}:\n{run.stdout}{run.stderr}"
         assert replayed.returncode == 0, f"replay:\n{replayed.stdout}{replayed.stderr}"
         assert "every decision reproduced byte for byte" in replayed.stdout, replayed.stdout
         kills = sum(p.kills for p in cluster.processes)
