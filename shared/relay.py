@@ -74,7 +74,8 @@ class OutboxRelay:
         return len(rows)
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Publish until the outbox is empty (tests, shutdown)."""
+        """Publish until the outbox is empty, or another replica's relay has the lock (it publishes
+        the rest) (tests, shutdown)."""
         async with asyncio.timeout(timeout):
             while await self.publish_pending():
                 pass

@@ -569,7 +569,8 @@ class Load:
                                        {**REFERRAL, "child_ref": f"CR-F-{uuid.uuid4().hex[:10]}-{n}"},
                                        bearer("borough", BOROUGH), expect=201)
         self.ledger.referrals.append(view["id"])
-        offers = await asyncio.gather(*(self._offer(view["id"], pid, fee) for pid, fee in self.ledger.providers.items()))
+        offers = await asyncio.gather(*(self._offer(view["id"], pid, fee)
+                                        for pid, fee in self.ledger.providers.items()))
         if self.award:
             await self._award(view["id"], offers[-1])
 
@@ -728,7 +729,8 @@ class Audit:
                     if len(ranked) < len(offers_of[rid]) else []
                 rankings.duplicated += [f"{rid}: ranking of {len(k)} offers recorded {n} times"
                                         for k, n in ranked.items() if n > 1]
-                awarded = [step["details"]["offer_id"] for step in pack["timeline"] if step["type"] == "placement-awarded"]
+                awarded = [step["details"]["offer_id"] for step in pack["timeline"]
+                           if step["type"] == "placement-awarded"]
                 if len(awarded) > 1 or (awarded and awarded != [self.ledger.awards.get(rid)]):
                     awards.duplicated.append(f"{rid}: awards recorded {awarded}")
         self._count_webhooks(offers_of)
@@ -780,7 +782,8 @@ class Audit:
                          if rid not in offers_of or not k <= offers_of[rid]]
 
         t = self.tally("webhooks: offer.accepted / offer.not_selected")
-        providers_of = {rid: {p: o for o, (r, p) in self.ledger.offers.items() if r == rid} for rid in self.ledger.awards}
+        providers_of = {rid: {p: o for o, (r, p) in self.ledger.offers.items() if r == rid}
+                        for rid in self.ledger.awards}
         expected_outcomes = {("offer.accepted" if o == self.ledger.awards[rid] else "offer.not_selected", p, rid)
                              for rid, offers in providers_of.items() for p, o in offers.items()}
         t.expected = len(expected_outcomes)

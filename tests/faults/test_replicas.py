@@ -143,6 +143,9 @@ async def crash_and_roll(cluster: Cluster, load: Load, t0: float) -> None:
         await asyncio.gather(*(p.wait_ready() for p in wave))
         print(f"[{time.monotonic() - t0:.0f}s] rolling restart: {[p.label for p in wave]} SIGTERMed and ready again")
         load.check()
+    held = await wait_for(lambda: every_replica_consumes(cluster), timeout=60, interval=0.5,
+                          message="the restarted replicas to hold partitions of their groups again")
+    print(f"[{time.monotonic() - t0:.0f}s] after the restarts, partitions held per member: {held}")
     await keep_loading(load, 2)
 
 
@@ -236,7 +239,8 @@ async def test_two_relays_on_one_outbox_publish_each_event_once_in_order(
     await writer.dispose()
     records = await read_whole_topic(kafka_bootstrap, topic)
     ids = [Envelope.from_kafka(r.value, dict(r.headers or ()) or None).id for r in records]
-    print(f"\nrelays published {[relay.published for relay in relays]}; {len(records)} records of {len(positions)} events")
+    print(f"\nrelays published {[relay.published for relay in relays]}; "
+          f"{len(records)} records of {len(positions)} events")
     assert len(ids) == len(set(ids)) == len(positions), f"{len(ids) - len(set(ids))} events published twice"
     for partition in {r.partition for r in records}:
         published = [positions[i] for r, i in zip(records, ids) if r.partition == partition]
