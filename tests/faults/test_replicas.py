@@ -27,6 +27,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -39,9 +40,10 @@ from shared.migrations import create_core_schema
 from shared.relay import OutboxRelay
 from shared.schema import events, outbox
 from shared.settings import SERVICES
-from shared.store import EventStore
-from tests.faults.harness import BOROUGH, CONSUMER_TOPICS, REFERRAL, ROOT, Audit, Client, Cluster, Ledger, Load, bearer
-from tests.faults.test_exactly_once_under_faults import diagnosed, keep_loading, settle_and_count
+from shared.store import APPEND_LOCK_KEY, EventStore
+from tests.faults.harness import (BOROUGH, CONSUMER_TOPICS, REFERRAL, ROOT, Audit, Client, Cluster, Ledger, Load,
+                                  asyncpg_dsn, bearer)
+from tests.faults.test_exactly_once_under_faults import all_referrals, diagnosed, keep_loading, settle_and_count
 from tests.helpers import read_whole_topic, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres]
@@ -245,3 +247,77 @@ async def test_two_relays_on_one_outbox_publish_each_event_once_in_order(
     for partition in {r.partition for r in records}:
         published = [positions[i] for r, i in zip(records, ids) if r.partition == partition]
         assert published == sorted(published), f"partition {partition} out of position order"
+
+
+@pytest.mark.parametrize("moment", ["before-effect", "after-effect"])
+async def test_write_cut_off_on_one_replica_is_answered_by_the_other(cluster: Cluster, client: Client,
+                                                                     moment: str) -> None:
+    """SIGKILL referral replica 1 inside a keyed POST /referrals (as in the single-instance crash
+    test: before its effect, or once it committed but before its answer was stored) and retry
+    with the same key at replica 2, which is running all along: it answers 409 Retry-After while
+    the claim's lease runs, then takes the claim over and runs the request (201), or answers 409
+    `answer_lost` naming the committed referral. Exactly one referral either way."""
+    first, other = cluster.replicas["referral"]
+    key, correlation = f"cut-{uuid.uuid4()}", str(uuid.uuid4())
+    child_ref = f"CR-CUT-{uuid.uuid4().hex[:10]}"
+    body = {**REFERRAL, "child_ref": child_ref}
+    headers = {**bearer("borough", BOROUGH), "Idempotency-Key": key, "X-Correlation-ID": correlation}
+
+    async def claimed() -> bool:
+        return bool(await cluster.scalar(
+            "referral", "SELECT count(*) FROM idempotency_keys WHERE key = $1 AND status IS NULL", key))
+
+    async def waiting_for_append_lock() -> bool:
+        return bool(await cluster.scalar("referral", """
+            SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""))
+
+    async def committed() -> str | None:
+        return await cluster.scalar("referral", "SELECT stream_id FROM events WHERE type = 'referral-raised' "
+                                                "AND body LIKE '%' || $1 || '%'", correlation)
+
+    blocker = await asyncpg.connect(asyncpg_dsn(first.database_url))
+    http = httpx.AsyncClient(timeout=60)
+    committed_id: str | None = None
+    try:
+        await blocker.execute("SELECT pg_advisory_lock($1)", APPEND_LOCK_KEY)  # appends now wait
+        request = asyncio.create_task(http.post(f"{first.url}/referrals", json=body, headers=headers))
+        await wait_for(claimed, timeout=20, message="the Idempotency-Key to be claimed")
+        await wait_for(waiting_for_append_lock, timeout=20, message="POST /referrals to wait on the append lock")
+        if moment == "after-effect":
+            holding = blocker.transaction()
+            await holding.start()
+            await blocker.execute("SELECT 1 FROM idempotency_keys WHERE key = $1 FOR SHARE", key)
+            await blocker.execute("SELECT pg_advisory_unlock($1)", APPEND_LOCK_KEY)
+            committed_id = await wait_for(committed, timeout=20, message="the referral to be committed")
+        first.kill()
+        cut = (await asyncio.gather(request, return_exceptions=True))[0]
+        assert isinstance(cut, httpx.TransportError), f"the first attempt was answered: {cut!r}"
+    finally:
+        await blocker.close()
+    answers: Counter[str] = Counter()
+
+    async def retried() -> str | None:
+        response = await http.post(f"{other.url}/referrals", json=body, headers=headers)
+        answers[f"{response.status_code} {response.json().get('rule') or ''}".strip()] += 1
+        if response.status_code == 409 and "retry-after" in response.headers:
+            return None
+        if moment == "after-effect":
+            assert response.status_code == 409 and response.json()["rule"] == "answer_lost", response.text
+            return response.json()["effect"]
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    try:
+        answered = await wait_for(retried, timeout=60, interval=1.0,
+                                  message=f"replica 2 to answer the retry ({moment})")
+    finally:
+        await http.aclose()
+        first.start()
+        await first.wait_ready()
+    raised = [r for r in await all_referrals(cluster) if r.get("child_ref") == child_ref]
+    print(f"\n{moment}: replica 2 answered {dict(answers)}; referrals with this child_ref: {len(raised)}")
+    assert [r["id"] for r in raised] == [answered]
+    if committed_id is not None:
+        assert answered == committed_id
+    client.ledger.referrals.append(answered)  # counted by any later audit of this module
