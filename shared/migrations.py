@@ -91,8 +91,15 @@ _alembic_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lo
 services started in one process (`placematch up`) must migrate one at a time."""
 
 
+MIGRATION_LOCK_KEY = 0x706C6D67  # "plmg"
+
+
 async def upgrade(db: Database, service: str) -> None:
-    """Bring the service's database to the newest revision (inside the running event loop)."""
+    """Bring the service's database to the newest revision (inside the running event loop).
+
+    On PostgreSQL the migration holds an advisory lock until it commits: replicas starting
+    together on one database migrate one after the other (the later ones find it at head), rather
+    than each creating the same tables and all but one failing to start."""
 
     def _run(sync_conn: Any) -> None:
         cfg = alembic_config(service)
@@ -101,6 +108,8 @@ async def upgrade(db: Database, service: str) -> None:
 
     lock = _alembic_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock, db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         await conn.run_sync(_run)
 
 
