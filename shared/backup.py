@@ -3,8 +3,9 @@
 What is copied: every SQLite store at the top of the data directory — each service's
 `<service>.db` (its events, outbox, read models, processed-event journal, idempotency keys; the
 referral service's per-referral Fernet keys live in `referral.db` too, and notification's webhook
-signing secrets in `notification.db`, so no key material lives outside the stores) and the local
-bus `bus.db` (the message log and every consumer group's committed offset). Not copied: `replay/`
+signing secrets in `notification.db`, sealed under the secrets key) and the local bus `bus.db` (the
+message log and every consumer group's committed offset), plus the key files beside them (`*.key`:
+the generated secrets key when `PLACEMATCH_SECRETS_KEY` is not set). Not copied: `replay/`
 (rebuilt by `placematch replay`), `mail/` (copies of emails already handed to the mail server; the
 delivery log is in `notification.db`) and any other file; the manifest lists what was left out.
 The JWT secret is configuration (`PLACEMATCH_JWT_SECRET`), not data: keep it apart.
@@ -175,6 +176,18 @@ def _copy_snapshot(reader: sqlite3.Connection, target: Path) -> StoreFile:
     return StoreFile(target.name, target.stat().st_size, _sha256(target), _kind(target.name), revision)
 
 
+def keys_in(data_dir: Path) -> list[Path]:
+    """Key files a store needs to be read (`*.key`, e.g. the key that opens notification's sealed
+    webhook secrets when no key is given in settings): without them a restored store is unreadable."""
+    return sorted(p for p in data_dir.glob("*.key") if p.is_file())
+
+
+def _copy_key(source: Path, target: Path) -> StoreFile:
+    shutil.copyfile(source, target)
+    os.chmod(target, 0o600)
+    return StoreFile(target.name, target.stat().st_size, _sha256(target), "key", None)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -201,11 +214,12 @@ def backup(data_dir: Path, target: Path) -> dict[str, Any]:
         with consistent_snapshots(paths) as readers:
             taken = datetime.now(timezone.utc)
             files = [_copy_snapshot(reader, target / path.name) for reader, path in zip(readers, paths)]
+            files += [_copy_key(path, target / path.name) for path in keys_in(data_dir)]
     except BaseException:
         for leftover in target.iterdir():  # no half backup beside a good one
             leftover.unlink()
         raise
-    copied = {p.name for p in paths}
+    copied = {f.name for f in files}
     left_out = {entry.name + ("/" if entry.is_dir() else ""): LEFT_OUT.get(entry.name, "not a store")
                 for entry in sorted(data_dir.iterdir())
                 if entry.name not in copied and not entry.name.endswith(("-wal", "-shm", "-journal"))}
@@ -244,8 +258,8 @@ def read_manifest(source: Path) -> dict[str, Any]:
         raise BackupError(f"{path} lists no files")
     for entry in files:
         name = str(entry.get("name", ""))
-        if Path(name).name != name or not name.endswith(".db"):
-            raise BackupError(f"{path}: {name!r} is not a store's file name")
+        if Path(name).name != name or not name.endswith((".db", ".key")):
+            raise BackupError(f"{path}: {name!r} is not a store's or a key's file name")
         copy = source / name
         if not copy.is_file():
             raise BackupError(f"{name} is missing from {source}")
