@@ -9,13 +9,17 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 from fastapi import APIRouter, FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.aggregate import Aggregate
 from shared.bus import Bus, make_bus
+from shared.commands import Decide, Project, in_transaction, run_command
 from shared.consumers import EventConsumer, Handler
 from shared.db import Database
+from shared.events import Envelope
 from shared.logs import get_logger
 from shared.migrations import upgrade
 from shared.relay import OutboxRelay
@@ -24,6 +28,8 @@ from shared.store import EventStore
 from shared.web import CorrelationMiddleware, IdempotencyMiddleware, health_router, install_problem_handlers
 
 log = get_logger("placematch.service")
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,21 @@ class ServiceRuntime:
 
     def topic(self, short: str) -> str:
         return self.settings.topic(short)
+
+    async def command(self, cls: type[A], stream_id: str, decide: Decide[A], *, topic: str | None,
+                      project: Project[A] | None = None, journal: str | None = None,
+                      project_unchanged: bool = False) -> tuple[A, list[Envelope]]:
+        """Run a command on one aggregate in one transaction (see `shared.commands.run_command`);
+        `topic` is the short name ("referral" -> placematch.referral), None to publish nothing."""
+        return await run_command(self.db, self.store, cls, stream_id, decide,
+                                 topic=None if topic is None else self.topic(topic), project=project,
+                                 journal=journal, project_unchanged=project_unchanged)
+
+    async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], *,
+                          lock_journal: bool = False) -> T:
+        """Run `work(conn)` in one transaction, again from the start on a concurrent append: for a
+        command that loads and appends to several streams itself."""
+        return await in_transaction(self.db, work, lock_journal=lock_journal)
 
     def consume(self, topics: Sequence[str], handler: Handler, name: str = "main", *, batch_size: int = 1,
                 on_commit: Callable[[], None] | None = None) -> None:
