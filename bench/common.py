@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_RATE_LIMIT = "1000000/minute"
+"""PLACEMATCH_RATE_LIMIT_EXPENSIVE for the services under load: the limiter is counted, never refuses."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ referrals are raised open-loop at that rate for a few seconds and the run waits 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import tempfile
@@ -25,10 +26,11 @@ from shared.auth import mint_token
 from shared.demo import BOROUGHS, plan_providers, plan_referrals
 from shared.settings import SERVICES, Settings
 
-from .common import Infra, Row, fresh_pg_database, percentile, today
+from .common import BENCH_RATE_LIMIT, Infra, Row, fresh_pg_database, percentile, today
 from .procs import PYTHON, Process, free_port
 
 SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+SECRETS_KEY = base64.b64encode(os.urandom(32)).decode()
 RATES = (10, 50, 100)
 # For development: PLACEMATCH_BENCH_E2E_RATES=50 (comma-separated) and PLACEMATCH_BENCH_E2E_SECONDS=6 run
 # shorter waves; PLACEMATCH_BENCH_E2E_STAGES=1 prints where each wave's referrals spent their time.
@@ -96,11 +98,13 @@ class Stack:
         prefix = f"bench-{uuid.uuid4().hex[:6]}."
         for service in SERVICES:
             self.databases[service] = await fresh_pg_database(self.infra.database_url, service)
-            env = {"PLACEMATCH_JWT_SECRET": SECRET, "PLACEMATCH_KAFKA_BOOTSTRAP": self.infra.kafka,
+            env = {"PLACEMATCH_JWT_SECRET": SECRET, "PLACEMATCH_SECRETS_KEY": SECRETS_KEY,
+                   "PLACEMATCH_KAFKA_BOOTSTRAP": self.infra.kafka,
                    "PLACEMATCH_TOPIC_PREFIX": prefix, "PLACEMATCH_PORT": str(self.ports[service]),
                    "PLACEMATCH_DATABASE_URL": self.databases[service],
                    "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_LOG_LEVEL": "WARNING",
-                   "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var")}
+                   "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var"),
+                   "PLACEMATCH_RATE_LIMIT_EXPENSIVE": BENCH_RATE_LIMIT}
             self.procs.append(Process([PYTHON, "-m", "shared.cli", "serve", service], env,
                                       self.tmp / f"{service}.log"))
         for service, proc in zip(SERVICES, self.procs):

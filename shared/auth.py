@@ -1,6 +1,7 @@
 """Bearer JWTs: roles and tenants of DESIGN.md, minted for local use, checked by a dependency."""
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,20 @@ from shared.settings import Settings
 
 Role = Literal["commissioner", "borough", "provider", "auditor"]
 ROLES: tuple[str, ...] = ("commissioner", "borough", "provider", "auditor")
+TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+"""A borough code (croydon), region name, or provider id (a lower-case UUID fits): what the
+read models hold in 64 characters. Tenants are compared in lower case."""
+MAX_TENANT_LENGTH = 64
+MAX_SUB_LENGTH = 100
+
+
+class ClaimError(ValueError):
+    """A claim a token must not carry: `claim` names it, `rule` the rule it breaks."""
+
+    def __init__(self, claim: str, rule: str, detail: str) -> None:
+        super().__init__(detail)
+        self.claim = claim
+        self.rule = rule
 
 
 class Unauthorized(DomainError):
@@ -33,12 +48,30 @@ class Principal:
         return f"{self.role}:{self.tenant}"
 
 
+def check_claims(role: object, tenant: object, sub: object) -> tuple[str, str, str]:
+    """The role, tenant and subject a token may carry, role and tenant in lower case; else
+    `ClaimError` naming the claim."""
+    if not isinstance(role, str) or role.lower() not in ROLES:
+        raise ClaimError("role", "one_of", f"role must be one of {', '.join(ROLES)}")
+    if not isinstance(tenant, str):
+        raise ClaimError("tenant", "type", f"tenant must be text, not {type(tenant).__name__}")
+    if len(tenant) > MAX_TENANT_LENGTH:
+        raise ClaimError("tenant", "max_length", f"tenant must be at most {MAX_TENANT_LENGTH} characters")
+    if not TENANT_PATTERN.fullmatch(tenant.lower()):
+        raise ClaimError("tenant", "format", f"tenant {tenant!r} is not a borough code, region or provider id "
+                         "(letters, digits, - and _, starting with a letter or digit, e.g. croydon)")
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH or not sub.isprintable():
+        raise ClaimError("sub", "format", f"sub must be 1 to {MAX_SUB_LENGTH} printable characters")
+    return role.lower(), tenant.lower(), sub
+
+
 def mint_token(settings: Settings, role: str, tenant: str, sub: str | None = None,
                ttl_seconds: int = 30 * 24 * 3600) -> str:
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    """A signed token; `ClaimError` (a ValueError) for a role, tenant or sub no service accepts."""
+    role, tenant, _ = check_claims(role, tenant, "-")
+    role, tenant, sub = check_claims(role, tenant, f"{role}:{tenant}" if sub is None else sub)
     now = int(time.time())
-    claims = {"sub": sub or f"{role}:{tenant}", "role": role, "tenant": tenant, "iat": now,
+    claims = {"sub": sub, "role": role, "tenant": tenant, "iat": now,
               "exp": now + ttl_seconds, "jti": str(uuid.uuid4())}
     key = settings.jwt_private_key if settings.jwt_algorithm == "RS256" else settings.jwt_secret
     return jwt.encode(claims, key, algorithm=settings.jwt_algorithm)
@@ -51,9 +84,12 @@ def decode_token(settings: Settings, token: str) -> Principal:
                             options={"require": ["sub", "role", "tenant", "exp"]})
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid bearer token: {exc}", field="Authorization") from exc
-    if claims["role"] not in ROLES:
-        raise Unauthorized(f"unknown role {claims['role']!r}", field="Authorization")
-    return Principal(sub=str(claims["sub"]), role=str(claims["role"]), tenant=str(claims["tenant"]))
+    try:
+        role, tenant, sub = check_claims(claims["role"], claims["tenant"], claims["sub"])
+    except ClaimError as error:
+        raise Unauthorized(f"the token's {error.claim} claim is not valid: {error}",
+                           field=f"Authorization.{error.claim}", rule=error.rule) from None
+    return Principal(sub=sub, role=role, tenant=tenant)
 
 
 def principal_from(request: Request) -> Principal | None:

@@ -1,4 +1,4 @@
-"""The `placematch` command line: run the services, mint tokens, fill a demo, audit and replay."""
+"""The `placematch` command line: run the services, mint tokens, fill a demo, audit, replay, back up."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +16,8 @@ from rich.table import Table
 
 from shared.settings import SERVICES, Settings
 
-app = typer.Typer(help="placematch: regional commissioning of children's placements.", no_args_is_help=True)
+app = typer.Typer(help="placematch: regional commissioning of children's placements.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)  # a crash's locals hold settings' secrets
 console = Console()
 
 
@@ -42,8 +43,9 @@ def _uvicorn_server(fastapi_app: Any, host: str, port: int) -> Any:
 
             return contextlib.nullcontext()
 
+    # proxy_headers=False: X-Forwarded-For counts only from PLACEMATCH_TRUSTED_PROXIES (shared.limits)
     return Server(uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning", lifespan="on",
-                                 log_config=None, timeout_graceful_shutdown=10))
+                                 log_config=None, timeout_graceful_shutdown=10, proxy_headers=False))
 
 
 @app.command()
@@ -132,9 +134,27 @@ def serve(service: str = typer.Argument(..., help="enrolment | referral | matchi
         console.print("[red]PLACEMATCH_JWT_SECRET is unset, a published default or shorter than 32 bytes: anyone "
                       "could mint a commissioner token. Set a long random secret (e.g. `openssl rand -hex 32`).[/]")
         raise typer.Exit(2)
+    if service == "notification":
+        _check_secrets_key(settings)
     fastapi_app = load_create_app(service)(settings)
     uvicorn.run(fastapi_app, host=settings.host, port=settings.port_for(service), log_config=None,
-                log_level="warning")
+                log_level="warning", proxy_headers=False)
+
+
+def _check_secrets_key(settings: Settings) -> None:
+    """Production keeps webhook signing secrets under a key of its own, never one left on a disk by chance."""
+    from services.notification.vault import SecretsKeyError, parse_keys
+
+    if not settings.secrets_key:
+        console.print("[red]PLACEMATCH_SECRETS_KEY is unset: notification seals the webhook signing secrets with it. "
+                      "Set it to a random key (`openssl rand -base64 32`) and keep it safe: without it the stored "
+                      "secrets cannot be opened.[/]")
+        raise typer.Exit(2)
+    try:
+        parse_keys(settings.secrets_key)
+    except SecretsKeyError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -160,17 +180,18 @@ def migrate(service: str = typer.Argument(..., help="enrolment | referral | matc
 @app.command()
 def token(
     role: str = typer.Option(..., help="commissioner | borough | provider | auditor"),
-    tenant: str = typer.Option(..., help="Borough code (e.g. croydon), provider id, or region name."),
+    tenant: str = typer.Option(..., help="Borough code (e.g. croydon), provider id, or region name: "
+                                          "[a-z0-9][a-z0-9_-]{0,63}, lower-cased."),
     sub: Optional[str] = typer.Option(None, help="Subject; default role:tenant."),
     ttl_days: int = typer.Option(30, help="Days until the token expires."),
 ) -> None:
     """Mint a bearer token signed with PLACEMATCH_JWT_SECRET (for local use and scripts)."""
-    from shared.auth import mint_token
+    from shared.auth import ClaimError, mint_token
 
     try:
         typer.echo(mint_token(Settings(), role, tenant, sub, ttl_seconds=ttl_days * 86400))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--role") from exc
+    except ClaimError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{exc.claim}") from exc
 
 
 @app.command()
@@ -349,6 +370,53 @@ def replay(
             console.print("[green]referral: every read model rebuilt identical[/]")
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command("backup")
+def backup_command(
+    target: Path = typer.Argument(..., help="A new (or empty) directory for the copies and their manifest."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Embedded data directory holding <service>.db files and bus.db."),
+) -> None:
+    """Copy every store of the embedded run (each service's database and the local bus) into TARGET,
+    consistent across them, also while `placematch up` runs; write a manifest (sizes, sha256)."""
+    from shared.backup import BackupError, backup
+
+    try:
+        manifest = backup(data_dir, target)
+    except BackupError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+    _print_manifest(f"backup of {data_dir} in {target}", manifest)
+
+
+@app.command("restore")
+def restore_command(
+    source: Path = typer.Argument(..., help="A directory written by `placematch backup`."),
+    data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
+                                  help="Embedded data directory to restore into (empty, unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Replace the stores of a non-empty data directory."),
+) -> None:
+    """Check a backup against its manifest and put its stores into DATA_DIR (stop placematch first)."""
+    from shared.backup import BackupError, restore
+
+    try:
+        manifest = restore(source, data_dir, force=force)
+    except BackupError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+    _print_manifest(f"restored {source} into {data_dir}", manifest)
+    console.print(f"snapshot of {manifest['snapshot_at']}; check it with `placematch verify --data-dir {data_dir}`")
+
+
+def _print_manifest(title: str, manifest: dict[str, Any]) -> None:
+    table = Table(title=title)
+    for column in ("file", "kind", "bytes", "sha256", "schema"):
+        table.add_column(column)
+    for entry in manifest["files"]:
+        table.add_row(entry["name"], entry["kind"], str(entry["bytes"]), entry["sha256"][:16] + "…",
+                      entry["schema_revision"] or "-")
+    console.print(table)
 
 
 audit_app = typer.Typer(help="Evidence packs reconstructed from the event log.", no_args_is_help=True)

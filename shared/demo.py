@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 HTTP_CONCURRENCY = 8
 """Requests in flight at once: enough to keep four SQLite-backed services busy on two cores."""
+RATE_LIMIT_PATIENCE_SECONDS = 90
+"""A 429 whose Retry-After is at most this long is waited out and the request sent again."""
 REFERRAL_FLOWS = 24
 """Referrals being worked at once (most of a flow's time is spent waiting on events)."""
 EVENT_WAIT_SECONDS = 120.0
@@ -594,6 +596,10 @@ class Api:
             if response.status_code >= 500 and attempt < 4:
                 await asyncio.sleep(0.2 * 2 ** attempt)
                 continue
+            wait = _retry_after(response) if response.status_code == 429 else None
+            if wait is not None and wait <= RATE_LIMIT_PATIENCE_SECONDS and attempt < 4:
+                await asyncio.sleep(wait)  # a rate limit (e.g. a second demo within a minute): wait it out
+                continue
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -630,6 +636,13 @@ class Api:
             await asyncio.sleep(min(retry_after, delay))
             delay = min(max_delay, delay * 1.5)
             attempt += 1
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""Tables every service has: events, outbox, processed events, idempotency keys.
+"""Tables every service has: events, outbox, processed events, idempotency keys, rate-limit counters.
 
 Each service's first Alembic migration creates them with `shared.migrations.create_core_tables`.
 """
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+from sqlalchemy import (BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text,
                         UniqueConstraint)
 
 Position = BigInteger().with_variant(Integer(), "sqlite")
@@ -59,6 +59,8 @@ idempotency_keys = Table(
     Column("created_at", String(40), nullable=False,
            doc="while in progress, when the owner was last heard from: it renews the claim (web.py)"),
     Column("owner", String(36), nullable=True, doc="the process (runtime instance) that runs the first request"),
+    Column("sealed_under", String(100), nullable=True,
+           doc="the stream whose key seals `body` (the service's store opens it); NULL: kept as sent"),
 )
 
 idempotency_effects = Table(
@@ -68,4 +70,15 @@ idempotency_effects = Table(
     Column("key", String(200), primary_key=True),
     Column("effect", String(100), nullable=False,
            doc="stream id of the first event the request recorded, written in that event's transaction"),
+    Column("created", String(100), nullable=True,
+           doc="what the request created inside that stream (an offer), named instead of the stream"),
 )
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(300), primary_key=True, doc="limit, endpoint and client (shared.limits)"),
+    Column("count", BigInteger, nullable=False, doc="hits in the window, refused ones included"),
+    Column("expires_at", Float, nullable=False, doc="end of the fixed window, Unix seconds"),
+)
+Index("ix_rate_limits_expires_at", rate_limits.c.expires_at)

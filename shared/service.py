@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.aggregate import Aggregate
 from shared.bus import Bus, make_bus
 from shared.commands import Decide, Project, in_transaction, run_command
+from shared.limits import install_limits
 from shared.consumers import EventConsumer, Handler
 from shared.db import Database
 from shared.events import Envelope
@@ -25,7 +26,8 @@ from shared.migrations import upgrade
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
-from shared.web import CorrelationMiddleware, IdempotencyMiddleware, health_router, install_problem_handlers
+from shared.web import (CorrelationMiddleware, IdempotencyMiddleware, StrictJSONMiddleware, health_router,
+                        install_problem_handlers)
 
 log = get_logger("placematch.service")
 A = TypeVar("A", bound=Aggregate)
@@ -169,6 +171,8 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.state.settings = runtime.settings
     install_problem_handlers(app)
     app.add_middleware(IdempotencyMiddleware, fastapi_app=app)
+    app.add_middleware(StrictJSONMiddleware)  # a body it refuses never claims an Idempotency-Key
+    install_limits(app, runtime.settings, runtime.db)  # in front of Idempotency-Key, which reads whole bodies
     app.add_middleware(CorrelationMiddleware)
     app.include_router(health_router())
     for router in routers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("enrolment", "referral", "matching", "notification")
@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     webhook_max_attempts: int = 8
     webhook_retry_base_seconds: float = 5.0
+    secrets_key: str | None = Field(
+        None, description="Fernet key(s) sealing webhook signing secrets (`openssl rand -base64 32`; several, "
+                          "comma-separated: the first seals, all open). Required by `placematch serve`; unset "
+                          "elsewhere = a key generated once in <data_dir>/secrets.key.", repr=False)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_username: str | None = None
@@ -44,6 +48,39 @@ class Settings(BaseSettings):
     email_sender: str = "placematch <no-reply@placematch.local>"
     email_enabled: bool = True
     deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
+    insights_min_providers: int = Field(
+        5, ge=3, description="matching: Fewest distinct providers with standing offers behind a fee figure providers see.")
+    max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; a larger one is "
+                                "answered 413 before the rest is read.")
+    rate_limits_enabled: bool = Field(True, description="Per-client rate limits on the open and expensive "
+                                      "endpoints (429 with Retry-After).")
+    rate_limit_open: str = Field("120/minute;1000/hour", description="Anonymous POST /providers per client IP "
+                                 "(`limits` notation; several windows separated by ;).")
+    rate_limit_expensive: str = Field("600/minute", description="Each expensive endpoint (POST /referrals, "
+                                      "offers, PUT /policy, /insights, POST /subscriptions, redelivery, audit pack, "
+                                      "POST /providers with a token) per token subject.")
+    rate_limit_storage: Literal["auto", "memory", "database"] = Field(
+        "auto", description="Where the counters live; auto = the service's database when "
+        "PLACEMATCH_DATABASE_URL is set (shared by replicas), else memory.")
+    trusted_proxies: str = Field("", description="Comma-separated IPs or CIDRs of reverse proxies whose "
+                                 "X-Forwarded-For names the client; unset = X-Forwarded-For is ignored.")
+
+    @field_validator("rate_limit_open", "rate_limit_expensive")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # ValueError names the bad notation
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            ipaddress.ip_network(part, strict=False)
+        return value
 
     def database_url_for(self, service: str) -> str:
         if self.database_url:

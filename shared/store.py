@@ -56,14 +56,17 @@ class EventStore:
         actor: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        created: str | None = None,
     ) -> list[Envelope]:
         """Record `new_events` after version `expected_version` (None = don't check).
 
         With `topic`, each event is also put in the outbox for the relay to publish.
+        `created`: the id of what these events create inside the stream (an offer in a referral),
+        which a keyed request's `answer_lost` names instead of the stream.
         Raises ConcurrencyError when the stream moved on.
         """
         return await self.append_many(conn, [(stream_id, expected_version, new_events)], topic=topic, actor=actor,
-                                      correlation_id=correlation_id, causation_id=causation_id)
+                                      correlation_id=correlation_id, causation_id=causation_id, created=created)
 
     async def append_many(
         self,
@@ -75,6 +78,7 @@ class EventStore:
         actor: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        created: str | None = None,
     ) -> list[Envelope]:
         """`append` to several streams at once — `(stream_id, expected_version, events)` each — in
         a few statements whatever their number (e.g. one notification stream per recipient).
@@ -145,8 +149,19 @@ class EventStore:
         claim = context.idempotency_claim.get()
         if claim is not None:
             await insert_ignore(conn, idempotency_effects,
-                                {"scope": claim[0], "key": claim[1], "effect": batches[0][0]})
+                                {"scope": claim[0], "key": claim[1], "effect": batches[0][0], "created": created})
         return recorded
+
+    async def seal_answer(self, conn: AsyncConnection, stream_id: str, body: bytes) -> bytes | None:
+        """The form in which the stored answer of a keyed request that touched `stream_id` is kept:
+        `body` itself (here), sealed under that stream's key (a store that seals personal data),
+        or None when it may not be kept (that stream's personal data were erased): the key is then
+        answered 409 `answer_erased`. Runs in the transaction that stores the answer."""
+        return body
+
+    async def open_answer(self, conn: AsyncConnection, stream_id: str, sealed: bytes) -> bytes | None:
+        """`seal_answer` undone; None when the stream's key is gone (409 `answer_erased`)."""
+        return sealed
 
     @staticmethod
     async def _fence(conn: AsyncConnection) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import re
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy.exc
@@ -22,6 +22,7 @@ from shared.auth import decode_token
 from shared.db import insert_ignore
 from shared.errors import DomainError
 from shared.events import format_time, now_utc
+from shared.inputs import InputRefused, check_path, check_query, decode_json, is_json
 from shared.logs import get_logger
 from shared.schema import idempotency_effects, idempotency_keys
 
@@ -55,6 +56,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):  # StrictJSONMiddleware's, if bypassed
+            return problem(422, "Invalid request", "the body is not JSON", field="body", rule="invalid_json")
         errors = [{"field": _field_of(tuple(e.get("loc", ()))), "rule": e.get("type", "invalid"),
                    "message": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid request"}
@@ -63,7 +66,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers)
+        unparsed = exc.status_code == 400 and exc.detail == "There was an error parsing the body"
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=exc.headers,
+                       field="body" if unparsed else None, rule="invalid_json" if unparsed else None)
 
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     @app.exception_handler(sqlalchemy.exc.DBAPIError)
@@ -78,8 +83,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return _busy()
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", error=str(exc))
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # the exception goes in the log's `exception` (type, message, frames, no local variables),
+        # with credentials and personal values redacted (shared.logs); the request's body is never logged
+        log.exception("unhandled error", error_type=type(exc).__name__, method=request.method,
+                      path=request.url.path)
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged with the "
                        f"correlation id {context.correlation_id.get()}")
 
@@ -147,6 +155,42 @@ class CorrelationMiddleware:
             context.actor.reset(actor_token)
 
 
+class StrictJSONMiddleware:
+    """Refuses, before any route or the Idempotency-Key middleware runs, what `decode_json`,
+    `check_query` and `check_path` refuse; passes the body it read on unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            check_path(scope.get("path", ""))
+            check_query(scope.get("query_string", b""))
+        except InputRefused as refused:
+            await _refuse(refused, scope, receive, send)
+            return
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1")
+        if scope["method"] not in IdempotencyMiddleware.METHODS or not is_json(content_type):
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body:
+            try:
+                decode_json(body)
+            except InputRefused as refused:
+                await _refuse(refused, scope, receive, send)
+                return
+        await self.app(scope, _replay_body(body), send)
+
+
+async def _refuse(refused: InputRefused, scope: Scope, receive: Receive, send: Send) -> None:
+    answer = problem(refused.status, "Invalid request", refused.detail, field=refused.field, rule=refused.rule)
+    await answer(scope, receive, send)
+
+
 class IdempotencyMiddleware:
     """`Idempotency-Key` on writes: a retried request gets the first response, nothing runs twice.
 
@@ -164,9 +208,16 @@ class IdempotencyMiddleware:
     effect did commit but the answer was lost, answers 409 `answer_lost` naming the resource (never
     a second effect). A 5xx, or a 409/429 with Retry-After, without an effect is forgotten so the
     client may retry with the same key.
+
+    Personal data: the answer of a request that took effect is stored as the service's store
+    seals it under the key of the stream it touched (`EventStore.seal_answer`); one whose key was
+    destroyed since (erasure) is answered 409 `answer_erased` naming the resource.
     """
 
     METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+    STORED_ANSWER = "placematch.idempotency.stored_answer"
+    """A route whose answer must not be kept as sent (it shows a secret once) puts the body to keep
+    instead in `request.scope[STORED_ANSWER]`: a retry with the same key gets that one."""
     ORPHANED_AFTER = timedelta(seconds=10)
     """A claim whose owner has not renewed it for this long is orphaned (tests shorten it)."""
     RENEWALS_PER_LEASE = 3
@@ -239,6 +290,8 @@ class IdempotencyMiddleware:
             context.idempotency_claim.reset(token)
             done.set()
             await lease  # no renewal may land after the answer below
+            if scope.get(self.STORED_ANSWER) is not None:
+                captured = {**captured, "body": scope[self.STORED_ANSWER]}
             try:
                 await self._store_answer(db, scope_key, key, owner, captured)
             except Exception as error:  # noqa: BLE001 - the answer still goes out; the claim's lease lapses
@@ -250,7 +303,11 @@ class IdempotencyMiddleware:
 
     async def _store_answer(self, db: Any, scope_key: str, key: str, owner: str, captured: dict[str, Any]) -> None:
         """Keep the answer as the key's (or forget a "try again" one) — only while the claim is this
-        process's: one another instance took over (and the store refused this run's appends) is its."""
+        process's: one another instance took over (and the store refused this run's appends) is its.
+
+        The answer of a request that took effect is kept as the service's store seals it under the
+        key of the stream it touched (`EventStore.seal_answer`): personal data it quotes are then
+        erased with that key, on every database, and no one edits stored answers afterwards."""
         async with db.transaction() as conn:
             mine = ((idempotency_keys.c.scope == scope_key) & (idempotency_keys.c.key == key)
                     & (idempotency_keys.c.owner == owner) & idempotency_keys.c.status.is_(None))
@@ -260,12 +317,20 @@ class IdempotencyMiddleware:
             if transient and effect is None:  # "try again later" must not become the answer
                 await conn.execute(delete(idempotency_keys).where(mine))
             elif captured["status"] >= 500:
-                await conn.execute(update(idempotency_keys).where(mine).values(**_answer_lost(effect)))
+                await conn.execute(update(idempotency_keys).where(mine).values(**_answer_lost(effect.named)))
             else:
                 kept = [(k, v) for k, v in captured["headers"]
                         if k.lower() in ("content-type", "location", "retry-after")]
-                await conn.execute(update(idempotency_keys).where(mine).values(
-                    status=captured["status"], headers=orjson.dumps(kept).decode(), body=captured["body"]))
+                values = {"status": captured["status"], "headers": orjson.dumps(kept).decode(),
+                          "body": captured["body"], "sealed_under": None}
+                if effect is not None:
+                    sealed = await self.fastapi_app.state.runtime.store.seal_answer(
+                        conn, effect.stream, captured["body"])
+                    if sealed is None:
+                        values = erased_answer(effect.named)
+                    elif sealed != captured["body"]:
+                        values |= {"body": sealed, "sealed_under": effect.stream}
+                await conn.execute(update(idempotency_keys).where(mine).values(**values))
 
     async def _renew(self, db: Any, scope_key: str, key: str, done: asyncio.Event) -> None:
         """Renew this process's claim until `done`: its owner is heard from (`created_at`)."""
@@ -316,11 +381,18 @@ class IdempotencyMiddleware:
                 if taken.rowcount and effect is None:
                     return None
                 if effect is not None:
-                    await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect)))
+                    await conn.execute(update(idempotency_keys).where(where).values(**_answer_lost(effect.named)))
             elif orphaned:  # it took effect, then its process died before storing the answer
-                await conn.execute(update(idempotency_keys).where(unchanged).values(**_answer_lost(effect)))
+                await conn.execute(update(idempotency_keys).where(unchanged).values(**_answer_lost(effect.named)))
             if orphaned:
                 row = (await conn.execute(select(idempotency_keys).where(where))).one()
+            status, headers, body = row.status, row.headers, row.body
+            if status is not None and row.fingerprint == fingerprint and row.sealed_under is not None:
+                body = await self.fastapi_app.state.runtime.store.open_answer(conn, row.sealed_under, row.body)
+                if body is None:  # sealed under a key that erasure destroyed since
+                    effect = await _effect_of(conn, scope_key, key)
+                    erased = erased_answer(effect.named if effect else row.sealed_under)
+                    status, headers, body = erased["status"], erased["headers"], erased["body"]
         if row.fingerprint != fingerprint:
             return problem(422, "Idempotency-Key reused", "this Idempotency-Key was already used with a "
                            "different request body; use a new key for a new request",
@@ -328,21 +400,36 @@ class IdempotencyMiddleware:
         if row.status is None:
             return problem(409, "Request in progress", "a request with this Idempotency-Key is still being "
                            "processed; retry shortly", headers={"Retry-After": "1"}, field="Idempotency-Key")
-        response = Response(content=row.body, status_code=row.status)
-        for k, v in orjson.loads(row.headers or "[]"):
+        response = Response(content=body, status_code=status)
+        for k, v in orjson.loads(headers or "[]"):
             response.headers[k] = v
         response.headers["Idempotent-Replayed"] = "true"
         return response
 
 
-async def _effect_of(conn: Any, scope_key: str, key: str) -> str | None:
-    return (await conn.execute(select(idempotency_effects.c.effect).where(
-        (idempotency_effects.c.scope == scope_key) & (idempotency_effects.c.key == key)))).scalar()
+class Effect(NamedTuple):
+    """What a keyed request recorded: the stream it touched, and what it created there if not the
+    stream itself (an offer inside a referral)."""
+
+    stream: str
+    created: str | None
+
+    @property
+    def named(self) -> str:
+        """The id an `answer_lost` / `answer_erased` problem names as `effect`: what was created."""
+        return self.created or self.stream
+
+
+async def _effect_of(conn: Any, scope_key: str, key: str) -> Effect | None:
+    row = (await conn.execute(select(idempotency_effects.c.effect, idempotency_effects.c.created).where(
+        (idempotency_effects.c.scope == scope_key) & (idempotency_effects.c.key == key)))).first()
+    return Effect(row.effect, row.created) if row else None
 
 
 def _stored_problem(rule: str, title: str, effect: str, detail: str) -> dict[str, Any]:
     body = {"type": "about:blank", "title": title, "status": 409, "rule": rule, "effect": effect, "detail": detail}
-    return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body)}
+    return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body),
+            "sealed_under": None}
 
 
 def _answer_lost(effect: str) -> dict[str, Any]:
@@ -353,10 +440,12 @@ def _answer_lost(effect: str) -> dict[str, Any]:
 
 
 def erased_answer(effect: str) -> dict[str, Any]:
-    """The stored answer that replaces one quoting personal data erased since (column values)."""
+    """The answer of a key whose stored answer was sealed under a key erasure destroyed, or would
+    have been (column values)."""
     return _stored_problem("answer_erased", "Answer erased", effect,
                            f"the first request with this Idempotency-Key took effect on {effect}; its answer "
-                           "quoted personal data that has since been erased; read that resource instead")
+                           "is no longer kept, as the personal data it was about have been erased; read that "
+                           "resource instead")
 
 
 def _caller(headers: dict[bytes, bytes], settings: Any) -> str | None:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from typing import Any, Callable
+
+import jwt
 
 
 async def wait_for(
@@ -61,3 +64,9 @@ async def read_whole_topic(bootstrap: str, topic: str, timeout: float = 90) -> l
             return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()
+
+
+def forged_token(settings: Any, **claims: Any) -> str:
+    """A correctly signed token with exactly these claims (mint_token would refuse bad ones)."""
+    body = {"sub": f"{claims.get('role')}:{claims.get('tenant')}", "exp": int(time.time()) + 3600, **claims}
+    return jwt.encode(body, settings.jwt_secret, algorithm="HS256")

@@ -209,7 +209,8 @@ async def record_inspection(provider_id: str, body: InspectionIn, request: Reque
 async def record_outcomes(provider_id: str, body: OutcomesIn, request: Request,
                           _who: Principal = Depends(require(COMMISSIONER))) -> dict[str, Any]:
     payload = body.model_dump()
-    return await _execute(request, provider_id, lambda p: p.record_outcomes(payload))
+    today = _today()
+    return await _execute(request, provider_id, lambda p: p.record_outcomes(payload, today=today))
 
 
 @router.post("/providers/{provider_id}/approve", summary="Approve an applicant")

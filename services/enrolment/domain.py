@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from shared.aggregate import Aggregate, NewEvent
 from shared.errors import InvalidTransition, NotFound, RuleViolation
+from shared.inputs import clean_text, is_blank
 
 from services.enrolment.profile import Profile
 from services.enrolment.scoring import (
@@ -108,9 +109,10 @@ class Provider(Aggregate):
             events.append(NewEvent(PROVIDER_SUSPENDED, {"reason": reason, "automatic": True}))
         return events
 
-    def record_outcomes(self, payload: Mapping[str, Any]) -> list[NewEvent]:
+    def record_outcomes(self, payload: Mapping[str, Any], *,
+                        today: date | None = None) -> list[NewEvent]:
         self._require_open("record outcomes for")
-        outcomes = Outcomes.parse(payload)
+        outcomes = Outcomes.parse(payload, today=today)
         events = [NewEvent(PROVIDER_OUTCOMES_RECORDED, outcomes.to_data())]
         events += self._rescore(self.inspections, [*self.outcomes, outcomes])
         return events
@@ -229,17 +231,17 @@ class Provider(Aggregate):
 
 
 def _required_reason(reason: Any) -> str:
-    if reason is None or (isinstance(reason, str) and not reason.strip()):
+    if reason is None or (isinstance(reason, str) and is_blank(reason)):
         raise RuleViolation("give a reason", field="reason", rule="required")
     if not isinstance(reason, str):
         raise RuleViolation("reason must be text", field="reason", rule="type")
     if len(reason) > MAX_REASON_LENGTH:
         raise RuleViolation(f"reason is longer than {MAX_REASON_LENGTH} characters",
                             field="reason", rule="max_length")
-    return reason.strip()
+    return clean_text(reason)
 
 
 def _optional_reason(reason: Any) -> str | None:
-    if reason is None or (isinstance(reason, str) and not reason.strip()):
+    if reason is None or (isinstance(reason, str) and is_blank(reason)):
         return None
     return _required_reason(reason)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from shared.errors import RuleViolation
+from shared.inputs import clean_text
 
 NEED_CODES: tuple[str, ...] = (
     "SPLD", "MLD", "SLD", "PMLD", "SEMH", "SLCN", "HI", "VI", "MSI", "PD", "ASD", "OTH",
@@ -25,6 +26,8 @@ PROVIDER_KINDS: tuple[str, ...] = (
 GENDERS: tuple[str, ...] = ("female", "male", "non_binary")
 # EHCPs run to age 25; looked-after children from birth.
 MIN_AGE, MAX_AGE = 0, 25
+MAX_CAPACITY = 10_000
+"""Places free at one provider: far above any real school, home or agency, well inside a column."""
 
 REQUIRED_FIELDS: tuple[str, ...] = (
     "name", "urn", "kind", "lots", "age_min", "age_max", "genders", "placement_types",
@@ -198,7 +201,7 @@ def _parse_field(name: str, value: Any) -> Any:
         case "age_min" | "age_max":
             return _integer(value, name, MIN_AGE, MAX_AGE)
         case "capacity":
-            return _integer(value, name, 0, None)
+            return _integer(value, name, 0, MAX_CAPACITY)
         case "contact_email":
             email = _text(value, name, max_length=254)
             if not _EMAIL.match(email):
@@ -215,9 +218,10 @@ def _parse_field(name: str, value: Any) -> Any:
 def _text(value: Any, field: str, *, max_length: int) -> str:
     if not isinstance(value, str):
         raise RuleViolation(f"{field} must be text", field=field, rule="type")
-    text = value.strip()
+    text = clean_text(value)
     if not text:
-        raise RuleViolation(f"{field} must not be blank", field=field, rule="required")
+        raise RuleViolation(f"{field} must not be blank (or only invisible characters)", field=field,
+                            rule="required")
     if len(text) > max_length:
         raise RuleViolation(f"{field} is longer than {max_length} characters", field=field,
                             rule="max_length")

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from shared.errors import RuleViolation
+from shared.inputs import EARLIEST_DATE
 
 TWO_PLACES = Decimal("0.01")
 
@@ -79,6 +80,9 @@ class Inspection:
         if today is not None and inspected_on > today:
             raise RuleViolation(f"inspected_on {inspected_on} is in the future",
                                 field="inspected_on", rule="not_in_future")
+        if inspected_on < EARLIEST_DATE:
+            raise RuleViolation(f"inspected_on {inspected_on} is before {EARLIEST_DATE}: not a "
+                                "judgement that can count", field="inspected_on", rule="range")
         safeguarding = payload.get("safeguarding")
         if framework == OFSTED_LEGACY:
             overall = payload.get("overall")
@@ -139,7 +143,8 @@ class Outcomes:
     kpis: Mapping[str, int]
 
     @classmethod
-    def parse(cls, payload: Mapping[str, Any]) -> Outcomes:
+    def parse(cls, payload: Mapping[str, Any], *, today: date | None = None) -> Outcomes:
+        """Validate outcomes as posted; `today`, when given, refuses years not yet begun."""
         extra = sorted(set(payload) - {"period", "kpis"})
         if extra:
             raise RuleViolation(f"unknown field {extra[0]!r}", field=extra[0],
@@ -152,6 +157,12 @@ class Outcomes:
         if match is None or (int(match.group(1)) + 1) % 100 != int(match.group(2)):
             raise RuleViolation(f"{period!r} is not an academic year such as '2025-26'",
                                 field="period", rule="academic_year")
+        first_year = int(match.group(1))
+        if first_year < EARLIEST_DATE.year or (today is not None and first_year > today.year):
+            latest = f" and {today.year}-{(today.year + 1) % 100:02d}" if today is not None else ""
+            raise RuleViolation(f"period {period} is not a year between {EARLIEST_DATE.year}-"
+                                f"{(EARLIEST_DATE.year + 1) % 100:02d}{latest}", field="period",
+                                rule="range")
         kpis = payload.get("kpis")
         if kpis is None:
             raise RuleViolation("kpis is required", field="kpis", rule="required")

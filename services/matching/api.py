@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.auth import Principal, require
 from shared.errors import NotFound
 from shared.consumers import journal, lock_journal
-from shared.events import Envelope
+from shared.events import Envelope, now_utc
 
 from . import projections as views
 from .handlers import Matching
 from .insights import insights as compute_insights
+from .insights import market_insights
 from .ranking import POLICY_STREAM, RankingPolicy
 
 router = APIRouter(tags=["matching"])
@@ -138,26 +139,17 @@ async def get_insights(
     who: Principal = Depends(require("commissioner", "auditor", "borough", "provider")),
 ) -> dict[str, Any]:
     """Commissioners and auditors get a per-borough breakdown; a borough its own referrals only;
-    a provider the pooled figures, with no borough or child detail."""
-    async with request.app.state.runtime.db.read() as conn:
+    a provider the pooled figures, with no borough or child detail, and a fee median only where
+    it rests on enough distinct providers' standing offers in a month that no longer changes
+    (`suppressed`, `suppressed_reason` otherwise)."""
+    runtime = request.app.state.runtime
+    async with runtime.db.read() as conn:
         records = await views.insight_records(conn, who.tenant if who.role == "borough" else None)
     records = [r for r in records if (need is None or r.primary_need == need) and (month is None or r.month == month)]
     scope = {"borough": "borough", "provider": "market"}.get(who.role, "partnership")
-    rows = compute_insights(records, by_borough=who.role in READERS)
     if who.role == "provider":
-        rows = [_sealed_for_providers(row) for row in rows]
+        rows = market_insights(records, min_providers=runtime.settings.insights_min_providers,
+                               today=now_utc().date())
+    else:
+        rows = compute_insights(records, by_borough=who.role in READERS)
     return {"scope": scope, "rows": rows}
-
-
-MIN_OFFERS_FOR_PROVIDER_FEES = 5
-"""A provider knows its own fee: in a small cell the median (or the awarded fee behind cost
-avoidance) would give away a rival's price, so providers see fee figures only in cells of at
-least this many offers, and never cost avoidance."""
-
-
-def _sealed_for_providers(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    row.pop("cost_avoidance_pence_per_week", None)
-    if (row.get("offers") or 0) < MIN_OFFERS_FOR_PROVIDER_FEES:
-        row["median_weekly_fee_pence"] = None
-    return row

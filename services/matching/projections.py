@@ -240,21 +240,29 @@ async def shortlist_for(conn: AsyncConnection, referral_id: str) -> dict[str, An
 # --------------------------------------------------------------------------- insights
 
 async def insight_records(conn: AsyncConnection, borough: str | None = None) -> list[ReferralRecord]:
+    """Referrals with their standing offers only: a withdrawn offer counts nowhere, and a provider
+    counts once per referral (its latest standing offer, should it ever hold two)."""
     query = select(referrals)
     if borough is not None:
         query = query.where(referrals.c.borough == borough)
     rows = (await conn.execute(query.order_by(referrals.c.referral_id))).all()
     if not rows:
         return []
-    fees: dict[str, list[int]] = {}
-    for o in (await conn.execute(select(offers.c.referral_id, offers.c.weekly_fee_pence))).all():
-        fees.setdefault(o.referral_id, []).append(o.weekly_fee_pence)
+    standing = select(offers.c.referral_id, offers.c.provider_id, offers.c.weekly_fee_pence).where(
+        offers.c.withdrawn.is_(False))
+    if borough is not None:
+        standing = standing.where(offers.c.referral_id.in_(
+            select(referrals.c.referral_id).where(referrals.c.borough == borough)))
+    fees: dict[str, dict[str, int]] = {}
+    for o in (await conn.execute(standing.order_by(offers.c.referral_id, offers.c.arrival))).all():
+        fees.setdefault(o.referral_id, {})[o.provider_id] = o.weekly_fee_pence
     declined: dict[str, dict[str, int]] = {}
     for d in (await conn.execute(select(declines.c.referral_id, declines.c.reason))).all():
         reasons = declined.setdefault(d.referral_id, {})
         reasons[d.reason] = reasons.get(d.reason, 0) + 1
     return [ReferralRecord(
         referral_id=r.referral_id, borough=r.borough, primary_need=r.primary_need, raised_at=r.raised_at,
-        invited=r.invited_count, offer_fees=fees.get(r.referral_id, []), declines=declined.get(r.referral_id, {}),
+        invited=r.invited_count, offers=fees.get(r.referral_id, {}), declines=declined.get(r.referral_id, {}),
         awarded_fee=r.awarded_fee_pence, awarded_at=r.awarded_at, closed_unfilled=bool(r.closed_unfilled),
+        status=r.status,
     ) for r in rows]

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth import Principal, require
 from shared.errors import InvalidTransition, NotFound, RuleViolation
+from shared.events import dumps
+from shared.web import IdempotencyMiddleware
 
 from . import projections
 from .domain import (
@@ -23,6 +25,7 @@ from .domain import (
     iso,
     new_signing_secret,
 )
+from .vault import SecretVault, new_secret_id
 
 router = APIRouter(tags=["notification"])
 
@@ -74,6 +77,30 @@ async def _project(conn: Any, _aggregate: Any, envelopes: Any) -> None:
     await projections.project(conn, envelopes)
 
 
+def _projecting(request: Request, *, storing: tuple[str, str, datetime] | None = None) -> Any:
+    """`after` for a subscription command: the read models, and the sealed secrets kept in step
+    (a rotation or deletion retires secrets), in the same transaction as the events. With
+    `storing` = (secret id, secret, at), the new secret the events name is sealed in first."""
+    vault: SecretVault = request.app.state.vault
+
+    async def after(conn: Any, aggregate: Any, envelopes: Any) -> None:
+        if storing is not None:
+            secret_id, secret, at = storing
+            await vault.put(conn, aggregate.id, secret_id, vault.seal(secret), at)
+        await projections.project(conn, envelopes)
+        await vault.follow(conn, envelopes)
+
+    return after
+
+
+def _shown_once(request: Request, kept: dict[str, Any]) -> None:
+    """A secret is shown in the first answer only: the answer an Idempotency-Key keeps for a retry
+    has `secret` null and says so (rotate the secret if that first answer was lost)."""
+    note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
+            f"POST /subscriptions/{kept['id']}/rotate-secret.")
+    request.scope[IdempotencyMiddleware.STORED_ANSWER] = dumps({**kept, "secret_note": note})
+
+
 async def _subscription_view(request: Request, subscription_id: str) -> dict[str, Any]:
     async with _runtime(request).db.read() as conn:
         view = await projections.get_subscription(conn, subscription_id)
@@ -88,16 +115,18 @@ async def create_subscription(
     runtime, settings = _runtime(request), _settings(request)
     contact_email = _check_email(body.contact_email)
     subscription_id = str(uuid.uuid4())
-    secret = new_signing_secret()
+    secret, secret_id, at = new_signing_secret(), new_secret_id(), _now()
     await runtime.store.execute(
         Subscription, subscription_id,
         lambda _s: Subscription.create(
-            subscription_id, owner=_owner(who), url=body.url, event_types=body.event_types, secret=secret,
-            at=_now(), allow_private=settings.webhook_allow_private, contact_email=contact_email),
-        topic=None, after=_project,
+            subscription_id, owner=_owner(who), url=body.url, event_types=body.event_types, secret_id=secret_id,
+            at=at, allow_private=settings.webhook_allow_private, contact_email=contact_email),
+        topic=None, after=_projecting(request, storing=(secret_id, secret, at)),
     )
     response.headers["Location"] = f"/subscriptions/{subscription_id}"
-    return {**await _subscription_view(request, subscription_id), "secret": secret}
+    view = await _subscription_view(request, subscription_id)
+    _shown_once(request, {**view, "secret": None})
+    return {**view, "secret": secret}
 
 
 @router.get("/subscriptions", summary="Your subscriptions (commissioners and auditors see all)")
@@ -122,13 +151,14 @@ async def get_subscription(
     return view
 
 
-async def _owned_command(request: Request, subscription_id: str, who: Principal, command: Any) -> Subscription:
+async def _owned_command(request: Request, subscription_id: str, who: Principal, command: Any,
+                         *, storing: tuple[str, str, datetime] | None = None) -> Subscription:
     def decide(subscription: Subscription) -> Any:
         subscription.ensure_owned_by(_owner(who))
         return command(subscription)
 
     subscription, _ = await _runtime(request).store.execute(
-        Subscription, subscription_id, decide, topic=None, after=_project)
+        Subscription, subscription_id, decide, topic=None, after=_projecting(request, storing=storing))
     return subscription
 
 
@@ -156,15 +186,18 @@ async def delete_subscription(
 async def rotate_secret(
     subscription_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS))
 ) -> dict[str, Any]:
-    secret = new_signing_secret()
+    secret, secret_id, at = new_signing_secret(), new_secret_id(), _now()
     grace = _settings(request).secret_grace
     subscription = await _owned_command(
-        request, subscription_id, who, lambda s: s.rotate_secret(secret, at=_now(), grace=grace))
-    return {
+        request, subscription_id, who, lambda s: s.rotate_secret(secret_id, at=at, grace=grace),
+        storing=(secret_id, secret, at))
+    answer = {
         "id": subscription_id,
         "secret": secret,
         "previous_secret_valid_until": iso(subscription.previous_valid_until) if subscription.previous_valid_until else None,
     }
+    _shown_once(request, {**answer, "secret": None})
+    return answer
 
 
 @router.post("/subscriptions/{subscription_id}/enable", summary="Resume deliveries to a disabled endpoint")

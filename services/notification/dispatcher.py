@@ -39,6 +39,7 @@ from .domain import (
     delivery_recorded,
 )
 from .emails import SmtpConfig, build_message, render_endpoint_disabled, render_notification, send_email
+from .vault import SecretVault
 from .webhooks import send_webhook
 
 log = get_logger("placematch.notification.dispatcher")
@@ -150,8 +151,10 @@ class Deliveries:
 
 
 class Dispatcher:
-    def __init__(self, runtime: Any, settings: NotificationSettings, deliveries: Deliveries) -> None:
+    def __init__(self, runtime: Any, settings: NotificationSettings, deliveries: Deliveries,
+                 vault: SecretVault) -> None:
         self.runtime = runtime
+        self.vault = vault
         self.settings = settings
         self.deliveries = deliveries
         self.policy = settings.retry_policy()
@@ -251,23 +254,26 @@ class Dispatcher:
     async def attempt(self, delivery_id: str) -> None:
         store = self.runtime.store
         subscription: Subscription | None = None
-        async with self.runtime.db.read() as conn:  # one connection for both reads
+        signing: list[str] = []
+        now = datetime.now(timezone.utc)
+        async with self.runtime.db.read() as conn:  # one connection for every read
             delivery = await store.load(Delivery, delivery_id, conn)
             if delivery.status is not DeliveryStatus.PENDING:
                 return
             if delivery.channel is Channel.WEBHOOK:
                 assert delivery.subscription_id is not None
                 subscription = await store.load(Subscription, delivery.subscription_id, conn)
+                if subscription.status is SubscriptionStatus.ACTIVE:
+                    signing = await self.vault.signing_secrets(conn, subscription, now)
         if delivery.channel is Channel.WEBHOOK:
             assert subscription is not None
             if subscription.status is not SubscriptionStatus.ACTIVE:
                 await self._abandon(delivery_id, f"subscription_{subscription.status.value}")
                 return
             assert self._client is not None
-            now = datetime.now(timezone.utc)
             outcome = await send_webhook(
                 self._client, url=subscription.url, body=delivery.body, message_id=delivery.message_id,
-                secrets=subscription.signing_secrets(now), allow_private=self.settings.webhook_allow_private,
+                secrets=signing, allow_private=self.settings.webhook_allow_private,
                 timeout_seconds=self.settings.webhook_timeout_seconds,
             )
         else:

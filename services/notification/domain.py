@@ -7,10 +7,10 @@ Events of this service (its own store; `subject` = aggregate id):
 
 Subscription stream
   subscription-created        {"subscription_id", "owner": {"role", "tenant"}, "url", "event_types",
-                               "contact_email" | null, "secret", "created_at"}
+                               "contact_email" | null, "secret_id", "created_at"}             (v2)
   subscription-updated        {"subscription_id", "changes": {"url"?, "event_types"?, "contact_email"?}}
-  subscription-secret-rotated {"subscription_id", "secret", "previous_secret", "previous_valid_until",
-                               "rotated_at"}
+  subscription-secret-rotated {"subscription_id", "secret_id", "previous_secret_id", "previous_valid_until",
+                               "rotated_at"}                                                      (v2)
   subscription-failing        {"subscription_id", "failing_since"}
   subscription-recovered      {"subscription_id", "recovered_at"}
   subscription-disabled       {"subscription_id", "reason", "disabled_at", "failing_since" | null}
@@ -28,16 +28,20 @@ Delivery stream
   delivery-failed             {"delivery_id", "attempts", "status_code" | null, "reason", "failed_at"}
   delivery-retry-requested    {"delivery_id", "requested_at", "requested_by", "next_attempt_at"}
 
-The signing secret lives in the subscription's events: this store is the notification service's
-own and its events are not published to other services.
+Secrets never enter an event: events name them by id, and the secrets themselves are sealed in a
+table of their own (`vault.py`), deleted once they stop signing. Version 1 of the two events carried
+the secret in clear (`secret`, `previous_secret`); the upcasters below turn those into ids and keep
+the clear value in memory only (`Subscription.legacy_secrets`), so old subscriptions go on signing.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import secrets
 import socket
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -46,6 +50,7 @@ from urllib.parse import urlsplit
 
 from shared.aggregate import Aggregate, NewEvent
 from shared.errors import Forbidden, InvalidTransition, NotFound, RuleViolation
+from shared.events import registry
 
 WEBHOOK_TYPES: frozenset[str] = frozenset(
     {
@@ -281,8 +286,10 @@ class Subscription(Aggregate):
         self.url: str = ""
         self.event_types: list[str] = []
         self.contact_email: str | None = None
-        self.secret: str = ""
-        self.previous_secret: str | None = None
+        self.secret_id: str = ""
+        self.previous_secret_id: str | None = None
+        self.legacy_secrets: dict[str, str] = {}
+        """Secrets recorded in clear by version-1 events, by their derived id (`legacy_secret_id`)."""
         self.previous_valid_until: datetime | None = None
         self.status: SubscriptionStatus = SubscriptionStatus.ACTIVE
         self.failing_since: datetime | None = None
@@ -298,16 +305,15 @@ class Subscription(Aggregate):
         owner: Owner,
         url: str,
         event_types: Any,
-        secret: str,
+        secret_id: str,
         at: datetime,
         allow_private: bool,
         contact_email: str | None = None,
     ) -> list[NewEvent]:
+        """`secret_id` names the signing secret, stored sealed outside the event log (vault.py)."""
         check_subscriber(owner)
         checked_url = check_webhook_url(url, allow_private=allow_private)
         types = check_event_types(event_types)
-        if not secret.startswith(SECRET_PREFIX):
-            raise RuleViolation("A signing secret must start with whsec_.", field="secret", rule="format")
         return [
             NewEvent(
                 "subscription-created",
@@ -317,7 +323,7 @@ class Subscription(Aggregate):
                     "url": checked_url,
                     "event_types": types,
                     "contact_email": contact_email,
-                    "secret": secret,
+                    "secret_id": secret_id,
                     "created_at": iso(at),
                 },
             )
@@ -347,22 +353,20 @@ class Subscription(Aggregate):
             return []
         return [NewEvent("subscription-updated", {"subscription_id": self.id, "changes": changes})]
 
-    def rotate_secret(self, new_secret: str, *, at: datetime, grace: timedelta) -> list[NewEvent]:
-        """Replace the secret; the old one keeps signing alongside for `grace`.
+    def rotate_secret(self, new_secret_id: str, *, at: datetime, grace: timedelta) -> list[NewEvent]:
+        """Replace the secret (by id); the old one keeps signing alongside for `grace`.
 
         Standard Webhooks lets `webhook-signature` carry several space-separated signatures, so
         receivers switch to the new secret at their own pace without missing a delivery.
         """
         self._ensure_not_deleted()
-        if not new_secret.startswith(SECRET_PREFIX):
-            raise RuleViolation("A signing secret must start with whsec_.", field="secret", rule="format")
         return [
             NewEvent(
                 "subscription-secret-rotated",
                 {
                     "subscription_id": self.id,
-                    "secret": new_secret,
-                    "previous_secret": self.secret,
+                    "secret_id": new_secret_id,
+                    "previous_secret_id": self.secret_id,
                     "previous_valid_until": iso(at + grace),
                     "rotated_at": iso(at),
                 },
@@ -413,12 +417,12 @@ class Subscription(Aggregate):
         if self.owner is None or self.owner != owner or self.status is SubscriptionStatus.DELETED:
             raise NotFound(f"No subscription {self.id}.")
 
-    def signing_secrets(self, at: datetime) -> list[str]:
-        """The secrets that sign a message sent at `at`: the current one, plus the previous one
-        during the rotation grace period."""
-        result = [self.secret]
-        if self.previous_secret and self.previous_valid_until and at < self.previous_valid_until:
-            result.append(self.previous_secret)
+    def signing_secret_ids(self, at: datetime) -> list[str]:
+        """The ids of the secrets that sign a message sent at `at`: the current one, plus the
+        previous one during the rotation grace period."""
+        result = [self.secret_id]
+        if self.previous_secret_id and self.previous_valid_until and at < self.previous_valid_until:
+            result.append(self.previous_secret_id)
         return result
 
     def wants(self, webhook_type: str) -> bool:
@@ -432,7 +436,8 @@ class Subscription(Aggregate):
             self.url = data["url"]
             self.event_types = list(data["event_types"])
             self.contact_email = data.get("contact_email")
-            self.secret = data["secret"]
+            self.secret_id = data["secret_id"]
+            self.legacy_secrets.update(data.get("legacy_secrets") or {})
             self.created_at = parse_instant(data["created_at"])
         elif type == "subscription-updated":
             changes = data["changes"]
@@ -440,9 +445,11 @@ class Subscription(Aggregate):
             self.event_types = list(changes.get("event_types", self.event_types))
             self.contact_email = changes.get("contact_email", self.contact_email)
         elif type == "subscription-secret-rotated":
-            self.secret = data["secret"]
-            self.previous_secret = data["previous_secret"]
+            self.secret_id = data["secret_id"]
+            self.previous_secret_id = data.get("previous_secret_id")
             self.previous_valid_until = parse_instant(data["previous_valid_until"])
+            self.legacy_secrets = {i: s for i, s in {**self.legacy_secrets, **(data.get("legacy_secrets") or {})}.items()
+                                   if i in (self.secret_id, self.previous_secret_id)}
         elif type == "subscription-failing":
             self.failing_since = parse_instant(data["failing_since"])
         elif type == "subscription-recovered":
@@ -475,6 +482,41 @@ class Subscription(Aggregate):
                 "failing_since": iso(failing_since) if failing_since else None,
             },
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Version 1 of the secret-bearing events (secrets in clear)
+# --------------------------------------------------------------------------------------------
+
+_LEGACY_SECRET_NAMESPACE = uuid.UUID("0e6f1c52-7a43-4f0b-9d6e-2b8c5a1f3d77")
+
+
+def legacy_secret_id(secret: str) -> str:
+    """The id a secret recorded in clear by a version-1 event goes by: derived from the secret
+    (a one-way digest), so the rotation that retires it names the same id as the event that set it."""
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return str(uuid.uuid5(_LEGACY_SECRET_NAMESPACE, digest))
+
+
+def _created_v1(data: dict[str, Any]) -> dict[str, Any]:
+    upcast = {k: v for k, v in data.items() if k != "secret"}
+    secret_id = legacy_secret_id(data["secret"])
+    return {**upcast, "secret_id": secret_id, "legacy_secrets": {secret_id: data["secret"]}}
+
+
+def _rotated_v1(data: dict[str, Any]) -> dict[str, Any]:
+    upcast = {k: v for k, v in data.items() if k not in ("secret", "previous_secret")}
+    secrets_in_clear = {legacy_secret_id(data["secret"]): data["secret"]}
+    previous_id = None
+    if data.get("previous_secret"):
+        previous_id = legacy_secret_id(data["previous_secret"])
+        secrets_in_clear[previous_id] = data["previous_secret"]
+    return {**upcast, "secret_id": legacy_secret_id(data["secret"]), "previous_secret_id": previous_id,
+            "legacy_secrets": secrets_in_clear}
+
+
+registry.register("subscription-created", 2, {1: _created_v1})
+registry.register("subscription-secret-rotated", 2, {1: _rotated_v1})
 
 
 # --------------------------------------------------------------------------------------------
@@ -933,6 +975,7 @@ __all__: Sequence[str] = [
     "classify_smtp",
     "delivery_recorded",
     "iso",
+    "legacy_secret_id",
     "message_id",
     "new_signing_secret",
     "parse_retry_after",

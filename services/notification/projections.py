@@ -36,6 +36,17 @@ subscriptions = Table(
 )
 Index("ix_subscriptions_owner", subscriptions.c.owner_role, subscriptions.c.owner_tenant)
 
+subscription_secrets = Table(
+    "subscription_secrets",
+    metadata,
+    Column("secret_id", String(36), primary_key=True),
+    Column("subscription_id", String(36), nullable=False),
+    Column("sealed", Text, nullable=False, doc="Fernet token of the whsec_ secret (vault.py); never in an event"),
+    Column("created_at", String(40), nullable=False),
+    Column("retire_at", String(40), nullable=True, doc="it stops signing then and is deleted (rotation overlap)"),
+)
+Index("ix_subscription_secrets_subscription", subscription_secrets.c.subscription_id)
+
 deliveries = Table(
     "deliveries",
     metadata,

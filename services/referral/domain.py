@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final, Iterable, Literal, Mapping
 
 from shared.aggregate import Aggregate, NewEvent
 from shared.errors import Forbidden, InvalidTransition, NotFound, RuleViolation
+from shared.inputs import YEARS_AHEAD, clean_text, is_blank, years_ahead
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -127,8 +128,8 @@ def _require(raw: Mapping[str, Any], name: str) -> Any:
 def _text(value: Any, name: str, *, max_length: int = MAX_TEXT, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise _violation(name, "type", f"'{name}' must be a string")
-    if not allow_empty and not value.strip():
-        raise _violation(name, "not_empty", f"'{name}' must not be empty")
+    if not allow_empty and is_blank(value):
+        raise _violation(name, "not_empty", f"'{name}' must not be empty (or only invisible characters)")
     if len(value) > max_length:
         raise _violation(name, "max_length", f"'{name}' must be at most {max_length} characters")
     return value
@@ -161,7 +162,10 @@ def _instant(value: Any, name: str) -> datetime:
         raise _violation(name, "type", f"'{name}' must be an ISO 8601 instant string")
     if moment.tzinfo is None:
         raise _violation(name, "timezone", f"'{name}' must carry a time zone, e.g. 2026-07-01T17:00:00Z")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is in the year 10000 in UTC
+        raise _violation(name, "range", f"'{name}' is outside the years 1 to 9999 in UTC") from None
 
 
 def _integer(value: Any, name: str) -> int:
@@ -333,6 +337,8 @@ class ReferralDetails:
             )
         if self.required_from < today:
             raise _violation("required_from", "not_in_past", "'required_from' is in the past")
+        if self.required_from > years_ahead(today):
+            raise _violation("required_from", "range", f"'required_from' is more than {YEARS_AHEAD} years ahead")
         if self.birth_date is not None and self.required_from < self.birth_date:
             raise _violation("required_from", "after_birth", "'required_from' is before 'birth_date'")
         if self.age_at_start > MAX_AGE_AT_START:
@@ -434,7 +440,7 @@ def _parse_field(name: str, raw: Mapping[str, Any]) -> Any:
                 raise _violation(name, "not_empty", "'outcomes' must name at least one outcome wanted")
             if len(value) > MAX_OUTCOMES:
                 raise _violation(name, "max_items", f"'outcomes' may list at most {MAX_OUTCOMES} outcomes")
-            return tuple(_text(item, f"{name}.{i}", max_length=500).strip() for i, item in enumerate(value))
+            return tuple(clean_text(_text(item, f"{name}.{i}", max_length=500)) for i, item in enumerate(value))
         case "offer_deadline":
             return _instant(value, name)
         case "preferred_provider_id":
@@ -614,7 +620,7 @@ class Referral(Aggregate):
         self._require_owner(borough)
         self._require_open("withdraw")
         if reason is not None:
-            reason = _text(reason, "reason", allow_empty=True).strip() or None
+            reason = clean_text(_text(reason, "reason", allow_empty=True)) or None
         return [NewEvent("referral-withdrawn", {"reason": reason})]
 
     def submit_offer(
@@ -646,6 +652,8 @@ class Referral(Aggregate):
         start = _date(_require({"start_date": start_date}, "start_date"), "start_date")
         if start < now.astimezone(timezone.utc).date():
             raise _violation("start_date", "not_in_past", "'start_date' is in the past")
+        if start > years_ahead(now.astimezone(timezone.utc).date()):
+            raise _violation("start_date", "range", f"'start_date' is more than {YEARS_AHEAD} years ahead")
         text = "" if notes is None else _text(notes, "notes", allow_empty=True)
         return [
             NewEvent(
@@ -669,7 +677,7 @@ class Referral(Aggregate):
         if offer.status != "submitted":
             raise InvalidTransition(f"the offer is {offer.status}, not submitted", rule="offer_not_submitted")
         if reason is not None:
-            reason = _text(reason, "reason", allow_empty=True).strip() or None
+            reason = clean_text(_text(reason, "reason", allow_empty=True)) or None
         return [NewEvent("offer-withdrawn", {"offer_id": offer_id, "provider_id": provider_id, "reason": reason})]
 
     def decline(
@@ -686,7 +694,7 @@ class Referral(Aggregate):
             raise InvalidTransition("you have already declined this referral", rule="already_declined")
         if self.active_offer_of(provider_id) is not None:
             raise InvalidTransition("withdraw your offer before declining", rule="offer_standing")
-        note_text = None if note is None else (_text(note, "note", allow_empty=True).strip() or None)
+        note_text = None if note is None else (clean_text(_text(note, "note", allow_empty=True)) or None)
         if reason_code == "other" and not note_text:
             raise _violation("note", "required", "say why in 'note' when the reason is 'other'")
         return [NewEvent("invitation-declined", {"provider_id": provider_id, "reason": reason_code, "note": note_text})]
@@ -716,9 +724,9 @@ class Referral(Aggregate):
             raise _violation("offer_id", "offer_not_submitted", f"the offer is {offer.status}, not submitted")
         if offer.provider_id in suspended_providers:
             raise _violation("offer_id", "provider_suspended", "the offering provider is suspended")
-        reason = None if justification is None else _text(
+        reason = None if justification is None else clean_text(_text(
             justification, "justification", max_length=MAX_JUSTIFICATION, allow_empty=True
-        ).strip() or None
+        )) or None
         active = self.active_offers()
         if shortlist is None or not shortlist.is_current_for(o.offer_id for o in active):
             raise ShortlistPending(

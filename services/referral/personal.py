@@ -2,7 +2,9 @@
 
 `child_ref` and `birth_date` never reach the event log, the outbox or Kafka in clear: the
 `SealingEventStore` replaces them with a Fernet token under a key of their own referral, kept in
-`referral_personal_keys`. Erasure deletes the key. The events — and so the hash chain and every
+`referral_personal_keys`. The read model (`referral_views`) holds the same sealed tokens and
+opens them on read, and stored Idempotency-Key answers are sealed whole under that key
+(`SealingEventStore.seal_answer`). Erasure destroys the key, and that is all it does. The events — and so the hash chain and every
 replay — stay exactly as recorded; the sealed values simply can no longer be opened, and read as
 None. Nothing downstream needs them: matching works from `age_at_start` and the district.
 """
@@ -89,17 +91,44 @@ def unseal_with(key: str | None, data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def erase(conn: AsyncConnection, referral_id: str) -> None:
-    """Destroy the key: every sealed value of this referral is unreadable from now on."""
-    known, _ = await _key(conn, referral_id)
+    """Destroy the key: every sealed value of this referral is unreadable from now on (a key
+    erased before keeps its first `erased_at`)."""
+    known, key = await _key(conn, referral_id)
     values = {"key": None, "erased_at": format_time(now_utc())}
-    if known:
-        await conn.execute(update(personal_keys).where(personal_keys.c.referral_id == referral_id).values(**values))
-    else:
+    if not known:
         await conn.execute(personal_keys.insert().values(referral_id=referral_id, **values))
+    elif key is not None:
+        await conn.execute(update(personal_keys).where(personal_keys.c.referral_id == referral_id).values(**values))
+
+
+def seal_bytes(key: str | None, plain: bytes) -> bytes | None:
+    """`plain` sealed under `key`; None without a key (erased: nothing may be kept)."""
+    return Fernet(key.encode()).encrypt(plain) if key else None
+
+
+def open_bytes(key: str | None, sealed: bytes) -> bytes | None:
+    if not key:
+        return None
+    try:
+        return Fernet(key.encode()).decrypt(sealed)
+    except InvalidToken:
+        return None
 
 
 class SealingEventStore(EventStore):
-    """The referral service's store: seals personal fields on append, opens them on read."""
+    """The referral service's store: seals personal fields on append, opens them on read, and
+    seals the stored answer of every keyed request that touched a referral under its key (the
+    answers quote the child's details), so that destroying the key is the whole erasure."""
+
+    async def seal_answer(self, conn: AsyncConnection, stream_id: str, body: bytes) -> bytes | None:
+        known, key = await _key(conn, stream_id)
+        if not known:  # nothing personal was ever recorded for this stream
+            return body
+        return seal_bytes(key, body)
+
+    async def open_answer(self, conn: AsyncConnection, stream_id: str, sealed: bytes) -> bytes | None:
+        _, key = await _key(conn, stream_id)
+        return open_bytes(key, sealed)
 
     async def append(self, conn: AsyncConnection, stream_id: str, expected_version: int | None,
                      new_events: Sequence[NewEvent], **kwargs: Any) -> list[Envelope]:

@@ -2,7 +2,9 @@
 
 Tables:
 - `referral_views`, `referral_offers`, `referral_declines`: the referral as the borough sees it,
-  rebuilt from the aggregate in the same transaction as every append.
+  rebuilt from the aggregate in the same transaction as every append. The child's `child_ref`
+  and birth date are kept sealed under the referral's key (`personal.py`), as in the event log,
+  and opened on read: erasure (destroying the key) leaves nothing to scrub.
 - `referral_invitations`, `referral_matches`: who matching invited (from `referral-matched`);
   a row in `referral_matches` means the invitation list is known.
 - `provider_standing`: suspensions from `placematch.enrolment`.
@@ -21,6 +23,7 @@ from sqlalchemy import (BigInteger, Boolean, Column, Integer, MetaData, String, 
                         select)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.referral import personal
 from services.referral.domain import Invitation, Referral, Shortlist, age_in_years
 from shared.db import upsert
 from shared.events import Envelope, dumps, loads
@@ -36,7 +39,8 @@ referral_views = Table(
     Column("offer_deadline", String(40), nullable=False, index=True, doc="YYYY-MM-DDTHH:MM:SSZ, sorts as text"),
     Column("raised_at", String(40), nullable=True),
     Column("version", Integer, nullable=False),
-    Column("referral", Text, nullable=False, doc="the EVENTS.md `referral` object as JSON"),
+    Column("referral", Text, nullable=False,
+           doc="the EVENTS.md `referral` object as JSON, child_ref and birth_date sealed (personal.py)"),
     Column("outcome", Text, nullable=True, doc="award / withdrawal / closure facts as JSON"),
 )
 
@@ -117,7 +121,7 @@ async def update_referral_view(conn: AsyncConnection, referral: Referral, _envel
         "offer_deadline": data["offer_deadline"],
         "raised_at": referral.raised_at,
         "version": referral.version,
-        "referral": _json(data),
+        "referral": _json(await personal.seal(conn, referral.id, data)),
         "outcome": _json(_outcome(referral)),
     }, ["referral_id"])
     for offer in referral.offers.values():
@@ -234,8 +238,19 @@ async def referrals_due_for_closing(conn: AsyncConnection, now_text: str, limit:
 # --- reading: views ----------------------------------------------------------------------------
 
 
+def views_with_key() -> Any:
+    """The view rows with their referral's sealing key (`sealing_key`, None once erased)."""
+    return select(referral_views, personal.personal_keys.c.key.label("sealing_key")).outerjoin(
+        personal.personal_keys, personal.personal_keys.c.referral_id == referral_views.c.referral_id)
+
+
+def referral_of(row: Any) -> dict[str, Any]:
+    """The `referral` object of a view row, its child's details opened (None once erased)."""
+    return personal.unseal_with(row.sealing_key, loads(row.referral))
+
+
 async def load_view_row(conn: AsyncConnection, referral_id: str) -> Any | None:
-    return (await conn.execute(select(referral_views).where(referral_views.c.referral_id == referral_id))).first()
+    return (await conn.execute(views_with_key().where(referral_views.c.referral_id == referral_id))).first()
 
 
 async def offers_of(conn: AsyncConnection, referral_id: str, provider_id: str | None = None) -> list[dict[str, Any]]:
@@ -279,7 +294,7 @@ def borough_view(row: Any, offers: list[dict[str, Any]], declines: list[dict[str
         "status": row.status,
         "version": row.version,
         "raised_at": row.raised_at,
-        **loads(row.referral),
+        **referral_of(row),
         **loads(row.outcome or "{}"),
         "offers": offers,
         "declines": declines,
@@ -303,7 +318,7 @@ def redact(referral: Mapping[str, Any], today: date) -> dict[str, Any]:
 def provider_view(row: Any, own_offers: list[dict[str, Any]], own_declines: list[dict[str, Any]],
                   today: date) -> dict[str, Any]:
     """For an invited provider: redacted unless one of its offers was awarded; only its own offers."""
-    referral = loads(row.referral)
+    referral = referral_of(row)
     outcome = loads(row.outcome or "{}")
     awarded_to_me = any(o["status"] == "awarded" for o in own_offers)
     content = referral if awarded_to_me else redact(referral, today)
@@ -321,7 +336,7 @@ def provider_view(row: Any, own_offers: list[dict[str, Any]], own_declines: list
 
 async def list_for_borough(conn: AsyncConnection, borough: str, status: str | None, limit: int,
                            offset: int) -> list[Any]:
-    query = select(referral_views).where(referral_views.c.borough == borough)
+    query = views_with_key().where(referral_views.c.borough == borough)
     if status:
         query = query.where(referral_views.c.status == status)
     rows = await conn.execute(
@@ -331,7 +346,7 @@ async def list_for_borough(conn: AsyncConnection, borough: str, status: str | No
 
 async def list_for_provider(conn: AsyncConnection, provider_id: str, status: str | None, limit: int,
                             offset: int) -> list[Any]:
-    query = select(referral_views).join(
+    query = views_with_key().join(
         referral_invitations, referral_invitations.c.referral_id == referral_views.c.referral_id
     ).where(referral_invitations.c.provider_id == provider_id)
     if status:

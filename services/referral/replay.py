@@ -46,8 +46,14 @@ class ReferralReplayReport:
 
 
 async def _rows(db: Database, table: Any) -> list[tuple[Any, ...]]:
+    """The table's rows; the views' with the child's details opened (sealing is randomised, so
+    the same details sealed twice differ: what must match is what they hold)."""
     async with db.read() as conn:
-        return [tuple(r) for r in (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()]
+        if table is not projections.referral_views:
+            return [tuple(r) for r in (await conn.execute(select(table).order_by(*table.primary_key.columns))).all()]
+        rows = (await conn.execute(projections.views_with_key().order_by(table.c.referral_id))).all()
+    return [tuple(projections.referral_of(r) if column.name == "referral" else r._mapping[column.name]
+                  for column in table.columns) for r in rows]
 
 
 async def replay_referral(data_dir: Path, output: Path,

@@ -13,12 +13,8 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sqlalchemy import update
-
 from services.referral import personal, projections
 from services.referral.audit import build_audit_pack
-from shared.schema import idempotency_keys
-from shared.web import erased_answer
 from services.referral.domain import Referral
 from shared.aggregate import NewEvent
 from shared.auth import Principal
@@ -27,18 +23,24 @@ from shared.events import now_utc
 from shared.service import ServiceRuntime
 
 Decision = Callable[[AsyncConnection, Referral], Awaitable[list[NewEvent]]]
+Step = Callable[[AsyncConnection, Referral], Awaitable[None]]
 
 
-async def execute(runtime: ServiceRuntime, referral_id: str, decide: Decision, attempts: int = 3) -> Referral:
+async def execute(runtime: ServiceRuntime, referral_id: str, decide: Decision, attempts: int = 3, *,
+                  created: str | None = None, then: Step | None = None) -> Referral:
+    """`created`: the id of what the events create inside the referral (an offer), which a keyed
+    request's `answer_lost` names; `then` runs after the append, before the views are rebuilt."""
     for attempt in range(attempts):
         try:
             async with runtime.db.transaction() as conn:
                 referral = await runtime.store.load(Referral, referral_id, conn)
                 events = await decide(conn, referral)
                 envelopes = await runtime.store.append(
-                    conn, referral_id, referral.version, events, topic=runtime.topic("referral"))
+                    conn, referral_id, referral.version, events, topic=runtime.topic("referral"), created=created)
                 referral.mutate(events)
-                if events:
+                if then is not None:
+                    await then(conn, referral)
+                if events or then is not None:
                     await projections.update_referral_view(conn, referral, envelopes)
             return referral
         except ConcurrencyError:
@@ -105,7 +107,7 @@ async def submit_offer(runtime: ServiceRuntime, who: Principal, referral_id: str
             weekly_fee_pence=body.get("weekly_fee_pence"), start_date=body.get("start_date"),
             notes=body.get("notes"), now=now_utc())
 
-    return await execute(runtime, referral_id, decide), offer_id
+    return await execute(runtime, referral_id, decide, created=offer_id), offer_id
 
 
 async def withdraw_offer(runtime: ServiceRuntime, who: Principal, referral_id: str, offer_id: str,
@@ -128,21 +130,19 @@ async def decline(runtime: ServiceRuntime, who: Principal, referral_id: str, rea
 
 
 async def erase_personal_data(runtime: ServiceRuntime, who: Principal, referral_id: str) -> Referral:
-    """Erase the child's identity on request: destroy the sealing key, scrub what the views hold."""
+    """Erase the child's identity on request: the event and the destroyed sealing key in one
+    transaction. The event log, the views and the stored Idempotency-Key answers hold the child's
+    details only sealed under that key, so nothing else needs touching, on any database. (Run
+    again, it destroys a key left by an erasure recorded before this was one transaction.)"""
     async def decide(conn: AsyncConnection, referral: Referral) -> list[NewEvent]:
         if referral.version == 0:
             raise NotFound(f"referral {referral_id} not found")
         return referral.erase_personal_data(who.tenant, now_utc())
 
-    referral = await execute(runtime, referral_id, decide)
-    async with runtime.db.transaction() as conn:
+    async def destroy_key(conn: AsyncConnection, _: Referral) -> None:
         await personal.erase(conn, referral_id)
-        await projections.update_referral_view(conn, referral, [])
-        # stored answers may quote the child's details: keep the key (a retry must not raise the
-        # referral again) but replace the answer by one that names the referral only
-        await conn.execute(update(idempotency_keys).where(
-            idempotency_keys.c.body.is_not(None) & idempotency_keys.c.scope.like("% /referrals%")
-            & idempotency_keys.c.body.contains(referral_id.encode())).values(**erased_answer(referral_id)))
+
+    referral = await execute(runtime, referral_id, decide, then=destroy_key)
     if runtime.db.is_sqlite:  # secure_delete zeroes freed pages; the checkpoint empties the WAL
         async with runtime.db.engine.connect() as conn:
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import threading
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -57,10 +58,12 @@ async def make_history(http: httpx.AsyncClient, stack: Stack, hook_url: str) -> 
         ok(await http.post(f"{enrolment}/providers/{pid}/approve", headers=commissioner))
         providers[name] = pid
     referrals = []
-    for n in range(3):
-        rid = ok(await http.post(f"{referral}/referrals", headers=croydon,
+    for n in range(3):  # with Idempotency-Keys, as a case system sends them: their answers are stored
+        rid = ok(await http.post(f"{referral}/referrals", headers={**croydon, "Idempotency-Key": f"raise-{n}"},
                                  json={**REFERRAL, "child_ref": f"CR-2026-90{n}7"}), 201)["id"]
         referrals.append(rid)
+    ok(await http.post(f"{referral}/referrals/{referrals[0]}/amend", headers={**croydon, "Idempotency-Key": "amend-0"},
+                       json={"child_ref": "CR/2026-9008"}))
     offers: dict[tuple[str, str], str] = {}
     for rid in referrals:
         for name, pid in providers.items():
@@ -117,20 +120,23 @@ async def test_replay_verify_audit_and_erasure(stack: Stack, receiver: str) -> N
         assert other.status_code == 404
 
         # erasure: the child's identity goes, the rest of the record stays
-        child_ref = "CR-2026-9007"
+        child_ref, raised_as = "CR/2026-9008", "CR-2026-9007"  # as amended, as raised
         before = ok(await http.get(f"{referral}/referrals/{erased}", headers=croydon))
         assert before["child_ref"] == child_ref
+        html_before = stack.data_dir / "pack-before-erasure.html"
+        written = cli("audit", "referral", erased, "--data-dir", str(stack.data_dir), "--html", str(html_before))
+        assert written.returncode == 0, written.stderr
         after = ok(await http.post(f"{referral}/referrals/{erased}/erase", headers=croydon))
         assert after["child_ref"] is None and after["birth_date"] is None and after["status"] == "awarded"
         assert after["age_at_start"] == before["age_at_start"]
         pack_after = ok(await http.get(f"{referral}/referrals/{erased}/audit", headers=auditor))
         assert child_ref not in json.dumps(pack_after) and "2014-05-02" not in json.dumps(pack_after)
         assert pack_after["justification"] == history["justification"]
+        retried = await http.post(f"{referral}/referrals", headers={**croydon, "Idempotency-Key": "raise-0"},
+                                  json={**REFERRAL, "child_ref": raised_as})
+        assert retried.status_code == 409 and retried.json()["rule"] == "answer_erased", retried.text
+        assert retried.json()["effect"] == erased and raised_as not in retried.text
     stack.stop()
-
-    for name in ("referral", "matching", "enrolment", "notification", "bus"):
-        raw = (stack.data_dir / f"{name}.db").read_bytes()
-        assert child_ref.encode() not in raw, f"{name}.db still holds the erased child_ref"
 
     verified = cli("verify", "--data-dir", str(stack.data_dir))
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -153,6 +159,16 @@ async def test_replay_verify_audit_and_erasure(stack: Stack, receiver: str) -> N
     offline = json.loads(audit.stdout[: audit.stdout.rindex("}") + 1])
     assert offline["justification"] == history["justification"] and len(offline["shortlists"]) >= 1
     assert history["justification"] in html.read_text()
+
+    # nothing of the erased child in any file of the data directory: every service's database
+    # and WAL, the local bus's log, the mail drop, the log, the packs written (before and after)
+    files = {str(p.relative_to(stack.data_dir)): p.read_bytes() for p in stack.data_dir.rglob("*") if p.is_file()}
+    assert {"referral.db", "bus.db", "up.log", "pack-before-erasure.html"} <= set(files)
+    assert any(name.startswith("mail/") for name in files), sorted(files)
+    for value in (child_ref, raised_as, "2014-05-02"):  # the birth date: no referral's is kept in clear
+        for form in {value, json.dumps(value)[1:-1].replace("/", "\\/"), quote(value, safe=""), value.encode().hex()}:
+            holding = [name for name, data in files.items() if form.encode() in data]
+            assert holding == [], f"{value!r} (as {form!r}) is still in {holding}"
 
     # a hand-edited event row is caught and named
     with sqlite3.connect(stack.data_dir / "referral.db") as db:

@@ -1,6 +1,7 @@
-"""Fixtures of the fault suite: one placematch (four `placematch serve` processes, each with a fresh
-PostgreSQL database, on the session's real Kafka under a topic prefix of its own) shared by the
-tests of a module, a webhook receiver subscribed before any referral, and the client's ledger."""
+"""Fixtures of the fault suite: one placematch (four `placematch serve` processes, or `REPLICAS` of
+each; a fresh PostgreSQL database per service, on the session's real Kafka under a topic prefix of
+its own) shared by the tests of a module, a webhook receiver subscribed before any referral, and
+the client's ledger."""
 from __future__ import annotations
 
 import uuid
@@ -41,13 +42,15 @@ def service_databases(database_url: str) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-async def cluster(kafka_broker: KafkaBroker, service_databases: dict[str, str],
+async def cluster(request: pytest.FixtureRequest, kafka_broker: KafkaBroker, service_databases: dict[str, str],
                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """`REPLICAS = n` in a test module runs n processes of every service (default 1)."""
+    replicas = int(getattr(request.module, "REPLICAS", 1))
     prefix = f"faults-{uuid.uuid4().hex[:12]}."
     logs = Path(tmp_path_factory.mktemp("faults-logs"))
     cluster = Cluster({
-        s: ServiceProcess(s, service_env(bootstrap=kafka_broker.bootstrap, database_url=service_databases[s],
-                                         topic_prefix=prefix), logs)
+        s: [ServiceProcess(s, service_env(bootstrap=kafka_broker.bootstrap, database_url=service_databases[s],
+                                          topic_prefix=prefix), logs, replica=i) for i in range(replicas)]
         for s in SERVICES}, kafka_broker.bootstrap, prefix)
     try:
         await cluster.start_all()

@@ -7,6 +7,7 @@ offsets, row counts in each service's own database): the suite never reaches int
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.server
 import json
 import os
@@ -56,17 +57,25 @@ def asyncpg_dsn(url: str) -> str:
 
 
 class ServiceProcess:
-    """One `python -m shared.cli serve SERVICE` process; the same port and database across restarts."""
+    """One `python -m shared.cli serve SERVICE` process; the same port and database across restarts.
+    Replicas of a service share its database (and its consumer groups) and differ by port."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, replica: int = 0) -> None:
         self.name = name
+        self.label = name if replica == 0 else f"{name}#{replica + 1}"
         self.port = free_port()
         self.database_url = env["PLACEMATCH_DATABASE_URL"]
         self.env = {**env, "PLACEMATCH_PORT": str(self.port)}
-        self.log = log_dir / f"{name}.log"
+        self.log = log_dir / f"{name}.log" if replica == 0 else log_dir / f"{name}-{replica + 1}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.gate = Gate()
         self.starts = 0
         self.kills = 0
+        self.terminations = 0
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     @property
     def url(self) -> str:
@@ -75,7 +84,7 @@ class ServiceProcess:
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None, f"{self.name} is already running"
         with self.log.open("ab") as out:
-            out.write(f"\n===== start #{self.starts + 1} =====\n".encode())
+            out.write(f"\n===== {self.label} start #{self.starts + 1} =====\n".encode())
             out.flush()
             self.process = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", self.name], cwd=ROOT,
                                             env=self.env, stdout=out, stderr=subprocess.STDOUT)
@@ -87,18 +96,18 @@ class ServiceProcess:
     async def wait_ready(self, timeout: float = 90.0) -> None:
         async def ready() -> bool:
             assert self.process is not None and self.process.poll() is None, \
-                f"{self.name} exited with {self.process and self.process.returncode}:\n{self.log_tail()}"
+                f"{self.label} exited with {self.process and self.process.returncode}:\n{self.log_tail()}"
             try:
                 async with httpx.AsyncClient(timeout=3) as client:
                     return (await client.get(f"{self.url}/ready")).status_code == 200
             except httpx.TransportError:
                 return False
 
-        await wait_for(ready, timeout=timeout, interval=0.2, message=f"{self.name} to be ready")
+        await wait_for(ready, timeout=timeout, interval=0.2, message=f"{self.label} to be ready")
 
     def kill(self) -> None:
         """SIGKILL: a crash, no shutdown hook runs."""
-        assert self.process is not None and self.process.poll() is None, f"{self.name} is not running"
+        assert self.process is not None and self.process.poll() is None, f"{self.label} is not running"
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
         self.kills += 1
@@ -112,6 +121,16 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as a rolling restart does: requests in flight finish, then it shuts down.
+        Returns the exit code (the caller decides whether a slow or unclean exit is a failure)."""
+        assert self.running, f"{self.label} is not running"
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.terminations += 1
+        return code
 
 
 class Gate:
@@ -148,40 +167,73 @@ class Gate:
 
 @dataclass
 class Cluster:
-    services: dict[str, ServiceProcess]
+    """The services, each as one or more replicas (`placematch serve` processes on one database).
+
+    A client's write goes to one replica and its retries to the next ones in turn, as behind a
+    load balancer: a retry with the same Idempotency-Key often lands on another replica."""
+
+    replicas: dict[str, list[ServiceProcess]]
     bootstrap: str
     topic_prefix: str
-    gates: dict[str, Gate] = field(default_factory=lambda: {s: Gate() for s in SERVICES})
+    _turns: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def services(self) -> dict[str, ServiceProcess]:
+        """The first replica of each service."""
+        return {s: r[0] for s, r in self.replicas.items()}
+
+    @property
+    def processes(self) -> list[ServiceProcess]:
+        return [p for replicas in self.replicas.values() for p in replicas]
+
+    def turn(self, service: str) -> int:
+        """A starting point for the next request's round over the replicas."""
+        self._turns[service] += 1
+        return self._turns[service]
+
+    def replica(self, service: str, turn: int) -> ServiceProcess:
+        replicas = self.replicas[service]
+        return replicas[turn % len(replicas)]
 
     def url(self, service: str) -> str:
-        return self.services[service].url
+        """A running replica of `service`, another one each call (reads: every replica serves them)."""
+        replicas = self.replicas[service]
+        start = self.turn(service)
+        for i in range(len(replicas)):
+            candidate = replicas[(start + i) % len(replicas)]
+            if candidate.running:
+                return candidate.url
+        return replicas[start % len(replicas)].url
 
     def topic(self, short: str) -> str:
         return f"{self.topic_prefix}placematch.{short}"
 
     async def start_all(self) -> None:
-        for service in self.services.values():
+        for service in self.processes:
             service.start()
-        for service in self.services.values():
+        for service in self.processes:
             await service.wait_ready()
 
-    async def crash_and_restart(self, name: str, down_for: float) -> float:
-        """SIGKILL `name` between requests, keep it down `down_for` seconds (the load meets a
-        refused connection), start it again; return how long until it was ready."""
-        service, gate = self.services[name], self.gates[name]
-        await gate.close()
+    async def crash_and_restart(self, name: str, down_for: float, replica: int = 0, *,
+                                wait: bool = True) -> float:
+        """SIGKILL replica `replica` of `name` between requests, keep it down `down_for` seconds
+        (the load meets a refused connection), start it again; return how long until it was ready
+        (with `wait=False`, return at once: the caller waits for `wait_ready`)."""
+        service = self.replicas[name][replica]
+        await service.gate.close()
         try:
             service.kill()
         finally:
-            gate.reopen()
+            service.gate.reopen()
         await asyncio.sleep(down_for)  # pacing: how long the service stays down
         started = asyncio.get_running_loop().time()
         service.start()
-        await service.wait_ready()
+        if wait:
+            await service.wait_ready()
         return asyncio.get_running_loop().time() - started
 
     def stop_all(self) -> None:
-        for service in self.services.values():
+        for service in self.processes:
             service.stop()
 
     # --- the databases, read from outside ---------------------------------------------------------
@@ -241,12 +293,12 @@ class Cluster:
         await admin.start()
         await consumer.start()
         try:
-            await consumer.topics()
             lag: dict[str, int] = {}
             for group, topics in CONSUMER_TOPICS.items():
                 committed = await admin.list_consumer_group_offsets(f"{self.topic_prefix}{group}")
-                parts = [TopicPartition(self.topic(t), p) for t in topics
-                         for p in sorted(consumer.partitions_for_topic(self.topic(t)) or ())]
+                partitions = await self.partitions(topics)
+                parts = [TopicPartition(self.topic(t), p) for t in topics for p in partitions[t]]
+                assert parts, f"no partitions of {topics}"
                 ends = await consumer.end_offsets(parts)
                 lag[f"{group} lag"] = sum(
                     ends[tp] - max(committed[tp].offset, 0) if tp in committed else ends[tp] for tp in parts)
@@ -254,6 +306,39 @@ class Cluster:
         finally:
             await consumer.stop()
             await admin.close()
+
+    async def partitions(self, shorts: list[str]) -> dict[str, list[int]]:
+        """The partition ids of each of these topics (short names), from the broker's metadata.
+
+        (Not `AIOKafkaConsumer.partitions_for_topic`: it answers from metadata a consumer has
+        already fetched, None for a topic it has not subscribed to.)"""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            described = {t["topic"]: t for t in await admin.describe_topics([self.topic(s) for s in shorts])}
+        finally:
+            await admin.close()
+        return {s: sorted(p["partition"] for p in described[self.topic(s)]["partitions"]) for s in shorts}
+
+    async def group_members(self, group: str) -> list[set[tuple[str, int]]]:
+        """The partitions each live member of consumer group `group` (after the prefix) holds."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups([f"{self.topic_prefix}{group}"])
+        finally:
+            await admin.close()
+        members = []
+        for described in response.groups:
+            for member in described[5]:  # (member id, client id, host, metadata, assignment)
+                assignment = ConsumerProtocolMemberAssignment.decode(member[4]) if member[4] else None
+                members.append({(t, p) for t, ps in (assignment.assignment if assignment else ()) for p in ps})
+        return members
 
     async def drained(self, timeout: float = 120.0) -> None:
         """Wait until no work is left anywhere, seen twice in a row."""
@@ -355,13 +440,16 @@ class Ledger:
     providers: dict[str, int] = field(default_factory=dict)  # provider id -> weekly fee it offers
     referrals: list[str] = field(default_factory=list)
     offers: dict[str, tuple[str, str]] = field(default_factory=dict)  # offer id -> (referral id, provider id)
+    awards: dict[str, str] = field(default_factory=dict)  # referral id -> the offer awarded
     attempts: int = 0
     retried: Counter[str] = field(default_factory=Counter)  # why an attempt was retried
     replayed: int = 0  # answers that came back `Idempotent-Replayed: true`
+    accepted_by: Counter[str] = field(default_factory=Counter)  # replica -> writes it accepted
+    across_replicas: int = 0  # accepted writes whose attempts were answered by more than one replica
 
     @property
     def accepted(self) -> int:
-        return len(self.referrals) + len(self.offers)
+        return len(self.referrals) + len(self.offers) + len(self.awards)
 
 
 REFERRAL = {
@@ -400,18 +488,26 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WRITE_DEADLINE
         delay, last = 0.2, ""
+        turn = self.cluster.turn(service)
+        answered_by: set[str] = set()
         while True:
             self.ledger.attempts += 1
+            replica = self.cluster.replica(service, turn)
+            turn += 1  # a retry goes to the next replica
             try:
-                async with self.cluster.gates[service]:
-                    response = await self.http.post(f"{self.cluster.url(service)}{path}", json=body,
+                async with replica.gate:
+                    response = await self.http.post(f"{replica.url}{path}", json=body,
                                                     headers={**headers, "Idempotency-Key": key})
             except httpx.TransportError as error:
                 reason, last = f"{type(error).__name__}", f"{type(error).__name__}: {error}"
             else:
+                answered_by.add(replica.label)
                 if response.status_code == expect:
                     if response.headers.get("idempotent-replayed") == "true":
                         self.ledger.replayed += 1
+                    self.ledger.accepted_by[replica.label] += 1
+                    if len(answered_by) > 1:
+                        self.ledger.across_replicas += 1
                     return response.json()
                 if response.status_code == 409 and "retry-after" in response.headers:
                     title = response.json().get("title", "")
@@ -434,10 +530,12 @@ class Load:
     """A steady stream: a referral every `interval` seconds, and an offer on it from every provider
     (each retried on 409 Retry-After until the invitation has reached the referral service)."""
 
-    def __init__(self, client: Client, interval: float = 0.6) -> None:
+    def __init__(self, client: Client, interval: float = 0.6, *, award: bool = False) -> None:
+        """`award`: the borough also awards each referral, once its shortlist ranks every offer."""
         self.client = client
         self.ledger = client.ledger
         self.interval = interval
+        self.award = award
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -472,13 +570,33 @@ class Load:
                                        {**REFERRAL, "child_ref": f"CR-F-{uuid.uuid4().hex[:10]}-{n}"},
                                        bearer("borough", BOROUGH), expect=201)
         self.ledger.referrals.append(view["id"])
-        await asyncio.gather(*(self._offer(view["id"], pid, fee) for pid, fee in self.ledger.providers.items()))
+        offers = await asyncio.gather(*(self._offer(view["id"], pid, fee)
+                                        for pid, fee in self.ledger.providers.items()))
+        if self.award:
+            await self._award(view["id"], offers[-1])
 
-    async def _offer(self, referral_id: str, provider_id: str, fee: int) -> None:
+    async def _award(self, referral_id: str, offer_id: str) -> None:
+        """Not necessarily the top offer, hence the justification; a 409 Retry-After until the
+        shortlist ranks every offer is retried by the client."""
+        view = await self.client.write("referral", f"/referrals/{referral_id}/award",
+                                       {"offer_id": offer_id, "justification": "fault suite: nearest to home"},
+                                       bearer("borough", BOROUGH))
+        assert view["status"] == "awarded" and view["awarded_offer_id"] == offer_id, view
+        self.ledger.awards[referral_id] = offer_id
+
+    async def _offer(self, referral_id: str, provider_id: str, fee: int) -> str:
         view = await self.client.write("referral", f"/referrals/{referral_id}/offers",
                                        {"weekly_fee_pence": fee, "start_date": "2027-09-01", "notes": "fault suite"},
                                        bearer("provider", provider_id), expect=201)
         self.ledger.offers[view["id"]] = (referral_id, provider_id)
+        return view["id"]
+
+    def cancel(self) -> None:
+        """Abandon the load (a test failed): no write goes on after the client is closed."""
+        self._stop.set()
+        for task in [self._runner, *self._writes]:
+            if task is not None:
+                task.cancel()
 
     async def stop(self) -> None:
         """Stop raising new referrals; wait until every write begun has been accepted."""
@@ -494,8 +612,9 @@ class Load:
 
 
 async def enrol_providers(client: Client, receiver: WebhookReceiver, fees: list[int]) -> None:
-    """Providers apply, are inspected and approved; each subscribes to `referral.invited`, and the
-    borough to `shortlist.updated`, each at a path of its own on the receiver."""
+    """Providers apply, are inspected and approved; each subscribes to `referral.invited` and to
+    the award's `offer.accepted` / `offer.not_selected`, and the borough to `shortlist.updated`,
+    each at a path of its own on the receiver."""
     commissioner = bearer("commissioner", "region")
     for i, fee in enumerate(fees):
         provider = await client.write("enrolment", "/providers",
@@ -505,7 +624,8 @@ async def enrol_providers(client: Client, receiver: WebhookReceiver, fees: list[
                            {"framework": "ofsted_legacy", "overall": "good", "inspected_on": "2024-03-01"}, commissioner)
         await client.write("enrolment", f"/providers/{pid}/approve", None, commissioner)
         await client.write("notification", "/subscriptions",
-                           {"url": f"{receiver.base}/hooks/provider/{pid}", "event_types": ["referral.invited"]},
+                           {"url": f"{receiver.base}/hooks/provider/{pid}",
+                            "event_types": ["referral.invited", "offer.accepted", "offer.not_selected"]},
                            bearer("provider", pid), expect=201)
         client.ledger.providers[pid] = fee
     await client.write("notification", "/subscriptions",
@@ -577,6 +697,13 @@ class Audit:
                 t.lost += sorted(accepted - set(offers_seen[rid]))
                 t.duplicated += sorted(o for o, n in offers_seen[rid].items() if n > 1 or o not in accepted)
 
+            awards = self.tally("referral: awards")
+            awards.expected = len(self.ledger.awards)
+            for rid, offer_id in self.ledger.awards.items():
+                view = await self._get(http, "referral", f"/referrals/{rid}", croydon)
+                if view["status"] != "awarded" or view.get("awarded_offer_id") != offer_id:
+                    awards.lost.append(f"{rid}: {view['status']} {view.get('awarded_offer_id')}")
+
             invites, shortlist_entries, rankings = (self.tally("matching: invitations"),
                                                     self.tally("matching: shortlist entries"),
                                                     self.tally("matching: shortlist-ranked decisions"))
@@ -603,6 +730,10 @@ class Audit:
                     if len(ranked) < len(offers_of[rid]) else []
                 rankings.duplicated += [f"{rid}: ranking of {len(k)} offers recorded {n} times"
                                         for k, n in ranked.items() if n > 1]
+                awarded = [step["details"]["offer_id"] for step in pack["timeline"]
+                           if step["type"] == "placement-awarded"]
+                if len(awarded) > 1 or (awarded and awarded != [self.ledger.awards.get(rid)]):
+                    awards.duplicated.append(f"{rid}: awards recorded {awarded}")
         self._count_webhooks(offers_of)
 
     def _count_webhooks(self, offers_of: dict[str, set[str]]) -> None:
@@ -618,11 +749,15 @@ class Audit:
         invited: dict[tuple[str, str], set[str]] = defaultdict(set)
         # shortlist.updated to the borough: per (referral, shortlist content) exactly one webhook-id
         ranked: dict[tuple[str, frozenset[str]], set[str]] = defaultdict(set)
+        # an award: per (provider, referral) one offer.accepted or offer.not_selected webhook-id
+        outcome: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         stray: list[str] = []
         for hook in received:
             kind, data = hook.body.get("type"), hook.body.get("data") or {}
             if kind == "referral.invited" and hook.path.startswith("/hooks/provider/"):
                 invited[(hook.path.rsplit("/", 1)[1], data.get("referral_id"))].add(hook.webhook_id)
+            elif kind in ("offer.accepted", "offer.not_selected") and hook.path.startswith("/hooks/provider/"):
+                outcome[(kind, hook.path.rsplit("/", 1)[1], data.get("referral_id"))].add(hook.webhook_id)
             elif kind == "shortlist.updated" and hook.path == f"/hooks/borough/{BOROUGH}":
                 ranked[(data.get("referral_id"), frozenset(e["offer_id"] for e in data.get("entries", [])))].add(
                     hook.webhook_id)
@@ -647,6 +782,18 @@ class Audit:
         t.duplicated += [f"{rid}: shortlist with offers never accepted" for (rid, k) in ranked
                          if rid not in offers_of or not k <= offers_of[rid]]
 
+        t = self.tally("webhooks: offer.accepted / offer.not_selected")
+        providers_of = {rid: {p: o for o, (r, p) in self.ledger.offers.items() if r == rid}
+                        for rid in self.ledger.awards}
+        expected_outcomes = {("offer.accepted" if o == self.ledger.awards[rid] else "offer.not_selected", p, rid)
+                             for rid, offers in providers_of.items() for p, o in offers.items()}
+        t.expected = len(expected_outcomes)
+        t.lost = [f"{kind} {rid} -> {pid}" for kind, pid, rid in sorted(expected_outcomes - set(outcome))]
+        t.duplicated = [f"{kind} {rid} -> {pid}: {sorted(ids)}" for (kind, pid, rid), ids in outcome.items()
+                        if len(ids) > 1]
+        t.duplicated += [f"unexpected {kind} {rid} -> {pid}" for kind, pid, rid in set(outcome) - expected_outcomes]
+
+        self.webhook_ids = len(bodies)
         redelivered = sum(n - 1 for n in Counter(h.webhook_id for h in received).values() if n > 1)
         self.redelivered = redelivered
 
@@ -668,9 +815,13 @@ class Audit:
 
     def report(self, title: str) -> str:
         lines = [f"\n=== {title}: accepted writes {self.ledger.accepted} "
-                 f"({len(self.ledger.referrals)} referrals, {len(self.ledger.offers)} offers; "
+                 f"({len(self.ledger.referrals)} referrals, {len(self.ledger.offers)} offers, "
+                 f"{len(self.ledger.awards)} awards; "
                  f"{self.ledger.attempts} HTTP attempts, retried {dict(self.ledger.retried)}, "
                  f"{self.ledger.replayed} idempotent replays) -> lost {self.lost}, duplicated {self.duplicated}"]
+        if len(self.ledger.accepted_by) > len(SERVICES):
+            lines.append(f"    accepted by replica: {dict(sorted(self.ledger.accepted_by.items()))}; "
+                         f"{self.ledger.across_replicas} writes answered by two replicas across their retries")
         for name, t in self.tallies.items():
             lines.append(f"    {name:42} expected {t.expected:5}  lost {len(t.lost):3}  duplicated {len(t.duplicated):3}")
         lines.append(f"    webhook redeliveries of one webhook-id (receivers de-duplicate): {self.redelivered}")
@@ -686,12 +837,16 @@ class Audit:
         return "\n".join(out)
 
 
+SECRETS_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
 def service_env(*, bootstrap: str, database_url: str, topic_prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLACEMATCH_") or k.startswith("PLACEMATCH_TEST_")}
     for name in ("PLACEMATCH_JWT_SECRET", "PLACEMATCH_JWT_ALGORITHM"):
         if name in os.environ:
             env[name] = os.environ[name]
     return env | {
+        "PLACEMATCH_SECRETS_KEY": SECRETS_KEY,  # `serve notification` requires one; the same across restarts
         "PLACEMATCH_KAFKA_BOOTSTRAP": bootstrap,
         "PLACEMATCH_DATABASE_URL": database_url,
         "PLACEMATCH_TOPIC_PREFIX": topic_prefix,

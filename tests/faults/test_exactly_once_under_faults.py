@@ -50,8 +50,8 @@ async def diagnosed(cluster: Cluster) -> AsyncIterator[None]:
         yield
     except BaseException:
         print("\n--- database connections at the failure ---\n" + await cluster.diagnose())
-        for service in cluster.services.values():
-            print(f"--- {service.name} log tail ---\n{service.log_tail(1500)}")
+        for service in cluster.processes:
+            print(f"--- {service.label} log tail ---\n{service.log_tail(1500)}")
         raise
 
 

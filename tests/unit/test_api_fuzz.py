@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import json
 import os
 import re
 import tempfile
@@ -258,11 +259,13 @@ class Service:
             self._tokens[caller] = mint_token(self.settings, *caller)
         return {"Authorization": f"Bearer {self._tokens[caller]}"}
 
-    def request(self, method: str, path: str, caller: Caller = None, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, caller: Caller = None, headers: dict[str, str] | None = None,
+                **kwargs: Any) -> httpx.Response:
         async def call() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
+            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-                return await client.request(method, path, headers=self.headers(caller), **kwargs)
+                return await client.request(method, path, headers={**self.headers(caller), **(headers or {})},
+                                            **kwargs)
         return self.asgi.run(call)
 
     def expect(self, status: int, method: str, path: str, caller: Caller = None, **kwargs: Any) -> Any:
@@ -595,3 +598,90 @@ def test_exact_case(services: dict[str, Service], service: str, method: str, pat
     headers = {**svc.headers(caller), **extra_headers}
     response = case.call(headers=headers, timeout=REQUEST_TIMEOUT)
     case.validate_response(response, checks=CHECKS, headers=headers)
+
+
+# --- inputs that were 500s -----------------------------------------------------------------------------
+# Issue 12: each of these answered 500 (a lone surrogate cannot be encoded when the event is stored, an
+# integer of 2**63 does not fit SQLite's column nor 2**64 orjson's, an instant in the year 1 or 9999 with
+# an offset overflows when made UTC). Each must be a 422 naming the field and the rule, recording nothing.
+
+SURROGATE = "\ud800"  # json.dumps writes it escaped, as "\ud800": what a client sends
+
+
+def _with(template: Callable[[], dict[str, Any]], **changes: Any) -> Callable[[], dict[str, Any]]:
+    return lambda: {**template(), **changes}
+
+
+SUBSCRIPTION = {"url": "https://portal.example/hooks/placematch", "event_types": ["referral.invited"],
+                "contact_email": "ops@portal.example"}
+WERE_500: list[Any] = [
+    pytest.param("enrolment", "POST", "/providers", ANONYMOUS, _with(lambda: application("200001"), name=SURROGATE),
+                 "name", "lone_surrogate", id="apply name=lone surrogate"),
+    pytest.param("enrolment", "POST", "/providers", ANONYMOUS, _with(lambda: application("200002"), urn=SURROGATE),
+                 "urn", "lone_surrogate", id="apply urn=lone surrogate"),
+    pytest.param("enrolment", "PATCH", "/providers/{provider_id}", COMMISSIONER, lambda: {"name": SURROGATE},
+                 "name", "lone_surrogate", id="update name=lone surrogate"),
+    pytest.param("enrolment", "POST", "/providers/{applied_id}/reject", COMMISSIONER, lambda: {"reason": SURROGATE},
+                 "reason", "lone_surrogate", id="reject reason=lone surrogate"),
+    pytest.param("enrolment", "POST", "/providers", ANONYMOUS, _with(lambda: application("200003"), capacity=2**63),
+                 "capacity", "range", id="apply capacity=2**63"),
+    pytest.param("enrolment", "POST", "/providers", ANONYMOUS, _with(lambda: application("200004"), capacity=2**64),
+                 "capacity", "range", id="apply capacity=2**64"),
+    pytest.param("enrolment", "PATCH", "/providers/{provider_id}", COMMISSIONER, lambda: {"capacity": 2**63},
+                 "capacity", "range", id="update capacity=2**63"),
+    pytest.param("referral", "POST", "/referrals", BOROUGH, _with(referral_body, outcomes=[SURROGATE]),
+                 "outcomes.0", "lone_surrogate", id="raise outcomes.0=lone surrogate"),
+    pytest.param("referral", "POST", "/referrals/{referral_id}/amend", BOROUGH, lambda: {"outcomes": [SURROGATE]},
+                 "outcomes.0", "lone_surrogate", id="amend outcomes.0=lone surrogate"),
+    pytest.param("referral", "POST", "/referrals", BOROUGH,
+                 _with(referral_body, offer_deadline="9999-12-31T23:00:00-05:00"),
+                 "offer_deadline", "range", id="raise offer_deadline=9999-12-31T23:00-05:00"),
+    pytest.param("referral", "POST", "/referrals", BOROUGH,
+                 _with(referral_body, offer_deadline="0001-01-01T00:30:00+01:00"),
+                 "offer_deadline", "range", id="raise offer_deadline=0001-01-01T00:30+01:00"),
+    pytest.param("referral", "POST", "/referrals/{referral_id}/amend", BOROUGH,
+                 lambda: {"offer_deadline": "9999-12-31T23:00:00-05:00"},
+                 "offer_deadline", "range", id="amend offer_deadline=9999-12-31T23:00-05:00"),
+    pytest.param("referral", "POST", "/referrals/{referral_id}/amend", BOROUGH,
+                 lambda: {"offer_deadline": "0001-01-01T00:30:00+01:00"},
+                 "offer_deadline", "range", id="amend offer_deadline=0001-01-01T00:30+01:00"),
+    pytest.param("notification", "POST", "/subscriptions", BOROUGH,
+                 lambda: {**SUBSCRIPTION, "url": f"https://portal.example/{SURROGATE}"},
+                 "url", "lone_surrogate", id="subscribe url=lone surrogate"),
+    pytest.param("notification", "POST", "/subscriptions", BOROUGH,
+                 lambda: {**SUBSCRIPTION, "event_types": [SURROGATE]},
+                 "event_types.0", "lone_surrogate", id="subscribe event_types.0=lone surrogate"),
+    pytest.param("notification", "POST", "/subscriptions", BOROUGH,
+                 lambda: {**SUBSCRIPTION, "contact_email": f"ops{SURROGATE}@portal.example"},
+                 "contact_email", "lone_surrogate", id="subscribe contact_email=lone surrogate"),
+    pytest.param("notification", "PATCH", "/subscriptions/{borough_subscription_id}", BOROUGH,
+                 lambda: {"contact_email": f"ops{SURROGATE}@portal.example"},
+                 "contact_email", "lone_surrogate", id="update subscription contact_email=lone surrogate"),
+]
+
+
+def _path(svc: Service, path: str) -> str:
+    """`path` with fresh resources where the fuzzing may have changed the seeded ones' state."""
+    ids = {"provider_id": svc.provider, "borough_subscription_id": svc.seeds.get("subscription_id", ["", ""])[-1]}
+    if "{applied_id}" in path:
+        ids["applied_id"] = svc.expect(201, "POST", "/providers", json=application(f"{uuid.uuid4().int % 10**6:06d}"))["id"]
+    if "{referral_id}" in path:
+        ids["referral_id"] = svc.expect(201, "POST", "/referrals", BOROUGH, json=referral_body())["id"]
+    return path.format(**ids)
+
+
+@pytest.mark.parametrize(("service", "method", "path", "caller", "body", "field", "rule"), WERE_500)
+def test_input_that_was_a_500_is_422_naming_field_and_rule(
+        services: dict[str, Service], service: str, method: str, path: str, caller: Caller,
+        body: Callable[[], dict[str, Any]], field: str, rule: str) -> None:
+    svc = services[service]
+    store = svc.app.state.runtime.store
+    path = _path(svc, path)
+    before = len(svc.asgi.run(lambda: store.read_all(limit=100_000)))
+    response = svc.request(method, path, caller, content=json.dumps(body()).encode(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert (problem["field"], problem["rule"]) == (field, rule), problem
+    assert len(svc.asgi.run(lambda: store.read_all(limit=100_000))) == before

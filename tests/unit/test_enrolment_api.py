@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
 from services.enrolment.app import create_app
@@ -115,6 +116,31 @@ class TestApply:
             rule: str) -> None:
         response = await client.post("/providers", json=application(**overrides))
         assert_problem(response, 422, field, rule)
+        assert await event_count(client) == 0
+
+    @pytest.mark.parametrize(("members", "field", "rule"), [
+        # each was accepted (201), or a 400 naming no field (not UTF-8), before issue 12
+        (b'"capacity": 4, "capacity": 5', "capacity", "duplicate_key"),
+        (b'"location": {"postcode": "SE1 7PB", "postcode": "CR0 1NX"}', "location.postcode", "duplicate_key"),
+        (b'"name": "River\\u0000side"', "name", "nul_character"),
+        (b'"name": "\\u200b\\u200c\\u2060\\ufeff"', "name", "required"),
+        (b'"name": " \\u3164 "', "name", "required"),
+        (b'"lots": ["ASD\\u0000"]', "lots.0", "nul_character"),
+        (b'"name": "\xe9cole"', "body", "not_utf8"),
+    ])
+    async def test_strict_body_is_422_naming_field_and_rule(
+            self, client: httpx.AsyncClient, members: bytes, field: str, rule: str) -> None:
+        """The application with `members` (raw JSON) in place of the fields they name."""
+        named = {"capacity", "location", "name", "lots"}
+        body = orjson.dumps({k: v for k, v in application().items() if k not in named or k.encode() not in members})
+        response = await client.post("/providers", content=body[:-1] + b", " + members + b"}",
+                                     headers={"content-type": "application/json"})
+        assert_problem(response, 422, field, rule)
+        assert await event_count(client) == 0
+
+    async def test_capacity_above_the_domain_maximum_is_refused(self, client: httpx.AsyncClient) -> None:
+        assert_problem(await client.post("/providers", json=application(capacity=10_001)), 422,
+                       "capacity", "range")
         assert await event_count(client) == 0
 
     async def test_not_json_is_refused(self, client: httpx.AsyncClient) -> None:
@@ -425,3 +451,28 @@ async def test_approval_is_published_on_the_enrolment_topic(
         await subscription.stop()
     assert [e.type for e in seen][:4] == ["provider-applied", "provider-inspected",
                                          "provider-rescored", "provider-approved"]
+
+
+@pytest.mark.parametrize(("path", "body", "field", "rule"), [
+    ("inspections", {**GOOD, "inspected_on": "0001-01-01"}, "inspected_on", "range"),
+    ("inspections", {**GOOD, "inspected_on": "1989-12-31"}, "inspected_on", "range"),
+    ("outcomes", {"period": "0001-02", "kpis": {"attendance": 90}}, "period", "range"),
+    ("outcomes", {"period": "9998-99", "kpis": {"attendance": 90}}, "period", "range"),
+    ("reject", {"reason": "\u200b\u200d"}, "reason", "required"),
+])
+async def test_implausible_dates_and_invisible_reasons_are_refused(
+        client: httpx.AsyncClient, commissioner: dict[str, str], path: str, body: dict[str, Any],
+        field: str, rule: str) -> None:
+    """Issue 12: an inspection of the year 1 (or an outcome year 0001-02) was accepted and would
+    count, or not, by a date no inspection can have."""
+    pid = (await apply(client))["id"]
+    before = await event_count(client)
+    assert_problem(await client.post(f"/providers/{pid}/{path}", json=body, headers=commissioner), 422, field, rule)
+    assert await event_count(client) == before
+
+
+async def test_an_inspection_of_1990_still_counts(client: httpx.AsyncClient, commissioner: dict[str, str]) -> None:
+    pid = (await apply(client))["id"]
+    response = await client.post(f"/providers/{pid}/inspections", json={**GOOD, "inspected_on": "1990-01-01"},
+                                 headers=commissioner)
+    assert response.status_code == 200, response.text

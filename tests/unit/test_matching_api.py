@@ -250,4 +250,105 @@ async def test_providers_cannot_work_out_a_rivals_fee_from_insights(settings: Se
         assert commissioner["median_weekly_fee_pence"] == 350000
         provider = await wait_for(lambda: counted("provider", p1))
         assert provider["median_weekly_fee_pence"] is None and "cost_avoidance_pence_per_week" not in provider
+        assert (provider["providers"], provider["suppressed"], provider["suppressed_reason"]) == (2, True, "too_few_providers")
         assert "borough" not in provider and "boroughs" not in provider
+
+
+def offer(rid: str, offer_id: str, provider_id: str, fee: int) -> Envelope:
+    return env("offer-submitted", rid, {
+        "offer_id": offer_id, "provider_id": provider_id, "weekly_fee_pence": fee,
+        "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T09:00:00.000000Z"}, "referral")
+
+
+def award(rid: str, offer_id: str, provider_id: str, fee: int, not_selected: list[dict[str, str]]) -> Envelope:
+    return env("placement-awarded", rid, {
+        "offer_id": offer_id, "provider_id": provider_id, "weekly_fee_pence": fee, "justification": None,
+        "top_ranked_offer_id": offer_id, "not_selected": not_selected, "borough": "croydon",
+        "awarded_at": "2026-05-21T09:00:00Z"}, "referral")
+
+
+async def insight_row(client: Any, settings: Settings, role: str, tenant: str, query: str = "") -> dict[str, Any]:
+    response = await client.get(f"/insights{query}", headers=auth(settings, role, tenant))
+    assert response.status_code == 200, response.text
+    rows = response.json()["rows"]
+    assert len(rows) == 1
+    return rows[0]
+
+
+async def test_padding_a_cell_with_withdrawn_offers_does_not_reveal_a_rivals_fee(settings: Settings) -> None:
+    """The finding: invited with one rival (437123), the attacker offers 1, 1, 10,000,000 and
+    10,000,000 pence, withdrawing each, and the market view counted 5 offers with the rival's fee
+    as their median. Withdrawn offers count nowhere now, and one provider is not five."""
+    app = create_app(settings)
+    rid, attacker, rival = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    async with service_client(app) as client:
+        await app.state.runtime.consumers_ready()
+        events = [env("provider-approved", attacker, {**PROFILE, "quality_score": "80.00"}, "enrolment"),
+                  env("provider-approved", rival, {**PROFILE, "urn": "100002", "quality_score": "70.00"}, "enrolment"),
+                  env("referral-raised", rid, REFERRAL, "referral"),
+                  offer(rid, "rival-offer", rival, 437123)]
+        for n, fee in enumerate((1, 1, 10_000_000, 10_000_000)):
+            events += [offer(rid, f"pad-{n}", attacker, fee),
+                       env("offer-withdrawn", rid, {"offer_id": f"pad-{n}", "provider_id": attacker, "reason": None},
+                           "referral")]
+        events.append(award(rid, "rival-offer", rival, 437123, []))  # settled: the month is final
+        await feed(app, settings, *events)
+
+        async def awarded() -> dict[str, Any]:
+            row = await insight_row(client, settings, "commissioner", "region")
+            assert row["awards"] == 1
+            return row
+        full = await wait_for(awarded)
+        market = await insight_row(client, settings, "provider", attacker)
+        assert (market["offers"], market["median_weekly_fee_pence"]) == (1, None)  # was 5, 437123
+        assert (full["offers"], full["median_weekly_fee_pence"]) == (1, 437123)
+        assert full["cost_avoidance_pence_per_week"] == 0  # the padding moved cost avoidance too
+        assert full["providers"] == market["providers"] == 1
+        assert market["suppressed"] is True and market["suppressed_reason"] == "too_few_providers"
+        assert "437123" not in (await client.get("/insights", headers=auth(settings, "provider", attacker))).text
+
+
+async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_is_final(settings: Settings) -> None:
+    """Two referrals of one month: four providers on the first (one withdraws and offers again:
+    its latest offer counts), a fifth on the second. Five providers, but a referral still open:
+    suppressed; once both are awarded the median of the five appears, the same however asked.
+    (A month long past, so that it is over whatever the clock says.)"""
+    app = create_app(settings)
+    raised = {**REFERRAL, "raised_at": "2024-05-01T09:00:00.000000Z"}
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    ps = [str(uuid.uuid4()) for _ in range(5)]
+    fees = [300000, 350000, 400000, 450000, 500000]
+    async with service_client(app) as client:
+        await app.state.runtime.consumers_ready()
+        await feed(app, settings,
+                   *(env("provider-approved", p, {**PROFILE, "urn": f"10000{i}", "quality_score": "80.00"}, "enrolment")
+                     for i, p in enumerate(ps)),
+                   env("referral-raised", first, raised, "referral"),
+                   env("referral-raised", second, {**raised, "borough": "lambeth"}, "referral"),
+                   offer(first, "o0-old", ps[0], 900000),
+                   env("offer-withdrawn", first, {"offer_id": "o0-old", "provider_id": ps[0], "reason": None}, "referral"),
+                   *(offer(first, f"o{i}", ps[i], fees[i]) for i in range(4)),
+                   offer(second, "o4", ps[4], fees[4]))
+
+        async def five() -> dict[str, Any]:
+            row = await insight_row(client, settings, "provider", ps[0])
+            assert row["providers"] == 5 and row["offers"] == 5
+            return row
+        row = await wait_for(five)
+        assert row["suppressed_reason"] == "cohort_open" and row["median_weekly_fee_pence"] is None
+
+        await feed(app, settings,
+                   award(first, "o0", ps[0], fees[0], [{"offer_id": f"o{i}", "provider_id": ps[i]} for i in (1, 2, 3)]),
+                   award(second, "o4", ps[4], fees[4], []))
+
+        async def final() -> dict[str, Any]:
+            row = await insight_row(client, settings, "provider", ps[1])
+            assert row["suppressed"] is False
+            return row
+        row = await wait_for(final)
+        assert (row["median_weekly_fee_pence"], row["suppressed_reason"], row["awards"]) == (400000, None, 2)
+        assert "cost_avoidance_pence_per_week" not in row and "boroughs" not in row
+        for query in ("?need=ASD", "?month=2024-05", "?need=ASD&month=2024-05", "?borough=croydon"):
+            assert await insight_row(client, settings, "provider", ps[1], query) == row
+        full = await insight_row(client, settings, "commissioner", "region")
+        assert full["boroughs"]["croydon"]["median_weekly_fee_pence"] == 375000  # commissioners: full figures

@@ -428,3 +428,24 @@ async def test_outcomes_recorded_together_as_one_by_one(tmp_path: Path, monkeypa
         assert [by_id[i]["status"] for i in ids] == ["pending", "delivered", "failed", "pending"]
         assert [len(by_id[i]["attempts"]) for i in ids] == [2, 2, 2, 2]
         assert (await verify_store(app.state.runtime.db)).ok
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field", "rule"), [
+    ("GET", "/deliveries?before=2026%00", None, "before", "nul_character"),  # a NUL PostgreSQL would choke on
+    ("GET", "/subscriptions/%00", None, "path", "nul_character"),
+    ("POST", "/subscriptions", b'{"url": "https://portal.example/hooks", "url": "https://evil.example/",'
+                               b' "event_types": ["referral.invited"]}', "url", "duplicate_key"),
+    ("POST", "/subscriptions", b'{"url": "https://portal.example/hooks\\u0000", "event_types": ["referral.invited"]}',
+     "url", "nul_character"),
+])
+async def test_nuls_and_duplicate_keys_are_422_naming_the_field(
+        tmp_path: Path, method: str, path: str, body: bytes | None, field: str, rule: str) -> None:
+    """Issue 12: accepted before (the last `url` won; a NUL reached the database)."""
+    settings = make_settings(tmp_path)
+    async with running(settings) as (app, client):
+        response = await client.request(method, path, content=body, headers={
+            **auth(settings, *PROVIDER), "content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert (response.json()["field"], response.json()["rule"]) == (field, rule)
+        assert await app.state.runtime.store.read_all() == []

@@ -26,11 +26,13 @@ from services.notification.domain import (
     classify_http,
     classify_smtp,
     delivery_recorded,
+    legacy_secret_id,
     new_signing_secret,
     parse_retry_after,
     plan_deliveries,
 )
 from shared.errors import Forbidden, InvalidTransition, NotFound, RuleViolation
+from shared.events import Envelope
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
 PROVIDER = Owner("provider", "prov-1")
@@ -46,7 +48,7 @@ def new_subscription(
         owner=owner,
         url=url,
         event_types=event_types or ["referral.invited"],
-        secret=new_signing_secret(),
+        secret_id="secret-1",
         at=T0,
         allow_private=False,
     )
@@ -156,7 +158,7 @@ def test_create_subscription_records_owner_types_and_secret() -> None:
     sub = new_subscription(event_types=["shortlist.updated", "referral.invited", "referral.invited"])
     assert sub.owner == PROVIDER
     assert sub.event_types == ["referral.invited", "shortlist.updated"]
-    assert sub.secret.startswith("whsec_")
+    assert sub.secret_id == "secret-1" and sub.signing_secret_ids(T0) == ["secret-1"]
     assert sub.status is SubscriptionStatus.ACTIVE
     assert sub.version == 1
 
@@ -173,7 +175,7 @@ def test_secrets_are_fresh_and_standard() -> None:
 def test_event_types_are_checked(event_types: object, rule: str) -> None:
     with pytest.raises(RuleViolation) as refused:
         Subscription.create(
-            "s", owner=PROVIDER, url=URL, event_types=event_types, secret=new_signing_secret(), at=T0,
+            "s", owner=PROVIDER, url=URL, event_types=event_types, secret_id="secret-1", at=T0,
             allow_private=False,
         )
     assert refused.value.field == "event_types"
@@ -185,7 +187,7 @@ def test_only_providers_and_boroughs_subscribe(role: str) -> None:
     with pytest.raises(Forbidden):
         Subscription.create(
             "s", owner=Owner(role, "x"), url=URL, event_types=["referral.invited"],
-            secret=new_signing_secret(), at=T0, allow_private=False,
+            secret_id="secret-1", at=T0, allow_private=False,
         )
 
 
@@ -207,7 +209,7 @@ def test_delete_then_everything_is_refused() -> None:
     with pytest.raises(InvalidTransition):
         sub.delete(at=T0)
     with pytest.raises(InvalidTransition):
-        sub.rotate_secret(new_signing_secret(), at=T0, grace=timedelta(hours=24))
+        sub.rotate_secret("secret-2", at=T0, grace=timedelta(hours=24))
 
 
 def test_unknown_subscription_is_not_found() -> None:
@@ -217,12 +219,50 @@ def test_unknown_subscription_is_not_found() -> None:
 
 def test_rotation_keeps_previous_secret_signing_during_grace() -> None:
     sub = new_subscription()
-    old = sub.secret
-    new = new_signing_secret()
-    sub.mutate(sub.rotate_secret(new, at=T0, grace=timedelta(hours=24)))
-    assert sub.secret == new
-    assert sub.signing_secrets(T0 + timedelta(hours=1)) == [new, old]
-    assert sub.signing_secrets(T0 + timedelta(hours=24)) == [new]
+    [rotated] = sub.rotate_secret("secret-2", at=T0, grace=timedelta(hours=24))
+    assert rotated.data == {"subscription_id": "sub-1", "secret_id": "secret-2", "previous_secret_id": "secret-1",
+                            "previous_valid_until": "2026-06-02T09:00:00Z", "rotated_at": "2026-06-01T09:00:00Z"}
+    sub.mutate([rotated])
+    assert sub.secret_id == "secret-2"
+    assert sub.signing_secret_ids(T0 + timedelta(hours=1)) == ["secret-2", "secret-1"]
+    assert sub.signing_secret_ids(T0 + timedelta(hours=24)) == ["secret-2"]
+
+
+def test_no_subscription_event_carries_a_secret() -> None:
+    sub = new_subscription()
+    events = [*Subscription.create("sub-1", owner=PROVIDER, url=URL, event_types=["referral.invited"],
+                                   secret_id="secret-1", at=T0, allow_private=False),
+              *sub.rotate_secret("secret-2", at=T0, grace=timedelta(hours=24))]
+    assert not any("whsec_" in str(e.data) or "secret" in e.data or "previous_secret" in e.data for e in events)
+
+
+def test_version_1_events_with_secrets_in_clear_are_upcast_and_still_sign() -> None:
+    """Stored before secrets left the events: `secret` / `previous_secret` in clear, data version 1."""
+    old, new = new_signing_secret(), new_signing_secret()
+    created = Envelope.from_dict({
+        "id": "e1", "source": "placematch/notification", "type": "subscription-created", "subject": "sub-1",
+        "time": "2026-06-01T09:00:00.000000Z", "dataversion": 1,
+        "data": {"subscription_id": "sub-1", "owner": {"role": "provider", "tenant": "prov-1"}, "url": URL,
+                 "event_types": ["referral.invited"], "contact_email": None, "secret": old,
+                 "created_at": "2026-06-01T09:00:00Z"}})
+    rotated = Envelope.from_dict({
+        "id": "e2", "source": "placematch/notification", "type": "subscription-secret-rotated", "subject": "sub-1",
+        "time": "2026-06-01T10:00:00.000000Z", "dataversion": 1,
+        "data": {"subscription_id": "sub-1", "secret": new, "previous_secret": old,
+                 "previous_valid_until": "2026-06-02T10:00:00Z", "rotated_at": "2026-06-01T10:00:00Z"}})
+    assert created.dataversion == rotated.dataversion == 2
+    assert "secret" not in created.data and created.data["secret_id"] == legacy_secret_id(old)
+    assert rotated.data["previous_secret_id"] == created.data["secret_id"]
+    sub = Subscription.replay("sub-1", [(e.type, e.data) for e in (created, rotated)])
+    during, after = T0 + timedelta(hours=2), T0 + timedelta(hours=26)
+    assert [sub.legacy_secrets[i] for i in sub.signing_secret_ids(during)] == [new, old]
+    assert [sub.legacy_secrets[i] for i in sub.signing_secret_ids(after)] == [new]
+    # a rotation after the upgrade names the legacy secret by its id; the next one forgets it
+    sub.mutate(sub.rotate_secret("secret-3", at=after, grace=timedelta(hours=24)))
+    assert sub.signing_secret_ids(after) == ["secret-3", legacy_secret_id(new)]
+    assert sub.legacy_secrets == {legacy_secret_id(new): new}
+    sub.mutate(sub.rotate_secret("secret-4", at=after, grace=timedelta(hours=24)))
+    assert sub.legacy_secrets == {}
 
 
 def test_update_changes_only_what_differs() -> None:
@@ -276,7 +316,7 @@ def test_replay_equals_mutate() -> None:
     sub = new_subscription()
     history = [
         *Subscription.create(
-            "sub-1", owner=PROVIDER, url=URL, event_types=["referral.invited"], secret=sub.secret, at=T0,
+            "sub-1", owner=PROVIDER, url=URL, event_types=["referral.invited"], secret_id=sub.secret_id, at=T0,
             allow_private=False,
         ),
         *sub.disable(reason="by_owner", at=T0),

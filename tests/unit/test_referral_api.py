@@ -18,7 +18,7 @@ from shared.bus import Message
 from shared.events import Envelope
 from shared.settings import Settings
 from shared.testing import auth, service_client
-from tests.helpers import wait_for
+from tests.helpers import forged_token, wait_for
 
 PROVIDER_A = "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a01"
 PROVIDER_B = "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a02"
@@ -153,6 +153,11 @@ async def test_raise_returns_201_and_publishes_referral_raised(h: Harness) -> No
         ({"max_travel_km": "30"}, "max_travel_km", "int_type"),
         ({"surname": "Smith"}, "surname", "extra_forbidden"),
         ({"outcomes": []}, "outcomes", "not_empty"),
+        # issue 12: accepted, or refused naming another field, before
+        ({"required_from": "9999-12-31"}, "required_from", "range"),
+        ({"outcomes": ["\u200b\u2060"]}, "outcomes.0", "not_empty"),
+        ({"outcomes": ["Attend\u0000"]}, "outcomes.0", "nul_character"),
+        ({"offer_deadline": "9999-12-31T10:00:00Z"}, "offer_deadline", "before_required_from"),
     ],
 )
 async def test_bad_referral_is_422_problem_naming_field_and_rule_and_records_nothing(
@@ -310,7 +315,11 @@ async def test_offer_validation_names_the_field(h: Harness) -> None:
     await h.invite(created["id"], PROVIDER_A)
     for overrides, field, rule in [({"weekly_fee_pence": 0}, "weekly_fee_pence", "range"),
                                    ({"weekly_fee_pence": "425000"}, "weekly_fee_pence", "int_type"),
-                                   ({"start_date": "2020-01-01"}, "start_date", "not_in_past")]:
+                                   ({"start_date": "2020-01-01"}, "start_date", "not_in_past"),
+                                   # issue 12: accepted before
+                                   ({"start_date": "9999-12-31"}, "start_date", "range"),
+                                   ({"start_date": (today() + timedelta(days=6 * 366)).date().isoformat()},
+                                    "start_date", "range")]:
         response = await h.offer(created["id"], PROVIDER_A, **overrides)
         assert response.status_code == 422
         assert (response.json()["field"], response.json()["rule"]) == (field, rule)
@@ -464,3 +473,38 @@ async def test_deadlines_that_pass_while_the_service_is_down_are_closed_after_re
             return view["status"] == "closed" and view["close_reason"] == "unfilled"
 
         await wait_for(closed, timeout=10)
+
+
+# --- token claims (issue 12) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("claims", "field", "rule"), [
+    ({"tenant": 5}, "Authorization.tenant", "type"),
+    ({"tenant": "croy\x00don"}, "Authorization.tenant", "format"),
+    ({"tenant": " croydon "}, "Authorization.tenant", "format"),
+    ({"tenant": ""}, "Authorization.tenant", "format"),
+    ({"tenant": "c" * 65}, "Authorization.tenant", "max_length"),
+    ({"tenant": "croydon\u200b"}, "Authorization.tenant", "format"),
+    ({"role": "mayor"}, "Authorization.role", "one_of"),
+    ({"sub": "x" * 101}, "Authorization.sub", "format"),
+])
+async def test_a_token_with_a_bad_claim_is_401_naming_the_claim_and_records_nothing(
+        h: Harness, claims: dict[str, Any], field: str, rule: str) -> None:
+    """Before, an int, a NUL or a padded tenant was a borough of its own (and 101 characters a 500
+    on PostgreSQL: tests/integration/test_referral_inputs_pg.py)."""
+    token = forged_token(h.settings, **{"role": "borough", "tenant": "croydon", **claims})
+    response = await h.client.post("/referrals", json=referral_body(),
+                                   headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "claims-1"})
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert (response.json()["field"], response.json()["rule"]) == (field, rule)
+    assert await h.all_events() == []
+
+
+async def test_tenant_and_role_claims_are_compared_in_lower_case(h: Harness) -> None:
+    upper = {"Authorization": f"Bearer {forged_token(h.settings, role='Borough', tenant='CROYDON')}"}
+    created = (await h.client.post("/referrals", json=referral_body(), headers=upper)).json()
+    assert created["borough"] == "croydon"
+    listed = (await h.client.get("/referrals", headers=h.as_("borough", "croydon"))).json()
+    assert [r["id"] for r in listed["items"]] == [created["id"]]
+    assert (await h.client.get(f"/referrals/{created['id']}", headers=upper)).status_code == 200

@@ -1,0 +1,117 @@
+"""Issue 12: the shared input rules (shared/inputs.py) and the token claims (shared/auth.py)."""
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+import pytest
+from typer.testing import CliRunner
+
+from shared.auth import ClaimError, decode_token, mint_token
+from shared.cli import app as cli
+from shared.errors import DomainError
+from shared.inputs import InputRefused, check_query, clean_text, decode_json, is_blank
+from shared.settings import Settings
+from tests.helpers import forged_token
+
+
+@pytest.mark.parametrize(("body", "field", "rule"), [
+    (b'{"a": 1, "a": 2}', "a", "duplicate_key"),
+    (b'{"a": {"b": [1, {"c": 1, "c": 1}]}}', "a.b.1.c", "duplicate_key"),
+    (b'{"a": ["x", "y\\u0000"]}', "a.1", "nul_character"),
+    (b'{"a\\u0000": 1}', "body", "nul_character"),
+    (b'{"a": "\\ud800"}', "a", "lone_surrogate"),
+    (b'{"a": "\\udfff\\ud800"}', "a", "lone_surrogate"),
+    (b'{"a": "\xed\xa0\x80"}', "body", "not_utf8"),  # a surrogate encoded as UTF-8 octets
+    (b'{"a": "\xe9"}', "body", "not_utf8"),
+    (b'{"a": 9223372036854775808}', "a", "range"),
+    (b'{"a": -9223372036854775809}', "a", "range"),
+    (b'{"a": 1e400}', "a", "finite_number"),
+    (b'{"a": NaN}', "body", "invalid_json"),
+    (b'{"a": -Infinity}', "body", "invalid_json"),
+    (b'{"a": ' + b"1" * 5000 + b"}", "body", "invalid_json"),
+    (b"{not json", "body", "invalid_json"),
+    (b"[" * 100_000, "body", "invalid_json"),
+    (b"[" * 40 + b"]" * 40, "0." * 31 + "0", "max_depth"),
+])
+def test_decode_json_refuses_naming_field_and_rule(body: bytes, field: str, rule: str) -> None:
+    with pytest.raises(InputRefused) as refused:
+        decode_json(body)
+    assert (refused.value.status, refused.value.field, refused.value.rule) == (422, field, rule)
+    assert refused.value.detail.encode("utf-8")  # the answer can always be written
+
+
+def test_decode_json_keeps_what_is_fine() -> None:
+    body = '{"name": "École\\u00e9", "n": 9223372036854775807, "m": -9223372036854775808, "x": 1.5, "l": [true, null]}'
+    assert decode_json(body.encode()) == {"name": "Écoleé", "n": 2**63 - 1, "m": -(2**63), "x": 1.5,
+                                          "l": [True, None]}
+
+
+def test_a_nul_in_a_query_parameter_names_it() -> None:
+    with pytest.raises(InputRefused) as refused:
+        check_query(b"limit=5&before=2026%00")
+    assert (refused.value.field, refused.value.rule) == ("before", "nul_character")
+    check_query(b"before=2026-01-01T00%3A00%3A00Z&x=%C3%A9")
+
+
+@pytest.mark.parametrize(("text", "cleaned"), [
+    ("  Riverside School \u200b", "Riverside School"),
+    ("\ufeffCafe\u0301", "Café"),  # NFC
+    ("\u200b\u200c\u200d\u2060\ufeff", ""),
+    ("\u3164\u115f \u2800", ""),
+    ("a\u200bb", "a\u200bb"),  # inside a name: kept
+])
+def test_clean_text(text: str, cleaned: str) -> None:
+    assert clean_text(text) == cleaned
+    assert is_blank(text) is (cleaned == "")
+
+
+# --- claims ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def settings(tmp_path: Any) -> Settings:
+    return Settings(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("tenant", ["croydon", "region", "prov-1", "r", "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a01",
+                                    "a" * 64, "north_east"])
+def test_tenants_the_code_uses_are_valid(settings: Settings, tenant: str) -> None:
+    assert decode_token(settings, mint_token(settings, "borough", tenant)).tenant == tenant
+
+
+def test_case_is_normalised_when_minting_and_decoding(settings: Settings) -> None:
+    assert decode_token(settings, mint_token(settings, "provider", "0D1F6C9E-6F0A-4F1E-8A55-0F1D9B7E2A01")).tenant \
+        == "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a01"
+    principal = decode_token(settings, forged_token(settings, role="BOROUGH", tenant="Croydon"))
+    assert (principal.role, principal.tenant, principal.actor) == ("borough", "croydon", "borough:croydon")
+
+
+@pytest.mark.parametrize(("role", "tenant", "claim", "rule"), [
+    ("borough", " croydon ", "tenant", "format"),
+    ("borough", "croy don", "tenant", "format"),
+    ("borough", "-croydon", "tenant", "format"),
+    ("borough", "", "tenant", "format"),
+    ("borough", "x" * 65, "tenant", "max_length"),
+    ("borough", "x" * 101, "tenant", "max_length"),
+    ("borough", "croydon\x00", "tenant", "format"),
+    ("mayor", "croydon", "role", "one_of"),
+])
+def test_mint_token_refuses_a_claim_no_service_accepts(settings: Settings, role: str, tenant: str, claim: str,
+                                                       rule: str) -> None:
+    with pytest.raises(ClaimError) as refused:
+        mint_token(settings, role, tenant)
+    assert (refused.value.claim, refused.value.rule) == (claim, rule)
+    with pytest.raises(DomainError) as unauthorized:
+        decode_token(settings, forged_token(settings, role=role, tenant=tenant))
+    assert unauthorized.value.status == 401
+    assert (unauthorized.value.field, unauthorized.value.rule) == (f"Authorization.{claim}", rule)
+
+
+def test_placematch_token_refuses_a_bad_tenant(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("PLACEMATCH_DATA_DIR", str(tmp_path))
+    refused = CliRunner().invoke(cli, ["token", "--role", "borough", "--tenant", "x" * 101])
+    assert refused.exit_code == 2
+    assert "--tenant" in refused.output and "64" in refused.output
+    minted = CliRunner().invoke(cli, ["token", "--role", "borough", "--tenant", "CROYDON"])
+    assert minted.exit_code == 0, minted.output
+    assert jwt.decode(minted.output.strip(), options={"verify_signature": False})["tenant"] == "croydon"
