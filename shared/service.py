@@ -43,9 +43,13 @@ class ConsumerSpec:
     name: str = "main"
     batch_size: int = 1
     """Events handled per transaction when there is a backlog (see `EventConsumer`)."""
+    on_commit: Callable[[], None] | None = None
+    """Runs after each transaction that handled events commits (e.g. to wake a dispatcher)."""
 
 
 Task = Callable[["ServiceRuntime"], Awaitable[None]]
+Consumers = Callable[["ServiceRuntime"], Sequence[ConsumerSpec]]
+"""A service's `handlers.consumers(runtime)`: its consumers, built on the runtime (store, topics, settings)."""
 
 
 class ServiceRuntime:
@@ -55,7 +59,7 @@ class ServiceRuntime:
         settings: Settings,
         *,
         publishes: Sequence[str] = (),
-        consumes: Sequence[ConsumerSpec] = (),
+        consumes: Consumers | Sequence[ConsumerSpec] = (),
         tasks: Sequence[Task] = (),
         bus: Bus | None = None,
         migrate: Callable[[Database], Awaitable[None]] | None = None,
@@ -70,10 +74,10 @@ class ServiceRuntime:
         self.bus: Bus = bus or make_bus(settings)
         self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
         self.publishes = [settings.topic(t) for t in publishes]
-        self.consumers: list[EventConsumer] = []
-        for spec in consumes:
-            self.consume(spec.topics, spec.handler, spec.name, batch_size=spec.batch_size)
         self.tasks = list(tasks)
+        self.consumers: list[EventConsumer] = []
+        for spec in consumes(self) if callable(consumes) else consumes:
+            self.consume(spec.topics, spec.handler, spec.name, batch_size=spec.batch_size, on_commit=spec.on_commit)
         self._migrate = migrate or (lambda db: upgrade(db, name))
         self._running: list[asyncio.Task[None]] = []
 
