@@ -9,11 +9,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -q -x tests/
 
-.PHONY: help venv install run test unit integration bench kafka-fetch postgres-ensure clean distclean
+.PHONY: help venv install run lint test unit integration bench kafka-fetch postgres-ensure clean distclean
 
 help:
 	@echo "make install      create .venv and install placematch with test extras (skipped if up to date)"
 	@echo "make run          placematch up: all four services, embedded (SQLite, in-process bus)"
+	@echo "make lint         ruff (style, imports, bugbear) and mypy (types) over the code: 0 findings"
 	@echo "make test         all tests against a real Kafka and PostgreSQL (deploy/test-env.sh)"
 	@echo "make unit         tests/unit only, no infrastructure"
 	@echo "make bench        benchmarks vs baselines on a real Kafka + PostgreSQL (BENCH_ARGS=\"--quick\")"
@@ -36,6 +37,10 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/placematch up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 kafka-fetch:
 	deploy/kafka/kafka.sh fetch

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import orjson
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.v1.event import CloudEvent
+
+from shared.vocabulary import format_instant, now_utc
+
+__all__ = ["Envelope", "EventRegistry", "dumps", "format_time", "loads", "now_utc", "registry"]
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -20,13 +24,10 @@ CONTENT_TYPE = "application/json"
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def format_time(moment: datetime) -> str:
-    """ISO 8601 UTC with microseconds and `Z`, the one text form of an instant we store."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 UTC with microseconds and `Z`, the text form of an instant we store
+    (`shared.vocabulary.format_instant`)."""
+    return format_instant(moment)
 
 
 def dumps(value: Any) -> bytes:

@@ -9,14 +9,18 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 from fastapi import APIRouter, FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.aggregate import Aggregate
 from shared.bus import Bus, make_bus
+from shared.commands import Decide, Project, in_transaction, run_command
 from shared.limits import install_limits
 from shared.consumers import EventConsumer, Handler
 from shared.db import Database
+from shared.events import Envelope
 from shared.logs import get_logger
 from shared.migrations import upgrade
 from shared.relay import OutboxRelay
@@ -26,6 +30,8 @@ from shared.web import (CorrelationMiddleware, IdempotencyMiddleware, StrictJSON
                         install_problem_handlers)
 
 log = get_logger("placematch.service")
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,13 @@ class ConsumerSpec:
     name: str = "main"
     batch_size: int = 1
     """Events handled per transaction when there is a backlog (see `EventConsumer`)."""
+    on_commit: Callable[[], None] | None = None
+    """Runs after each transaction that handled events commits (e.g. to wake a dispatcher)."""
 
 
 Task = Callable[["ServiceRuntime"], Awaitable[None]]
+Consumers = Callable[["ServiceRuntime"], Sequence[ConsumerSpec]]
+"""A service's `handlers.consumers(runtime)`: its consumers, built on the runtime (store, topics, settings)."""
 
 
 class ServiceRuntime:
@@ -49,7 +59,7 @@ class ServiceRuntime:
         settings: Settings,
         *,
         publishes: Sequence[str] = (),
-        consumes: Sequence[ConsumerSpec] = (),
+        consumes: Consumers | Sequence[ConsumerSpec] = (),
         tasks: Sequence[Task] = (),
         bus: Bus | None = None,
         migrate: Callable[[Database], Awaitable[None]] | None = None,
@@ -64,15 +74,30 @@ class ServiceRuntime:
         self.bus: Bus = bus or make_bus(settings)
         self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
         self.publishes = [settings.topic(t) for t in publishes]
-        self.consumers: list[EventConsumer] = []
-        for spec in consumes:
-            self.consume(spec.topics, spec.handler, spec.name, batch_size=spec.batch_size)
         self.tasks = list(tasks)
+        self.consumers: list[EventConsumer] = []
+        for spec in consumes(self) if callable(consumes) else consumes:
+            self.consume(spec.topics, spec.handler, spec.name, batch_size=spec.batch_size, on_commit=spec.on_commit)
         self._migrate = migrate or (lambda db: upgrade(db, name))
         self._running: list[asyncio.Task[None]] = []
 
     def topic(self, short: str) -> str:
         return self.settings.topic(short)
+
+    async def command(self, cls: type[A], stream_id: str, decide: Decide[A], *, topic: str | None,
+                      project: Project[A] | None = None, journal: str | None = None,
+                      project_unchanged: bool = False) -> tuple[A, list[Envelope]]:
+        """Run a command on one aggregate in one transaction (see `shared.commands.run_command`);
+        `topic` is the short name ("referral" -> placematch.referral), None to publish nothing."""
+        return await run_command(self.db, self.store, cls, stream_id, decide,
+                                 topic=None if topic is None else self.topic(topic), project=project,
+                                 journal=journal, project_unchanged=project_unchanged)
+
+    async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], *,
+                          lock_journal: bool = False) -> T:
+        """Run `work(conn)` in one transaction, again from the start on a concurrent append: for a
+        command that loads and appends to several streams itself."""
+        return await in_transaction(self.db, work, lock_journal=lock_journal)
 
     def consume(self, topics: Sequence[str], handler: Handler, name: str = "main", *, batch_size: int = 1,
                 on_commit: Callable[[], None] | None = None) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import re
 import uuid
 from datetime import timedelta
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -38,6 +39,27 @@ def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | N
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+RULES_OF_PYDANTIC: dict[str, str] = {
+    "string_too_long": "max_length", "too_long": "max_items",
+    "greater_than": "range", "greater_than_equal": "range", "less_than": "range", "less_than_equal": "range",
+    "decimal_max_places": "two_decimal_places",
+    "date_parsing": "format", "date_from_datetime_parsing": "format", "date_from_datetime_inexact": "format",
+    "date_type": "format", "datetime_parsing": "format", "datetime_from_date_parsing": "format",
+    "datetime_type": "format", "datetime_object_invalid": "format", "uuid_parsing": "format",
+    "string_pattern_mismatch": "format", "timezone_aware": "timezone",
+    "enum": "one_of", "literal_error": "one_of",
+}
+"""Pydantic's error types for typed fields (dates, instants, UUIDs, codes, bounds) as the rule words the
+domain's own checks use, so typing a field does not change what a client is told. Other types
+(`missing`, `extra_forbidden`, `int_type`, ...) pass through as they always have. A field that needs
+another word raises `PydanticCustomError(rule, message)` in a validator (a custom type passes through)."""
+
+
+def rule_of(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type", "invalid"))
+    return RULES_OF_PYDANTIC.get(kind, kind)
+
+
 def _field_of(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -58,7 +80,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         if any(e.get("type") == "json_invalid" for e in exc.errors()):  # StrictJSONMiddleware's, if bypassed
             return problem(422, "Invalid request", "the body is not JSON", field="body", rule="invalid_json")
-        errors = [{"field": _field_of(tuple(e.get("loc", ()))), "rule": e.get("type", "invalid"),
+        errors = [{"field": _field_of(tuple(e.get("loc", ()))), "rule": rule_of(e),
                    "message": e.get("msg", "")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "rule": "invalid", "message": "invalid request"}
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
