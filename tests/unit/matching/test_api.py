@@ -22,7 +22,7 @@ PROFILE = {
 REFERRAL = {
     "borough": "croydon", "child_ref": "CR-2026-0042", "birth_date": "2014-05-02", "age_at_start": 12,
     "gender": "male", "primary_need": "ASD", "secondary_needs": ["SLCN"], "placement_type": "day",
-    "required_from": "2026-09-01", "location": {"postcode": "CR0 1NX", "lat": 51.372, "lon": -0.099, "district": "Croydon"},
+    "required_from": "2026-09-01", "location": {"postcode": "CR0 1NX", "lat": 51.372, "lon": -0.099, "district": "CR0"},
     "max_travel_km": 30, "needs_profile": {"voice": 2}, "outcomes": ["Attend school full time"],
     "offer_deadline": "2026-07-01T17:00:00Z", "preferred_provider_id": None, "raised_at": "2026-05-01T09:00:00.000000Z",
 }
