@@ -91,9 +91,11 @@ async def test_match_rank_policy_and_views(settings: Settings) -> None:
         # offers -> shortlist
         await feed(app, settings,
                    env("offer-submitted", rid, {"offer_id": "o1", "provider_id": p1, "weekly_fee_pence": 425000,
-                                                "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T10:00:00Z"}, "referral"),
+                                                "start_date": "2026-09-01", "notes": "",
+                                                "submitted_at": "2026-05-02T10:00:00Z"}, "referral"),
                    env("offer-submitted", rid, {"offer_id": "o2", "provider_id": p2, "weekly_fee_pence": 500000,
-                                                "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T11:00:00Z"}, "referral"))
+                                                "start_date": "2026-09-01", "notes": "",
+                                                "submitted_at": "2026-05-02T11:00:00Z"}, "referral"))
 
         async def two_entries() -> dict[str, Any]:
             body = (await client.get(f"/referrals/{rid}/shortlist", headers=borough)).json()
@@ -110,20 +112,25 @@ async def test_match_rank_policy_and_views(settings: Settings) -> None:
         assert mine["ranked_offers"] == 2 and [e["rank"] for e in mine["entries"]] == [2]
         assert "425000" not in str(mine) and "price" not in mine["entries"][0]
         # other borough and a provider never invited see nothing
-        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough", "lambeth"))).status_code == 404
-        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "provider", p_far))).status_code == 404
-        assert (await client.get(f"/referrals/{rid}/eligible-providers", headers=auth(settings, "provider", p1))).status_code == 403
+        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough",
+            "lambeth"))).status_code == 404
+        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "provider",
+            p_far))).status_code == 404
+        assert (await client.get(f"/referrals/{rid}/eligible-providers", headers=auth(settings, "provider",
+            p1))).status_code == 403
 
         # policy: bad input refused with field and rule, nothing recorded
         commissioner = auth(settings, "commissioner", "region")
         bad = await client.put("/policy", json={"quality_weight": "0.7", "price_weight": "0.4"}, headers=commissioner)
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert (bad.json()["field"], bad.json()["rule"]) == ("price_weight", "weights_sum_to_one")
-        bad = await client.put("/policy", json={"quality_weight": "0.333", "price_weight": "0.667"}, headers=commissioner)
+        bad = await client.put("/policy", json={"quality_weight": "0.333", "price_weight": "0.667"},
+            headers=commissioner)
         assert (bad.json()["field"], bad.json()["rule"]) == ("quality_weight", "two_decimal_places")
         missing = await client.put("/policy", json={"quality_weight": "0.5"}, headers=commissioner)
         assert missing.status_code == 422 and missing.json()["field"] == "price_weight"
-        assert (await client.put("/policy", json={"quality_weight": "0.5", "price_weight": "0.5"}, headers=borough)).status_code == 403
+        assert (await client.put("/policy", json={"quality_weight": "0.5", "price_weight": "0.5"},
+            headers=borough)).status_code == 403
         assert (await client.get("/policy", headers=borough)).json()["version"] == 1
 
         ok = await client.put("/policy", json={"quality_weight": "0.50", "price_weight": "0.50", "min_quality": "85"},
@@ -136,11 +143,13 @@ async def test_match_rank_policy_and_views(settings: Settings) -> None:
         assert body["excluded"] == [{"offer_id": "o1", "provider_id": p1, "reason": "below_quality_gate"}]
 
         # suspension drops the provider out
-        await feed(app, settings, env("provider-suspended", p2, {"reason": "safeguarding", "automatic": True}, "enrolment"))
+        await feed(app, settings, env("provider-suspended", p2, {"reason": "safeguarding", "automatic": True},
+            "enrolment"))
 
         async def p2_excluded() -> bool:
             b = (await client.get(f"/referrals/{rid}/shortlist", headers=borough)).json()
-            return b["entries"] == [] and {"offer_id": "o2", "provider_id": p2, "reason": "provider_suspended"} in b["excluded"]
+            return b["entries"] == [] and {"offer_id": "o2", "provider_id": p2,
+                "reason": "provider_suspended"} in b["excluded"]
         await wait_for(p2_excluded)
 
         # award and insights
@@ -191,7 +200,8 @@ async def test_no_eligible_provider_notifies_the_borough(settings: Settings) -> 
         assert note.data["recipient"] == {"role": "borough", "tenant": "croydon"}
         body = (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough", "croydon"))).json()
         assert body == {"referral_id": rid, "policy_version": 1, "entries": [], "excluded": []}
-        assert (await client.get("/referrals/nope/shortlist", headers=auth(settings, "commissioner", "r"))).status_code == 404
+        assert (await client.get("/referrals/nope/shortlist", headers=auth(settings, "commissioner",
+            "r"))).status_code == 404
         assert (await client.get("/policy")).status_code == 401
 
 
@@ -199,8 +209,10 @@ async def test_same_events_in_same_order_give_byte_identical_shortlists(tmp_path
     from shared.events import dumps
 
     events = [
-        Envelope(type="provider-approved", subject="prov-a", data={**PROFILE, "quality_score": "77.77"}, source="placematch/enrolment"),
-        Envelope(type="provider-approved", subject="prov-b", data={**PROFILE, "quality_score": "91.10"}, source="placematch/enrolment"),
+        Envelope(type="provider-approved", subject="prov-a", data={**PROFILE, "quality_score": "77.77"},
+            source="placematch/enrolment"),
+        Envelope(type="provider-approved", subject="prov-b", data={**PROFILE, "quality_score": "91.10"},
+            source="placematch/enrolment"),
         Envelope(type="referral-raised", subject="ref-1", data=REFERRAL, source="placematch/referral"),
         *[Envelope(type="offer-submitted", subject="ref-1", source="placematch/referral", data={
             "offer_id": f"o{i}", "provider_id": pid, "weekly_fee_pence": fee, "start_date": "2026-09-01",
@@ -215,12 +227,14 @@ async def test_same_events_in_same_order_give_byte_identical_shortlists(tmp_path
         app = create_app(settings)
         async with service_client(app):
             await app.state.runtime.consumers_ready()
-            for e in events:  # one at a time: the order across topics is part of the input
+            consumer = app.state.runtime.consumers[0]
+            for fed, e in enumerate(events, start=1):  # one at a time: the order across topics is part of the input
                 await feed(app, settings, e)
-                await wait_for(lambda: app.state.runtime.consumers[0].handled >= events.index(e) + 1)
+                await wait_for(lambda consumer=consumer, fed=fed: consumer.handled >= fed)
 
-            async def shortlists() -> list[bytes]:
-                ranked = [dumps(e.data) for e in await topic_events(app, settings, "matching") if e.type == "shortlist-ranked"]
+            async def shortlists(app: Any = app, settings: Settings = settings) -> list[bytes]:
+                ranked = [dumps(e.data) for e in await topic_events(app, settings, "matching")
+                          if e.type == "shortlist-ranked"]
                 assert len(ranked) == 4
                 return ranked
             outputs.append(await wait_for(shortlists))
@@ -250,7 +264,8 @@ async def test_providers_cannot_work_out_a_rivals_fee_from_insights(settings: Se
         assert commissioner["median_weekly_fee_pence"] == 350000
         provider = await wait_for(lambda: counted("provider", p1))
         assert provider["median_weekly_fee_pence"] is None and "cost_avoidance_pence_per_week" not in provider
-        assert (provider["providers"], provider["suppressed"], provider["suppressed_reason"]) == (2, True, "too_few_providers")
+        assert (provider["providers"], provider["suppressed"], provider["suppressed_reason"]) == (2, True,
+            "too_few_providers")
         assert "borough" not in provider and "boroughs" not in provider
 
 
@@ -326,7 +341,8 @@ async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_
                    env("referral-raised", first, raised, "referral"),
                    env("referral-raised", second, {**raised, "borough": "lambeth"}, "referral"),
                    offer(first, "o0-old", ps[0], 900000),
-                   env("offer-withdrawn", first, {"offer_id": "o0-old", "provider_id": ps[0], "reason": None}, "referral"),
+                   env("offer-withdrawn", first, {"offer_id": "o0-old", "provider_id": ps[0], "reason": None},
+                       "referral"),
                    *(offer(first, f"o{i}", ps[i], fees[i]) for i in range(4)),
                    offer(second, "o4", ps[4], fees[4]))
 

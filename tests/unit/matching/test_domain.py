@@ -52,7 +52,8 @@ def test_match_with_nobody_eligible_still_decides_and_notifies_borough() -> None
     events, _ = match.match(REFERRAL, {"p3": provider("p3", capacity=0)}, "referral-raised")
     assert events[0].data["invited"] == []
     requests = match_notifications("evt-1", REFERRAL, events[0].data, {})
-    assert [(r.webhook_type, r.recipient.role, r.recipient.tenant) for r in requests] == [("referral.no_eligible_providers", "borough", "croydon")]
+    assert [(r.webhook_type, r.recipient.role,
+        r.recipient.tenant) for r in requests] == [("referral.no_eligible_providers", "borough", "croydon")]
     assert requests[0].data["failed_rules"] == {"capacity": 1}
 
 
@@ -69,8 +70,10 @@ def test_reconsider_invites_a_provider_that_joins_later_only_once() -> None:
     match = ReferralMatch("r-1")
     match.mutate(match.match(REFERRAL, {}, "referral-raised")[0])
     events, result = match.reconsider(REFERRAL, provider("late"), "provider-approved")
-    assert result.eligible and events[0].data["newly_invited"] == ["late"] and events[0].data["trigger"] == "provider-approved"
-    assert match_notifications("e2", REFERRAL, events[0].data, {"late": provider("late")})[0].webhook_type == "referral.invited"
+    assert result.eligible and events[0].data["newly_invited"] == ["late"]
+    assert events[0].data["trigger"] == "provider-approved"
+    assert match_notifications("e2", REFERRAL, events[0].data,
+        {"late": provider("late")})[0].webhook_type == "referral.invited"
     match.mutate(events)
     assert match.reconsider(REFERRAL, provider("late"), "provider-updated")[0] == []
     assert match.reconsider(REFERRAL, provider("other", capacity=0), "provider-updated")[0] == []
@@ -111,7 +114,8 @@ def test_shortlist_notifications_hide_rivals_prices_from_providers() -> None:
     offers = [Offer("o1", "p1", 425000, "t1", 1), Offer("o2", "p2", 400000, "t2", 2)]
     events, _ = match.rank(REFERRAL, offers, {"p1": provider("p1"), "p2": provider("p2")})
     requests = shortlist_notifications("e", REFERRAL, events[0].data)
-    assert [(r.recipient.role, r.recipient.tenant) for r in requests] == [("borough", "croydon"), ("provider", "p2"), ("provider", "p1")]
+    assert [(r.recipient.role, r.recipient.tenant) for r in requests] == [("borough", "croydon"), ("provider", "p2"),
+        ("provider", "p1")]
     p1 = requests[2].data
     assert p1["rank"] == 2 and p1["ranked_offers"] == 2 and p1["weekly_fee_pence"] == 425000
     assert "400000" not in str(p1) and "price" not in p1 and "score" not in p1
@@ -126,7 +130,8 @@ def test_award_closed_and_suspension_notifications() -> None:
         ("offer.accepted", "p1", "p1@x.example"), ("offer.not_selected", "p2", None)]
     assert "1000" not in str(requests[1].data)
     closed = closed_unfilled_notification("e", REFERRAL)
-    assert (closed.webhook_type, closed.recipient.role, closed.recipient.tenant) == ("referral.closed_unfilled", "borough", "croydon")
+    assert (closed.webhook_type, closed.recipient.role, closed.recipient.tenant) == ("referral.closed_unfilled",
+        "borough", "croydon")
     sus = suspension_notification("e", provider("p1"), "safeguarding")
     assert (sus.webhook_type, sus.recipient.tenant, sus.data["reason"]) == ("provider.suspended", "p1", "safeguarding")
 

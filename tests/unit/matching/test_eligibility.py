@@ -142,7 +142,8 @@ def test_from_profile_and_from_referral_parse_event_data() -> None:
     r = ReferralFacts.from_referral("r-9", {
         "borough": "lambeth", "child_ref": "CR-1", "birth_date": "2012-01-01", "age_at_start": 14,
         "gender": "female", "primary_need": "SEMH", "secondary_needs": [], "placement_type": "childrens_home",
-        "required_from": "2026-09-01", "location": {"postcode": "SE11 5QY", "lat": 51.49, "lon": -0.11, "district": "SE11"},
+        "required_from": "2026-09-01", "location": {"postcode": "SE11 5QY", "lat": 51.49, "lon": -0.11,
+            "district": "SE11"},
         "max_travel_km": 20, "needs_profile": {"voice": 2}, "outcomes": [], "offer_deadline": "2026-07-01T17:00:00Z",
         "preferred_provider_id": None, "raised_at": "2026-05-01T09:00:00Z"})
     assert evaluate(p, r).eligible
