@@ -22,26 +22,28 @@ router = APIRouter(tags=["matching"])
 BOUNDS = {"quality_weight": WEIGHT_BOUNDS, "price_weight": WEIGHT_BOUNDS, "min_quality": QUALITY_BOUNDS}
 
 
+def _weight(high: int, example: str, description: str) -> Any:
+    return Field(examples=[example], description=description, json_schema_extra={"minimum": 0, "maximum": high})
+
+
 class PolicyBody(BaseModel):
     """A new ranking policy; weights sum to 1.00, at most 2 decimal places each."""
 
     model_config = ConfigDict(extra="forbid")
 
-    quality_weight: Annotated[Decimal, Field(ge=0, le=1, decimal_places=2, examples=["0.60"],
-                                             description="0.00–1.00, weight of the quality score")]
-    price_weight: Annotated[Decimal, Field(ge=0, le=1, decimal_places=2, examples=["0.40"],
-                                           description="0.00–1.00, weight of the price score")]
-    min_quality: Annotated[Decimal | None, Field(ge=0, le=100, decimal_places=2, examples=["50.00"],
-                                                 description="0.00–100.00: offers from providers below it "
-                                                             "are not ranked")] = None
+    quality_weight: Annotated[Decimal, _weight(1, "0.60", "0.00–1.00, weight of the quality score")]
+    price_weight: Annotated[Decimal, _weight(1, "0.40", "0.00–1.00, weight of the price score")]
+    min_quality: Annotated[Decimal | None, _weight(100, "50.00", "0.00–100.00: offers from providers below it "
+                                                                 "are not ranked")] = None
 
-    @field_validator("quality_weight", "price_weight", "min_quality", mode="before")
+    @field_validator("quality_weight", "price_weight", "min_quality")
     @classmethod
-    def _two_places(cls, value: Any, info: ValidationInfo) -> Decimal | None:
-        """The policy's own parse, so a client is told the rule words it always was (`type`, `range`,
-        `two_decimal_places`), checked in the same order, whatever pydantic would check first."""
+    def _in_range_two_places(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        """Pydantic parses the number (its words for what is not one: `decimal_parsing`, `decimal_type`,
+        `finite_number`, as always); the policy's bounds and places are checked in the policy's order,
+        range first, with its words (`range`, `two_decimal_places`)."""
         name = info.field_name or ""
-        if name == "min_quality" and value is None:
+        if value is None:
             return None
         try:
             return two_place_decimal(value, name, *BOUNDS[name])

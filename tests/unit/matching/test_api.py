@@ -11,6 +11,7 @@ from shared.bus import Message
 from shared.events import Envelope
 from shared.settings import Settings
 from shared.testing import auth, service_client
+from shared.vocabulary import NEED_CODES
 from tests.helpers import wait_for
 
 PROFILE = {
@@ -368,3 +369,42 @@ async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_
             assert await insight_row(client, settings, "provider", ps[1], query) == row
         full = await insight_row(client, settings, "commissioner", "region")
         assert full["boroughs"]["croydon"]["median_weekly_fee_pence"] == 375000  # commissioners: full figures
+
+
+async def test_typed_inputs_are_refused_with_field_and_rule_and_change_nothing(settings: Settings) -> None:
+    """The policy weights keep the rule words they always had (pydantic's for what is not a number;
+    the policy's `range` before `two_decimal_places`); `need` is a NeedCode and `month` YYYY-MM."""
+    app = create_app(settings)
+    commissioner = auth(settings, "commissioner", "region")
+    async with service_client(app) as client:
+        for body, field, rule in [
+            ({"quality_weight": "abc", "price_weight": "0.40"}, "quality_weight", "decimal_parsing"),
+            ({"quality_weight": None, "price_weight": "0.40"}, "quality_weight", "decimal_type"),
+            ({"quality_weight": "NaN", "price_weight": "0.40"}, "quality_weight", "finite_number"),
+            ({"quality_weight": True, "price_weight": "0.40"}, "quality_weight", "decimal_type"),
+            ({"quality_weight": "1.5", "price_weight": "-0.5"}, "quality_weight", "range"),
+            ({"quality_weight": "1.555", "price_weight": "0.40"}, "quality_weight", "range"),
+            ({"quality_weight": "1e27", "price_weight": "0.40"}, "quality_weight", "range"),
+            ({"quality_weight": "0.60", "price_weight": 0.405}, "price_weight", "two_decimal_places"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "min_quality": "101"}, "min_quality", "range"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "min_quality": True}, "min_quality", "decimal_type"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "min_quality": "50.001"}, "min_quality",
+             "two_decimal_places"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "extra": 1}, "extra", "extra_forbidden"),
+        ]:
+            r = await client.put("/policy", json=body, headers=commissioner)
+            assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), body
+            assert (r.json()["field"], r.json()["rule"]) == (field, rule), (body, r.json())
+        assert (await client.get("/policy", headers=commissioner)).json()["version"] == 1
+        ok = await client.put("/policy", json={"quality_weight": 0.7, "price_weight": "0.3"}, headers=commissioner)
+        assert ok.json() == {"version": 2, "quality_weight": "0.70", "price_weight": "0.30", "min_quality": None}
+
+        for query, field, rule in [("need=XYZ", "need", "one_of"), ("month=2024-5", "month", "format")]:
+            r = await client.get(f"/insights?{query}", headers=commissioner)
+            assert r.status_code == 422 and (r.json()["field"], r.json()["rule"]) == (field, rule), r.json()
+        assert (await client.get("/insights?need=ASD&month=2024-05", headers=commissioner)).json()["rows"] == []
+
+        openapi = (await client.get("/openapi.json")).json()
+        params = {p["name"]: p for p in openapi["paths"]["/insights"]["get"]["parameters"]}
+        assert "#/components/schemas/NeedCode" in str(params["need"]["schema"])
+        assert openapi["components"]["schemas"]["NeedCode"]["enum"] == list(NEED_CODES)
