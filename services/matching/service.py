@@ -20,7 +20,7 @@ from shared.errors import NotFound
 from shared.events import Envelope
 from shared.service import ServiceRuntime
 from shared.store import EventStore
-from shared.vocabulary import NeedCode, NotificationRequest, now_utc
+from shared.vocabulary import NeedCode, NotificationRequest, format_score, now_utc
 
 from . import projections as views
 from .domain import (
@@ -320,8 +320,7 @@ async def eligible_providers(runtime: ServiceRuntime, *, who: Principal, referra
             continue
         facts = directory.get(r["provider_id"])
         providers.append({**r, "name": facts.name if facts else None,
-                          "quality_score": None if facts is None or facts.quality_score is None
-                          else str(facts.quality_score)})
+                          "quality_score": format_score(facts.quality_score) if facts else None})
     return providers
 
 
