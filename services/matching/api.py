@@ -2,26 +2,28 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncConnection
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from shared.auth import Principal, require
-from shared.errors import NotFound
-from shared.consumers import journal, lock_journal
-from shared.events import Envelope, now_utc
+from shared.errors import RuleViolation
+from shared.service import ServiceRuntime
+from shared.vocabulary import NeedCode
 
-from . import projections as views
-from .handlers import Matching
-from .insights import insights as compute_insights
-from .insights import market_insights
-from .ranking import POLICY_STREAM, RankingPolicy
+from . import service
+from .ranking import QUALITY_BOUNDS, WEIGHT_BOUNDS, two_place_decimal
+from .service import READERS
 
 router = APIRouter(tags=["matching"])
 
-READERS = ("commissioner", "auditor")
+BOUNDS = {"quality_weight": WEIGHT_BOUNDS, "price_weight": WEIGHT_BOUNDS, "min_quality": QUALITY_BOUNDS}
+
+
+def _weight(high: int, example: str, description: str) -> Any:
+    return Field(examples=[example], description=description, json_schema_extra={"minimum": 0, "maximum": high})
 
 
 class PolicyBody(BaseModel):
@@ -29,127 +31,72 @@ class PolicyBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    quality_weight: Decimal = Field(examples=["0.60"], description="0.00–1.00, weight of the quality score")
-    price_weight: Decimal = Field(examples=["0.40"], description="0.00–1.00, weight of the price score")
-    min_quality: Decimal | None = Field(None, examples=["50.00"],
-                                        description="0.00–100.00: offers from providers below it are not ranked")
+    quality_weight: Annotated[Decimal, _weight(1, "0.60", "0.00–1.00, weight of the quality score")]
+    price_weight: Annotated[Decimal, _weight(1, "0.40", "0.00–1.00, weight of the price score")]
+    min_quality: Annotated[Decimal | None, _weight(100, "50.00", "0.00–100.00: offers from providers below it "
+                                                                 "are not ranked")] = None
+
+    @field_validator("quality_weight", "price_weight", "min_quality")
+    @classmethod
+    def _in_range_two_places(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        """Pydantic parses the number (its words for what is not one: `decimal_parsing`, `decimal_type`,
+        `finite_number`, as always); the policy's bounds and places are checked in the policy's order,
+        range first, with its words (`range`, `two_decimal_places`)."""
+        name = info.field_name or ""
+        if value is None:
+            return None
+        try:
+            return two_place_decimal(value, name, *BOUNDS[name])
+        except RuleViolation as violation:
+            raise PydanticCustomError(violation.rule or "invalid", "{detail}", {"detail": violation.detail}) from None
 
 
-def _matching(request: Request) -> Matching:
-    return request.app.state.matching
-
-
-async def _referral_for(conn: AsyncConnection, referral_id: str, who: Principal) -> tuple[Any, Any]:
-    """The referral if `who` may read it. Others' referrals are reported as not found, so that
-    neither a borough nor a provider learns that a referral it may not see exists."""
-    found = await views.get_referral(conn, referral_id)
-    missing = NotFound(f"referral {referral_id} not found", field="referral_id")
-    if found is None:
-        raise missing
-    referral, row = found
-    if who.role == "borough" and row.borough != who.tenant:
-        raise missing
-    if who.role == "provider" and not await views.is_invited(conn, referral_id, who.tenant):
-        raise missing
-    return referral, row
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
 
 
 @router.get("/referrals/{referral_id}/eligible-providers",
             summary="Providers invited to a referral, with the result of every eligibility rule")
 async def eligible_providers(
     referral_id: str, request: Request,
+    who: Annotated[Principal, Depends(require("borough", *READERS))],
     all: bool = Query(False, description="also list providers evaluated and found not eligible"),
-    who: Principal = Depends(require("borough", *READERS)),
 ) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as conn:
-        await _referral_for(conn, referral_id, who)
-        results = await views.eligibility_for(conn, referral_id)
-        directory = await views.providers_by_id(conn, {r["provider_id"] for r in results})
-    providers = []
-    for r in results:
-        if not (all or r["invited"]):
-            continue
-        facts = directory.get(r["provider_id"])
-        providers.append({**r, "name": facts.name if facts else None,
-                          "quality_score": None if facts is None or facts.quality_score is None
-                          else str(facts.quality_score)})
+    providers = await service.eligible_providers(_runtime(request), who=who, referral_id=referral_id,
+                                                 include_all=all)
     return {"referral_id": referral_id, "providers": providers}
 
 
 @router.get("/referrals/{referral_id}/shortlist",
             summary="The ranked shortlist (a provider sees only its own rank, never rivals' prices)")
 async def shortlist(referral_id: str, request: Request,
-                    who: Principal = Depends(require("borough", "provider", *READERS))) -> dict[str, Any]:
-    matching = _matching(request)
-    async with request.app.state.runtime.db.read() as conn:
-        await _referral_for(conn, referral_id, who)
-        data = await views.shortlist_for(conn, referral_id)
-        if data is None:
-            policy = await matching.policy(conn)
-            data = {"referral_id": referral_id, "policy_version": policy.version, "entries": [], "excluded": []}
-    if who.role != "provider":
-        return {"referral_id": referral_id, "policy_version": data["policy_version"],
-                "entries": data["entries"], "excluded": data["excluded"]}
-    # Price and score components would reveal the lowest rival fee: a provider sees its rank only.
-    own = [{"rank": e["rank"], "offer_id": e["offer_id"], "provider_id": e["provider_id"],
-            "weekly_fee_pence": e["weekly_fee_pence"], "quality": e["quality"]}
-           for e in data["entries"] if e["provider_id"] == who.tenant]
-    return {"referral_id": referral_id, "policy_version": data["policy_version"],
-            "ranked_offers": len(data["entries"]), "entries": own,
-            "excluded": [x for x in data["excluded"] if x["provider_id"] == who.tenant]}
-
-
-POLICY_JOURNAL = "matching-policy"
-"""Journal name under which policy changes take their place in matching's input order (replay)."""
+                    who: Annotated[Principal, Depends(require("borough", "provider", *READERS))]) -> dict[str, Any]:
+    return await service.shortlist(_runtime(request), who=who, referral_id=referral_id)
 
 
 @router.get("/policy", summary="The current ranking policy")
-async def get_policy(request: Request, who: Principal = Depends(require())) -> dict[str, Any]:
-    async with request.app.state.runtime.db.read() as conn:
-        return (await _matching(request).policy(conn)).as_dict()
+async def get_policy(request: Request, who: Annotated[Principal, Depends(require())]) -> dict[str, Any]:
+    return (await service.current_policy(_runtime(request))).as_dict()
 
 
 @router.put("/policy", summary="Change the ranking policy (a new version; open shortlists are re-ranked)")
 async def put_policy(body: PolicyBody, request: Request,
-                     who: Principal = Depends(require("commissioner"))) -> dict[str, Any]:
-    runtime = request.app.state.runtime
-    matching = _matching(request)
-
-    async def rerank(conn: AsyncConnection, policy: RankingPolicy, envelopes: list[Envelope]) -> None:
-        if envelopes:
-            await journal(conn, POLICY_JOURNAL, envelopes[0].id)
-            await matching.rerank_all_open(conn, policy.current, envelopes[0].id)
-
-    async with runtime.db.transaction() as conn:
-        await lock_journal(conn)  # before the append lock, in the order consumers take them
-        policy = await runtime.store.load(RankingPolicy, POLICY_STREAM, conn)
-        events = policy.change(body.quality_weight, body.price_weight, body.min_quality)
-        envelopes = await runtime.store.append(conn, POLICY_STREAM, policy.version, events,
-                                               topic=runtime.topic("matching"))
-        policy.mutate(events)
-        await rerank(conn, policy, envelopes)
-    return policy.current.as_dict()
+                     who: Annotated[Principal, Depends(require("commissioner"))]) -> dict[str, Any]:
+    policy = await service.change_policy(_runtime(request), who=who, quality_weight=body.quality_weight,
+                                         price_weight=body.price_weight, min_quality=body.min_quality)
+    return policy.as_dict()
 
 
 @router.get("/insights", summary="Market insights by need code and month")
 async def get_insights(
     request: Request,
-    need: str | None = Query(None, description="only this primary need code, e.g. ASD"),
+    who: Annotated[Principal, Depends(require("commissioner", "auditor", "borough", "provider"))],
+    need: NeedCode | None = Query(None, description="only this primary need code, e.g. ASD"),
     month: str | None = Query(None, pattern=r"^\d{4}-\d{2}$", description="only this month, YYYY-MM"),
-    who: Principal = Depends(require("commissioner", "auditor", "borough", "provider")),
 ) -> dict[str, Any]:
     """Commissioners and auditors get a per-borough breakdown; a borough its own referrals only;
     a provider the pooled figures, with no borough or child detail, and a fee median only where
     it rests on enough distinct providers' standing offers in a month that no longer changes
     (`suppressed`, `suppressed_reason` otherwise)."""
-    runtime = request.app.state.runtime
-    async with runtime.db.read() as conn:
-        records = await views.insight_records(conn, who.tenant if who.role == "borough" else None)
-    records = [r for r in records if (need is None or r.primary_need == need) and (month is None or r.month == month)]
-    scope = {"borough": "borough", "provider": "market"}.get(who.role, "partnership")
-    if who.role == "provider":
-        rows = market_insights(records, min_providers=runtime.settings.insights_min_providers,
-                               today=now_utc().date())
-    else:
-        rows = compute_insights(records, by_borough=who.role in READERS)
-    return {"scope": scope, "rows": rows}
+    return await service.insights(_runtime(request), who=who, need=need, month=month)

@@ -8,10 +8,11 @@ decisions carry everything needed to check them later (see `decision_record`).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from shared.aggregate import Aggregate, NewEvent
+from shared.vocabulary import NotificationRequest, Recipient, WebhookType
 
 from .eligibility import Eligibility, ProviderFacts, ReferralFacts, evaluate, evaluate_all
 from .ranking import DEFAULT_POLICY, Offer, Policy, Shortlist, rank
@@ -96,42 +97,17 @@ class ReferralMatch(Aggregate):
             self.last_shortlist = data
 
 
-@dataclass(frozen=True)
-class NotificationRequest:
-    """A `notification-requested` event (placematch.notifications), data already redacted."""
-
-    notification_id: str
-    webhook_type: str
-    role: str
-    tenant: str
-    email: str | None
-    referral_id: str | None
-    data: dict[str, Any]
-
-    def as_data(self) -> dict[str, Any]:
-        return {
-            "notification_id": self.notification_id,
-            "webhook_type": self.webhook_type,
-            "recipient": {"role": self.role, "tenant": self.tenant},
-            "email": self.email,
-            "referral_id": self.referral_id,
-            "data": self.data,
-        }
-
-    def as_event(self) -> NewEvent:
-        return NewEvent("notification-requested", self.as_data())
-
-
 def notification_id(cause: str, referral_id: str | None, webhook_type: str, role: str, tenant: str) -> str:
     """Deterministic id from what caused the notification, about which referral, and who receives
     it: one event (an approval, a policy change) may notify the same recipient about many referrals."""
     return str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{cause}|{referral_id or ''}|{webhook_type}|{role}|{tenant}"))
 
 
-def _request(cause: str, webhook_type: str, role: str, tenant: str, email: str | None,
+def _request(cause: str, webhook_type: WebhookType, role: str, tenant: str, email: str | None,
              referral_id: str | None, data: dict[str, Any]) -> NotificationRequest:
-    return NotificationRequest(notification_id(cause, referral_id, webhook_type, role, tenant), webhook_type, role,
-                               tenant, email, referral_id, data)
+    kind = webhook_type.value
+    return NotificationRequest(notification_id(cause, referral_id, kind, role, tenant), kind, Recipient(role, tenant),
+                               email, referral_id, data)
 
 
 def match_notifications(
@@ -143,7 +119,7 @@ def match_notifications(
     summary = referral.redacted_summary()
     for provider_id in matched["newly_invited"]:
         provider = providers.get(provider_id)
-        requests.append(_request(cause, "referral.invited", "provider", provider_id,
+        requests.append(_request(cause, WebhookType.REFERRAL_INVITED, "provider", provider_id,
                                  provider.contact_email if provider else None, referral.referral_id, summary))
     if not matched["invited"] and matched["trigger"] in REFERRAL_TRIGGERS:
         failed: dict[str, int] = {}
@@ -151,7 +127,7 @@ def match_notifications(
             for rule, passed in result["rules"].items():
                 if not passed:
                     failed[rule] = failed.get(rule, 0) + 1
-        requests.append(_request(cause, "referral.no_eligible_providers", "borough", referral.borough, None,
+        requests.append(_request(cause, WebhookType.REFERRAL_NO_ELIGIBLE_PROVIDERS, "borough", referral.borough, None,
                                  referral.referral_id, {
                                      "referral_id": referral.referral_id,
                                      "primary_need": referral.primary_need,
@@ -163,18 +139,21 @@ def match_notifications(
     return requests
 
 
-def shortlist_notifications(cause: str, referral: ReferralFacts, ranked: Mapping[str, Any]) -> list[NotificationRequest]:
+def shortlist_notifications(cause: str, referral: ReferralFacts,
+                            ranked: Mapping[str, Any]) -> list[NotificationRequest]:
     """`shortlist.updated`: the whole shortlist to the borough; to each ranked provider only its
     own rank (no price or score components, which would reveal the lowest rival fee)."""
-    requests = [_request(cause, "shortlist.updated", "borough", referral.borough, None, referral.referral_id, dict(ranked))]
+    requests = [_request(cause, WebhookType.SHORTLIST_UPDATED, "borough", referral.borough, None,
+                         referral.referral_id, dict(ranked))]
     total = len(ranked["entries"])
     for entry in ranked["entries"]:
-        requests.append(_request(cause, "shortlist.updated", "provider", entry["provider_id"], None,
+        requests.append(_request(cause, WebhookType.SHORTLIST_UPDATED, "provider", entry["provider_id"], None,
                                  referral.referral_id, provider_view_entry(referral.referral_id, ranked, entry, total)))
     return requests
 
 
-def provider_view_entry(referral_id: str, ranked: Mapping[str, Any], entry: Mapping[str, Any], total: int) -> dict[str, Any]:
+def provider_view_entry(referral_id: str, ranked: Mapping[str, Any], entry: Mapping[str, Any],
+                        total: int) -> dict[str, Any]:
     return {
         "referral_id": referral_id,
         "policy_version": ranked["policy_version"],
@@ -194,24 +173,26 @@ def award_notifications(cause: str, referral_id: str, awarded: Mapping[str, Any]
         return p.contact_email if p else None
 
     winner = awarded["provider_id"]
-    requests = [_request(cause, "offer.accepted", "provider", winner, email(winner), referral_id,
+    requests = [_request(cause, WebhookType.OFFER_ACCEPTED, "provider", winner, email(winner), referral_id,
                          {"referral_id": referral_id, "offer_id": awarded["offer_id"],
                           "weekly_fee_pence": awarded["weekly_fee_pence"]})]
     for other in sorted(awarded.get("not_selected") or [], key=lambda o: (o["provider_id"], o["offer_id"])):
-        requests.append(_request(cause, "offer.not_selected", "provider", other["provider_id"],
+        requests.append(_request(cause, WebhookType.OFFER_NOT_SELECTED, "provider", other["provider_id"],
                                  email(other["provider_id"]), referral_id,
                                  {"referral_id": referral_id, "offer_id": other["offer_id"]}))
     return requests
 
 
 def closed_unfilled_notification(cause: str, referral: ReferralFacts) -> NotificationRequest:
-    return _request(cause, "referral.closed_unfilled", "borough", referral.borough, None, referral.referral_id,
+    return _request(cause, WebhookType.REFERRAL_CLOSED_UNFILLED, "borough", referral.borough, None,
+                    referral.referral_id,
                     {"referral_id": referral.referral_id, "primary_need": referral.primary_need,
                      "placement_type": referral.placement_type, "required_from": referral.required_from})
 
 
 def suspension_notification(cause: str, provider: ProviderFacts, reason: str | None) -> NotificationRequest:
-    return _request(cause, "provider.suspended", "provider", provider.provider_id, provider.contact_email, None,
+    return _request(cause, WebhookType.PROVIDER_SUSPENDED, "provider", provider.provider_id,
+                    provider.contact_email, None,
                     {"provider_id": provider.provider_id, "reason": reason})
 
 
@@ -234,6 +215,6 @@ def decision_record(decision: str, event_id: str, *, providers: Iterable[Provide
     }
     if referral is not None:
         inputs["referral"] = referral.redacted_summary() | {
-            "location": referral.location.as_dict() if referral.location else None,
+            "location": referral.location.to_data() if referral.location else None,
         }
     return {"decision": decision, "event_id": event_id, "inputs": inputs, "output": dict(output)}

@@ -5,40 +5,18 @@ decision can say, for every provider, which rules passed and which did not.
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable, Mapping
+from decimal import Decimal
+from typing import Any
 
-TWO_PLACES = Decimal("0.01")
-EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
+from shared.vocabulary import Location, format_score, parse_score
 
 
-@dataclass(frozen=True)
-class Location:
-    lat: float | None = None
-    lon: float | None = None
-    postcode: str | None = None
-    district: str | None = None
-
-    @property
-    def known(self) -> bool:
-        return self.lat is not None and self.lon is not None
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any] | None) -> Location | None:
-        if not raw:
-            return None
-        lat, lon = raw.get("lat"), raw.get("lon")
-        return cls(
-            lat=None if lat is None else float(lat),
-            lon=None if lon is None else float(lon),
-            postcode=raw.get("postcode"),
-            district=raw.get("district"),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"postcode": self.postcode, "lat": self.lat, "lon": self.lon, "district": self.district}
+def provider_location(location: Location | None) -> dict[str, Any] | None:
+    """A provider's location as audit records have always shown it: providers' locations carry no
+    district on the wire (shared/EVENTS.md), so `district` is null, not derived."""
+    return None if location is None else {**location.to_data(with_district=False), "district": None}
 
 
 @dataclass(frozen=True)
@@ -73,7 +51,7 @@ class ProviderFacts:
             genders=tuple(profile.get("genders") or ()),
             placement_types=tuple(profile.get("placement_types") or ()),
             capacity=int(profile.get("capacity") or 0),
-            location=Location.parse(profile.get("location")),
+            location=Location.from_data(profile.get("location")),
             boroughs_served=tuple(profile.get("boroughs_served") or ()),
             contact_email=profile.get("contact_email"),
             quality_score=parse_score(quality_score),
@@ -91,7 +69,7 @@ class ProviderFacts:
             "genders": list(self.genders),
             "placement_types": list(self.placement_types),
             "capacity": self.capacity,
-            "location": self.location.as_dict() if self.location else None,
+            "location": provider_location(self.location),
             "boroughs_served": list(self.boroughs_served),
             "quality_score": format_score(self.quality_score),
         }
@@ -131,7 +109,7 @@ class ReferralFacts:
             primary_need=str(data.get("primary_need") or ""),
             placement_type=str(data.get("placement_type") or ""),
             required_from=str(data.get("required_from") or ""),
-            location=Location.parse(data.get("location")),
+            location=Location.from_data(data.get("location")),
             max_travel_km=None if max_km is None else Decimal(str(max_km)),
             secondary_needs=tuple(data.get("secondary_needs") or ()),
             needs_profile=dict(data.get("needs_profile") or {}),
@@ -160,37 +138,11 @@ class ReferralFacts:
         }
 
 
-def parse_score(value: Any) -> Decimal | None:
-    """A 0–100 score as Decimal with 2 places; floats go through `str` to avoid binary noise."""
-    if value is None or value == "":
-        return None
-    return Decimal(str(value)).quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
-
-
-def format_score(value: Decimal | None) -> str | None:
-    return None if value is None else str(value.quantize(TWO_PLACES, rounding=ROUND_HALF_UP))
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> Decimal:
-    """Great-circle distance in km, rounded ROUND_HALF_UP to 2 places.
-
-    The trigonometry is floating point; rounding the result to 10 m makes the comparison with
-    `max_travel_km` reproducible wherever the code runs.
-    """
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    km = 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-    return Decimal(repr(km)).quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
-
-
 def distance_km(provider: ProviderFacts, referral: ReferralFacts) -> Decimal | None:
     """Distance between provider and child's location, or None when either is unknown."""
-    if not (provider.location and provider.location.known and referral.location and referral.location.known):
+    if provider.location is None or referral.location is None:
         return None
-    assert provider.location.lat is not None and provider.location.lon is not None
-    assert referral.location.lat is not None and referral.location.lon is not None
-    return haversine_km(provider.location.lat, provider.location.lon, referral.location.lat, referral.location.lon)
+    return provider.location.km_to(referral.location)
 
 
 def _status(p: ProviderFacts, r: ReferralFacts) -> bool:
@@ -272,7 +224,8 @@ def evaluate(provider: ProviderFacts, referral: ReferralFacts) -> Eligibility:
     )
 
 
-def evaluate_all(providers: Mapping[str, ProviderFacts] | list[ProviderFacts], referral: ReferralFacts) -> list[Eligibility]:
+def evaluate_all(providers: Mapping[str, ProviderFacts] | list[ProviderFacts],
+                 referral: ReferralFacts) -> list[Eligibility]:
     """Results sorted by provider id, so the same directory always gives the same list."""
     items = providers.values() if isinstance(providers, Mapping) else providers
     return [evaluate(p, referral) for p in sorted(items, key=lambda p: p.provider_id)]

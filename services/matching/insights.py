@@ -16,12 +16,13 @@ pence for fees, to 2 places (as a string) for days.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Iterable, Sequence
+from decimal import Decimal
+from typing import Any
 
-TWO_PLACES = Decimal("0.01")
+from shared.vocabulary import two_places, whole
 
 DEFAULT_MIN_PROVIDERS = 5
 """Fewest distinct providers whose offers a provider-visible fee figure may rest on."""
@@ -78,7 +79,7 @@ def median(values: Sequence[int | Decimal]) -> Decimal | None:
 
 
 def to_pence(value: Decimal | None) -> int | None:
-    return None if value is None else int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return None if value is None else whole(value)
 
 
 def median_pence(values: Sequence[int]) -> int | None:
@@ -117,7 +118,7 @@ def figures(records: Iterable[ReferralRecord]) -> dict[str, Any]:
         "awards": len(awarded),
         "closed_unfilled": sum(1 for r in records if r.closed_unfilled),
         "median_weekly_fee_pence": median_pence(fees),
-        "median_days_to_award": None if median_days is None else str(median_days.quantize(TWO_PLACES, rounding=ROUND_HALF_UP)),
+        "median_days_to_award": None if median_days is None else str(two_places(median_days)),
         "cost_avoidance_pence_per_week": avoidance,
     }
 

@@ -12,22 +12,21 @@ which matching saw the offers, then offer id), so nothing depends on wall-clock 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from shared.aggregate import Aggregate, NewEvent
 from shared.errors import RuleViolation
+from shared.vocabulary import two_places
 
 from .eligibility import ProviderFacts
 
-TWO_PLACES = Decimal("0.01")
 HUNDRED = Decimal(100)
 POLICY_STREAM = "policy"
-
-
-def round2(value: Decimal) -> Decimal:
-    return value.quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
+WEIGHT_BOUNDS = (Decimal(0), Decimal(1))
+QUALITY_BOUNDS = (Decimal(0), HUNDRED)
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,9 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
-def _two_place_decimal(value: Any, field: str, low: Decimal, high: Decimal) -> Decimal:
-    """Parse a weight or score given as string or number; at most 2 decimal places, in range."""
+def two_place_decimal(value: Any, field: str, low: Decimal, high: Decimal) -> Decimal:
+    """A weight or score given as string, number or Decimal: finite, in range, at most 2 decimal
+    places (checked in that order, so a client is told the same rule however it sends the value)."""
     if isinstance(value, bool) or value is None:
         raise RuleViolation(f"{field} must be a number", field=field, rule="type")
     try:
@@ -63,9 +63,10 @@ def _two_place_decimal(value: Any, field: str, low: Decimal, high: Decimal) -> D
         raise RuleViolation(f"{field} must be a finite number", field=field, rule="type")
     if not low <= number <= high:  # before rounding: quantize overflows on huge values
         raise RuleViolation(f"{field} must be between {low} and {high}, got {value}", field=field, rule="range")
-    if number != round2(number):
-        raise RuleViolation(f"{field} allows at most 2 decimal places, got {value}", field=field, rule="two_decimal_places")
-    return round2(number)
+    if number != two_places(number):
+        raise RuleViolation(f"{field} allows at most 2 decimal places, got {value}", field=field,
+                            rule="two_decimal_places")
+    return two_places(number)
 
 
 class RankingPolicy(Aggregate):
@@ -75,16 +76,19 @@ class RankingPolicy(Aggregate):
         super().__init__(id)
         self.current: Policy = DEFAULT_POLICY
 
-    def change(self, quality_weight: Any, price_weight: Any, min_quality: Any = None) -> list[NewEvent]:
-        qw = _two_place_decimal(quality_weight, "quality_weight", Decimal(0), Decimal(1))
-        pw = _two_place_decimal(price_weight, "price_weight", Decimal(0), Decimal(1))
+    def change(self, quality_weight: Decimal | str, price_weight: Decimal | str,
+               min_quality: Decimal | str | None = None) -> list[NewEvent]:
+        """The next version. The API hands typed Decimals already parsed by `two_place_decimal`; the
+        bounds are checked again here because they are the policy's invariants, whoever calls."""
+        qw = two_place_decimal(quality_weight, "quality_weight", *WEIGHT_BOUNDS)
+        pw = two_place_decimal(price_weight, "price_weight", *WEIGHT_BOUNDS)
         if qw + pw != Decimal(1):
             raise RuleViolation(
                 f"quality_weight + price_weight must equal 1.00, got {qw + pw}",
                 field="price_weight",
                 rule="weights_sum_to_one",
             )
-        gate = None if min_quality is None else _two_place_decimal(min_quality, "min_quality", Decimal(0), HUNDRED)
+        gate = None if min_quality is None else two_place_decimal(min_quality, "min_quality", *QUALITY_BOUNDS)
         new = Policy(version=self.current.version + 1, quality_weight=qw, price_weight=pw, min_quality=gate)
         return [NewEvent("policy-changed", new.as_dict())]
 
@@ -201,9 +205,9 @@ def rank(offers: Iterable[Offer], providers: Mapping[str, ProviderFacts], policy
     for offer in ranked:
         provider = providers[offer.provider_id]
         quality = provider.quality_score if provider.quality_score is not None else Decimal(0)
-        quality = round2(quality)
-        price = round2(HUNDRED * lowest / Decimal(offer.weekly_fee_pence))
-        score = round2(policy.quality_weight * quality + policy.price_weight * price)
+        quality = two_places(quality)
+        price = two_places(HUNDRED * lowest / Decimal(offer.weekly_fee_pence))
+        score = two_places(policy.quality_weight * quality + policy.price_weight * price)
         scored.append((score, quality, price, offer))
     scored.sort(key=lambda s: (-s[0], *_arrival_key(s[3])))
     entries = tuple(

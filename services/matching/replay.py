@@ -10,12 +10,11 @@ is reported.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-
-from shared.aggregate import NewEvent
 from shared.bus import Bus
 from shared.consumers import PoisonEvent, input_order, journal
 from shared.db import Database, sqlite_url
@@ -24,12 +23,23 @@ from shared.migrations import upgrade
 from shared.settings import Settings
 from shared.store import EventStore, read_embedded
 
-from .api import POLICY_JOURNAL
-from .handlers import Matching
+from .handlers import react
 from .ranking import POLICY_STREAM, RankingPolicy
+from .service import POLICY_JOURNAL, replay_policy_change
 
 DECISIONS = ("referral-matched", "shortlist-ranked")
 BATCH = 200
+
+
+@dataclass
+class ReplayRecorder:
+    """The runtime replay's reactions record through: the fresh database's store, live's topic names."""
+
+    store: EventStore
+    settings: Settings = field(default_factory=Settings)
+
+    def topic(self, short: str) -> str:
+        return self.settings.topic(short)
 
 
 @dataclass
@@ -170,7 +180,7 @@ async def replay_matching(
     try:
         await upgrade(fresh, "matching")
         store = EventStore(fresh, "placematch/matching", publish=False)
-        matching = Matching(store, Settings().topic)
+        runtime = ReplayRecorder(store)
         if quality_weight is not None or price_weight is not None:
             async with fresh.transaction() as conn:
                 policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
@@ -179,13 +189,9 @@ async def replay_matching(
         async def feed(conn: Any, consumer: str, envelope: Envelope) -> None:
             await journal(conn, consumer, envelope.id)
             if consumer == POLICY_JOURNAL:
-                policy = await store.load(RankingPolicy, POLICY_STREAM, conn)
-                events = [NewEvent(envelope.type, envelope.data)]
-                await store.append(conn, POLICY_STREAM, policy.version, events)
-                policy.mutate(events)
-                await matching.rerank_all_open(conn, policy.current, envelope.id)
+                await replay_policy_change(runtime, conn, envelope)
             else:
-                await matching.handle(conn, envelope)
+                await react(runtime, conn, envelope)
 
         # Inputs go in one at a time, as live, but a transaction carries BATCH of them: nothing else
         # writes to the fresh database, and a commit per input would cost more than the input.

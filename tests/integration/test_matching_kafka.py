@@ -14,7 +14,7 @@ from shared.events import Envelope
 from shared.settings import Settings
 from shared.testing import auth, service_client
 from tests.helpers import wait_for
-from tests.unit.test_matching_api import PROFILE, REFERRAL
+from tests.unit.matching.test_api import PROFILE, REFERRAL
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -8,15 +8,14 @@ import pytest
 
 from services.matching.eligibility import (
     RULES,
-    Location,
     ProviderFacts,
     ReferralFacts,
     evaluate,
     evaluate_all,
-    haversine_km,
 )
+from shared.vocabulary import Location, haversine_km
 
-CROYDON = Location(lat=51.372, lon=-0.099, postcode="CR0 1NX", district="Croydon")
+CROYDON = Location(lat=51.372, lon=-0.099, postcode="CR0 1NX")
 WATERLOO = Location(lat=51.501, lon=-0.115, postcode="SE1 7PB")
 MANCHESTER = Location(lat=53.4808, lon=-2.2426, postcode="M1 1AE")
 
@@ -143,10 +142,11 @@ def test_from_profile_and_from_referral_parse_event_data() -> None:
     r = ReferralFacts.from_referral("r-9", {
         "borough": "lambeth", "child_ref": "CR-1", "birth_date": "2012-01-01", "age_at_start": 14,
         "gender": "female", "primary_need": "SEMH", "secondary_needs": [], "placement_type": "childrens_home",
-        "required_from": "2026-09-01", "location": {"postcode": "SE11", "lat": 51.49, "lon": -0.11, "district": "Lambeth"},
+        "required_from": "2026-09-01", "location": {"postcode": "SE11 5QY", "lat": 51.49, "lon": -0.11,
+            "district": "SE11"},
         "max_travel_km": 20, "needs_profile": {"voice": 2}, "outcomes": [], "offer_deadline": "2026-07-01T17:00:00Z",
         "preferred_provider_id": None, "raised_at": "2026-05-01T09:00:00Z"})
     assert evaluate(p, r).eligible
     summary = r.redacted_summary()
     assert "child_ref" not in summary and "birth_date" not in summary
-    assert summary["district"] == "Lambeth" and "lat" not in str(summary)
+    assert summary["district"] == "SE11" and "lat" not in str(summary)

@@ -82,7 +82,8 @@ def test_withdrawn_and_unknown_provider_offers_are_excluded() -> None:
     offers = [replace(OFFERS[0], withdrawn=True), OFFERS[1], Offer("oZ", "Z", 1, "2026-05-03T00:00:00Z", 4)]
     shortlist = rank(offers, PROVIDERS)
     assert table(shortlist) == [(1, "oB", "90.00", "100.00", "94.00")]
-    assert [(o.offer_id, why) for o, why in shortlist.excluded] == [("oA", "offer_withdrawn"), ("oZ", "provider_unknown")]
+    assert [(o.offer_id, why) for o, why in shortlist.excluded] == [("oA", "offer_withdrawn"), ("oZ",
+        "provider_unknown")]
 
 
 def test_quality_gate_excludes_low_quality_providers() -> None:
@@ -120,7 +121,8 @@ def test_same_inputs_give_byte_identical_output() -> None:
 
 def test_default_policy_is_version_one() -> None:
     assert RankingPolicy().current == DEFAULT_POLICY
-    assert DEFAULT_POLICY.as_dict() == {"version": 1, "quality_weight": "0.60", "price_weight": "0.40", "min_quality": None}
+    assert DEFAULT_POLICY.as_dict() == {"version": 1, "quality_weight": "0.60", "price_weight": "0.40",
+        "min_quality": None}
 
 
 def test_policy_change_is_an_event_with_the_next_version() -> None:
@@ -146,7 +148,8 @@ def test_policy_change_is_an_event_with_the_next_version() -> None:
     ("0.6", "0.4", "101", "min_quality", "range"),
     ("0.6", "0.4", True, "min_quality", "type"),
 ])
-def test_policy_change_refusals_name_field_and_rule(qw: object, pw: object, gate: object, field: str, rule: str) -> None:
+def test_policy_change_refusals_name_field_and_rule(qw: object, pw: object, gate: object, field: str,
+    rule: str) -> None:
     with pytest.raises(RuleViolation) as err:
         RankingPolicy().change(qw, pw, gate)
     assert (err.value.field, err.value.rule) == (field, rule)
@@ -184,9 +187,9 @@ def test_ranking_is_independent_of_arrival_order_except_ties(
         {e.offer.offer_id: (e.quality, e.price, e.score) for e in b.entries}
     # an offer's rank changes only when it ties with another on score and submission instant
     keys = [(e.score, e.offer.submitted_at) for e in a.entries]
-    for ea, eb in zip(a.entries, b.entries):
+    for ea, eb in zip(a.entries, b.entries, strict=True):
         if keys.count((ea.score, ea.offer.submitted_at)) == 1:
             assert ea.offer.offer_id == eb.offer.offer_id
     # ranks are 1..n and scores never increase down the list
     assert [e.rank for e in a.entries] == list(range(1, len(a.entries) + 1))
-    assert all(x.score >= y.score for x, y in zip(a.entries, a.entries[1:]))
+    assert all(x.score >= y.score for x, y in zip(a.entries, a.entries[1:], strict=False))

@@ -14,13 +14,14 @@ from services.matching.domain import (
     shortlist_notifications,
     suspension_notification,
 )
-from services.matching.eligibility import Location, ProviderFacts, ReferralFacts
+from services.matching.eligibility import ProviderFacts, ReferralFacts
 from services.matching.ranking import Offer, Policy
+from shared.vocabulary import Location
 
 REFERRAL = ReferralFacts(
     referral_id="r-1", borough="croydon", age_at_start=12, gender="male", primary_need="ASD",
     placement_type="day", required_from="2026-09-01",
-    location=Location(lat=51.372, lon=-0.099, postcode="CR0 1NX", district="Croydon"),
+    location=Location(lat=51.372, lon=-0.099, postcode="CR0 1NX"),
     max_travel_km=Decimal(30), offer_deadline="2026-07-01T17:00:00Z",
 )
 
@@ -51,7 +52,8 @@ def test_match_with_nobody_eligible_still_decides_and_notifies_borough() -> None
     events, _ = match.match(REFERRAL, {"p3": provider("p3", capacity=0)}, "referral-raised")
     assert events[0].data["invited"] == []
     requests = match_notifications("evt-1", REFERRAL, events[0].data, {})
-    assert [(r.webhook_type, r.role, r.tenant) for r in requests] == [("referral.no_eligible_providers", "borough", "croydon")]
+    assert [(r.webhook_type, r.recipient.role,
+        r.recipient.tenant) for r in requests] == [("referral.no_eligible_providers", "borough", "croydon")]
     assert requests[0].data["failed_rules"] == {"capacity": 1}
 
 
@@ -68,8 +70,10 @@ def test_reconsider_invites_a_provider_that_joins_later_only_once() -> None:
     match = ReferralMatch("r-1")
     match.mutate(match.match(REFERRAL, {}, "referral-raised")[0])
     events, result = match.reconsider(REFERRAL, provider("late"), "provider-approved")
-    assert result.eligible and events[0].data["newly_invited"] == ["late"] and events[0].data["trigger"] == "provider-approved"
-    assert match_notifications("e2", REFERRAL, events[0].data, {"late": provider("late")})[0].webhook_type == "referral.invited"
+    assert result.eligible and events[0].data["newly_invited"] == ["late"]
+    assert events[0].data["trigger"] == "provider-approved"
+    assert match_notifications("e2", REFERRAL, events[0].data,
+        {"late": provider("late")})[0].webhook_type == "referral.invited"
     match.mutate(events)
     assert match.reconsider(REFERRAL, provider("late"), "provider-updated")[0] == []
     assert match.reconsider(REFERRAL, provider("other", capacity=0), "provider-updated")[0] == []
@@ -79,12 +83,12 @@ def test_invitation_notifications_are_redacted_and_deterministic() -> None:
     events, _ = ReferralMatch("r-1").match(REFERRAL, {"p1": provider("p1")}, "referral-raised")
     requests = match_notifications("evt-1", REFERRAL, events[0].data, {"p1": provider("p1")})
     assert len(requests) == 1
-    data = requests[0].as_data()
+    data = requests[0].to_data()
     assert data["webhook_type"] == "referral.invited"
     assert data["recipient"] == {"role": "provider", "tenant": "p1"}
     assert data["email"] == "p1@x.example" and data["referral_id"] == "r-1"
-    assert data["data"]["district"] == "Croydon" and data["data"]["age_at_start"] == 12
-    assert "CR0" not in str(data) and "51.372" not in str(data)
+    assert data["data"]["district"] == "CR0" and data["data"]["age_at_start"] == 12
+    assert "CR0 1NX" not in str(data) and "51.372" not in str(data)
     assert data["notification_id"] == notification_id("evt-1", "r-1", "referral.invited", "provider", "p1")
     again = match_notifications("evt-1", REFERRAL, events[0].data, {"p1": provider("p1")})
     assert again[0].notification_id == requests[0].notification_id
@@ -110,7 +114,8 @@ def test_shortlist_notifications_hide_rivals_prices_from_providers() -> None:
     offers = [Offer("o1", "p1", 425000, "t1", 1), Offer("o2", "p2", 400000, "t2", 2)]
     events, _ = match.rank(REFERRAL, offers, {"p1": provider("p1"), "p2": provider("p2")})
     requests = shortlist_notifications("e", REFERRAL, events[0].data)
-    assert [(r.role, r.tenant) for r in requests] == [("borough", "croydon"), ("provider", "p2"), ("provider", "p1")]
+    assert [(r.recipient.role, r.recipient.tenant) for r in requests] == [("borough", "croydon"), ("provider", "p2"),
+        ("provider", "p1")]
     p1 = requests[2].data
     assert p1["rank"] == 2 and p1["ranked_offers"] == 2 and p1["weekly_fee_pence"] == 425000
     assert "400000" not in str(p1) and "price" not in p1 and "score" not in p1
@@ -121,13 +126,14 @@ def test_award_closed_and_suspension_notifications() -> None:
                "top_ranked_offer_id": "o1", "not_selected": [{"offer_id": "o2", "provider_id": "p2"}],
                "borough": "croydon", "awarded_at": "2026-06-01T00:00:00Z"}
     requests = award_notifications("e", "r-1", awarded, {"p1": provider("p1")})
-    assert [(r.webhook_type, r.tenant, r.email) for r in requests] == [
+    assert [(r.webhook_type, r.recipient.tenant, r.email) for r in requests] == [
         ("offer.accepted", "p1", "p1@x.example"), ("offer.not_selected", "p2", None)]
     assert "1000" not in str(requests[1].data)
     closed = closed_unfilled_notification("e", REFERRAL)
-    assert (closed.webhook_type, closed.role, closed.tenant) == ("referral.closed_unfilled", "borough", "croydon")
+    assert (closed.webhook_type, closed.recipient.role, closed.recipient.tenant) == ("referral.closed_unfilled",
+        "borough", "croydon")
     sus = suspension_notification("e", provider("p1"), "safeguarding")
-    assert (sus.webhook_type, sus.tenant, sus.data["reason"]) == ("provider.suspended", "p1", "safeguarding")
+    assert (sus.webhook_type, sus.recipient.tenant, sus.data["reason"]) == ("provider.suspended", "p1", "safeguarding")
 
 
 def test_decision_record_carries_inputs_and_output() -> None:

@@ -26,7 +26,8 @@ def records() -> list[ReferralRecord]:
         ReferralRecord("r2", "lambeth", "ASD", "2026-03-10T09:00:00Z", invited=2, offers={"pd": 300000, "pa": 310000},
                        declines={"no_capacity": 1, "outside_area": 1}, awarded_fee=310000,
                        awarded_at="2026-04-09T00:00:00Z", status="awarded"),
-        ReferralRecord("r3", "croydon", "ASD", "2026-03-15T09:00:00Z", invited=0, closed_unfilled=True, status="closed"),
+        ReferralRecord("r3", "croydon", "ASD", "2026-03-15T09:00:00Z", invited=0, closed_unfilled=True,
+            status="closed"),
         ReferralRecord("r4", "croydon", "SEMH", "2026-04-01T09:00:00Z", invited=1, offers={"pa": 900000}),
     ]
 
@@ -146,7 +147,8 @@ def every_view(records: list[ReferralRecord], today: date = LATER) -> dict[Any, 
     views = {}
     needs, months = {r.primary_need for r in records}, {r.month for r in records}
     for need, month in product([None, *sorted(needs)], [None, *sorted(months)]):
-        chosen = [r for r in records if (need is None or r.primary_need == need) and (month is None or r.month == month)]
+        chosen = [r for r in records
+                  if (need is None or r.primary_need == need) and (month is None or r.month == month)]
         views[(need, month)] = market_insights(chosen, today=today)
     return views
 

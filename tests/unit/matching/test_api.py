@@ -11,6 +11,7 @@ from shared.bus import Message
 from shared.events import Envelope
 from shared.settings import Settings
 from shared.testing import auth, service_client
+from shared.vocabulary import NEED_CODES
 from tests.helpers import wait_for
 
 PROFILE = {
@@ -22,7 +23,7 @@ PROFILE = {
 REFERRAL = {
     "borough": "croydon", "child_ref": "CR-2026-0042", "birth_date": "2014-05-02", "age_at_start": 12,
     "gender": "male", "primary_need": "ASD", "secondary_needs": ["SLCN"], "placement_type": "day",
-    "required_from": "2026-09-01", "location": {"postcode": "CR0 1NX", "lat": 51.372, "lon": -0.099, "district": "Croydon"},
+    "required_from": "2026-09-01", "location": {"postcode": "CR0 1NX", "lat": 51.372, "lon": -0.099, "district": "CR0"},
     "max_travel_km": 30, "needs_profile": {"voice": 2}, "outcomes": ["Attend school full time"],
     "offer_deadline": "2026-07-01T17:00:00Z", "preferred_provider_id": None, "raised_at": "2026-05-01T09:00:00.000000Z",
 }
@@ -91,9 +92,11 @@ async def test_match_rank_policy_and_views(settings: Settings) -> None:
         # offers -> shortlist
         await feed(app, settings,
                    env("offer-submitted", rid, {"offer_id": "o1", "provider_id": p1, "weekly_fee_pence": 425000,
-                                                "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T10:00:00Z"}, "referral"),
+                                                "start_date": "2026-09-01", "notes": "",
+                                                "submitted_at": "2026-05-02T10:00:00Z"}, "referral"),
                    env("offer-submitted", rid, {"offer_id": "o2", "provider_id": p2, "weekly_fee_pence": 500000,
-                                                "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T11:00:00Z"}, "referral"))
+                                                "start_date": "2026-09-01", "notes": "",
+                                                "submitted_at": "2026-05-02T11:00:00Z"}, "referral"))
 
         async def two_entries() -> dict[str, Any]:
             body = (await client.get(f"/referrals/{rid}/shortlist", headers=borough)).json()
@@ -110,20 +113,25 @@ async def test_match_rank_policy_and_views(settings: Settings) -> None:
         assert mine["ranked_offers"] == 2 and [e["rank"] for e in mine["entries"]] == [2]
         assert "425000" not in str(mine) and "price" not in mine["entries"][0]
         # other borough and a provider never invited see nothing
-        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough", "lambeth"))).status_code == 404
-        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "provider", p_far))).status_code == 404
-        assert (await client.get(f"/referrals/{rid}/eligible-providers", headers=auth(settings, "provider", p1))).status_code == 403
+        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough",
+            "lambeth"))).status_code == 404
+        assert (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "provider",
+            p_far))).status_code == 404
+        assert (await client.get(f"/referrals/{rid}/eligible-providers", headers=auth(settings, "provider",
+            p1))).status_code == 403
 
         # policy: bad input refused with field and rule, nothing recorded
         commissioner = auth(settings, "commissioner", "region")
         bad = await client.put("/policy", json={"quality_weight": "0.7", "price_weight": "0.4"}, headers=commissioner)
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
         assert (bad.json()["field"], bad.json()["rule"]) == ("price_weight", "weights_sum_to_one")
-        bad = await client.put("/policy", json={"quality_weight": "0.333", "price_weight": "0.667"}, headers=commissioner)
+        bad = await client.put("/policy", json={"quality_weight": "0.333", "price_weight": "0.667"},
+            headers=commissioner)
         assert (bad.json()["field"], bad.json()["rule"]) == ("quality_weight", "two_decimal_places")
         missing = await client.put("/policy", json={"quality_weight": "0.5"}, headers=commissioner)
         assert missing.status_code == 422 and missing.json()["field"] == "price_weight"
-        assert (await client.put("/policy", json={"quality_weight": "0.5", "price_weight": "0.5"}, headers=borough)).status_code == 403
+        assert (await client.put("/policy", json={"quality_weight": "0.5", "price_weight": "0.5"},
+            headers=borough)).status_code == 403
         assert (await client.get("/policy", headers=borough)).json()["version"] == 1
 
         ok = await client.put("/policy", json={"quality_weight": "0.50", "price_weight": "0.50", "min_quality": "85"},
@@ -136,11 +144,13 @@ async def test_match_rank_policy_and_views(settings: Settings) -> None:
         assert body["excluded"] == [{"offer_id": "o1", "provider_id": p1, "reason": "below_quality_gate"}]
 
         # suspension drops the provider out
-        await feed(app, settings, env("provider-suspended", p2, {"reason": "safeguarding", "automatic": True}, "enrolment"))
+        await feed(app, settings, env("provider-suspended", p2, {"reason": "safeguarding", "automatic": True},
+            "enrolment"))
 
         async def p2_excluded() -> bool:
             b = (await client.get(f"/referrals/{rid}/shortlist", headers=borough)).json()
-            return b["entries"] == [] and {"offer_id": "o2", "provider_id": p2, "reason": "provider_suspended"} in b["excluded"]
+            return b["entries"] == [] and {"offer_id": "o2", "provider_id": p2,
+                "reason": "provider_suspended"} in b["excluded"]
         await wait_for(p2_excluded)
 
         # award and insights
@@ -191,7 +201,8 @@ async def test_no_eligible_provider_notifies_the_borough(settings: Settings) -> 
         assert note.data["recipient"] == {"role": "borough", "tenant": "croydon"}
         body = (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough", "croydon"))).json()
         assert body == {"referral_id": rid, "policy_version": 1, "entries": [], "excluded": []}
-        assert (await client.get("/referrals/nope/shortlist", headers=auth(settings, "commissioner", "r"))).status_code == 404
+        assert (await client.get("/referrals/nope/shortlist", headers=auth(settings, "commissioner",
+            "r"))).status_code == 404
         assert (await client.get("/policy")).status_code == 401
 
 
@@ -199,8 +210,10 @@ async def test_same_events_in_same_order_give_byte_identical_shortlists(tmp_path
     from shared.events import dumps
 
     events = [
-        Envelope(type="provider-approved", subject="prov-a", data={**PROFILE, "quality_score": "77.77"}, source="placematch/enrolment"),
-        Envelope(type="provider-approved", subject="prov-b", data={**PROFILE, "quality_score": "91.10"}, source="placematch/enrolment"),
+        Envelope(type="provider-approved", subject="prov-a", data={**PROFILE, "quality_score": "77.77"},
+            source="placematch/enrolment"),
+        Envelope(type="provider-approved", subject="prov-b", data={**PROFILE, "quality_score": "91.10"},
+            source="placematch/enrolment"),
         Envelope(type="referral-raised", subject="ref-1", data=REFERRAL, source="placematch/referral"),
         *[Envelope(type="offer-submitted", subject="ref-1", source="placematch/referral", data={
             "offer_id": f"o{i}", "provider_id": pid, "weekly_fee_pence": fee, "start_date": "2026-09-01",
@@ -215,12 +228,14 @@ async def test_same_events_in_same_order_give_byte_identical_shortlists(tmp_path
         app = create_app(settings)
         async with service_client(app):
             await app.state.runtime.consumers_ready()
-            for e in events:  # one at a time: the order across topics is part of the input
+            consumer = app.state.runtime.consumers[0]
+            for fed, e in enumerate(events, start=1):  # one at a time: the order across topics is part of the input
                 await feed(app, settings, e)
-                await wait_for(lambda: app.state.runtime.consumers[0].handled >= events.index(e) + 1)
+                await wait_for(lambda consumer=consumer, fed=fed: consumer.handled >= fed)
 
-            async def shortlists() -> list[bytes]:
-                ranked = [dumps(e.data) for e in await topic_events(app, settings, "matching") if e.type == "shortlist-ranked"]
+            async def shortlists(app: Any = app, settings: Settings = settings) -> list[bytes]:
+                ranked = [dumps(e.data) for e in await topic_events(app, settings, "matching")
+                          if e.type == "shortlist-ranked"]
                 assert len(ranked) == 4
                 return ranked
             outputs.append(await wait_for(shortlists))
@@ -250,7 +265,8 @@ async def test_providers_cannot_work_out_a_rivals_fee_from_insights(settings: Se
         assert commissioner["median_weekly_fee_pence"] == 350000
         provider = await wait_for(lambda: counted("provider", p1))
         assert provider["median_weekly_fee_pence"] is None and "cost_avoidance_pence_per_week" not in provider
-        assert (provider["providers"], provider["suppressed"], provider["suppressed_reason"]) == (2, True, "too_few_providers")
+        assert (provider["providers"], provider["suppressed"], provider["suppressed_reason"]) == (2, True,
+            "too_few_providers")
         assert "borough" not in provider and "boroughs" not in provider
 
 
@@ -326,7 +342,8 @@ async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_
                    env("referral-raised", first, raised, "referral"),
                    env("referral-raised", second, {**raised, "borough": "lambeth"}, "referral"),
                    offer(first, "o0-old", ps[0], 900000),
-                   env("offer-withdrawn", first, {"offer_id": "o0-old", "provider_id": ps[0], "reason": None}, "referral"),
+                   env("offer-withdrawn", first, {"offer_id": "o0-old", "provider_id": ps[0], "reason": None},
+                       "referral"),
                    *(offer(first, f"o{i}", ps[i], fees[i]) for i in range(4)),
                    offer(second, "o4", ps[4], fees[4]))
 
@@ -352,3 +369,42 @@ async def test_providers_see_a_median_of_five_distinct_providers_once_the_month_
             assert await insight_row(client, settings, "provider", ps[1], query) == row
         full = await insight_row(client, settings, "commissioner", "region")
         assert full["boroughs"]["croydon"]["median_weekly_fee_pence"] == 375000  # commissioners: full figures
+
+
+async def test_typed_inputs_are_refused_with_field_and_rule_and_change_nothing(settings: Settings) -> None:
+    """The policy weights keep the rule words they always had (pydantic's for what is not a number;
+    the policy's `range` before `two_decimal_places`); `need` is a NeedCode and `month` YYYY-MM."""
+    app = create_app(settings)
+    commissioner = auth(settings, "commissioner", "region")
+    async with service_client(app) as client:
+        for body, field, rule in [
+            ({"quality_weight": "abc", "price_weight": "0.40"}, "quality_weight", "decimal_parsing"),
+            ({"quality_weight": None, "price_weight": "0.40"}, "quality_weight", "decimal_type"),
+            ({"quality_weight": "NaN", "price_weight": "0.40"}, "quality_weight", "finite_number"),
+            ({"quality_weight": True, "price_weight": "0.40"}, "quality_weight", "decimal_type"),
+            ({"quality_weight": "1.5", "price_weight": "-0.5"}, "quality_weight", "range"),
+            ({"quality_weight": "1.555", "price_weight": "0.40"}, "quality_weight", "range"),
+            ({"quality_weight": "1e27", "price_weight": "0.40"}, "quality_weight", "range"),
+            ({"quality_weight": "0.60", "price_weight": 0.405}, "price_weight", "two_decimal_places"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "min_quality": "101"}, "min_quality", "range"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "min_quality": True}, "min_quality", "decimal_type"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "min_quality": "50.001"}, "min_quality",
+             "two_decimal_places"),
+            ({"quality_weight": "0.60", "price_weight": "0.40", "extra": 1}, "extra", "extra_forbidden"),
+        ]:
+            r = await client.put("/policy", json=body, headers=commissioner)
+            assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), body
+            assert (r.json()["field"], r.json()["rule"]) == (field, rule), (body, r.json())
+        assert (await client.get("/policy", headers=commissioner)).json()["version"] == 1
+        ok = await client.put("/policy", json={"quality_weight": 0.7, "price_weight": "0.3"}, headers=commissioner)
+        assert ok.json() == {"version": 2, "quality_weight": "0.70", "price_weight": "0.30", "min_quality": None}
+
+        for query, field, rule in [("need=XYZ", "need", "one_of"), ("month=2024-5", "month", "format")]:
+            r = await client.get(f"/insights?{query}", headers=commissioner)
+            assert r.status_code == 422 and (r.json()["field"], r.json()["rule"]) == (field, rule), r.json()
+        assert (await client.get("/insights?need=ASD&month=2024-05", headers=commissioner)).json()["rows"] == []
+
+        openapi = (await client.get("/openapi.json")).json()
+        params = {p["name"]: p for p in openapi["paths"]["/insights"]["get"]["parameters"]}
+        assert "#/components/schemas/NeedCode" in str(params["need"]["schema"])
+        assert openapi["components"]["schemas"]["NeedCode"]["enum"] == list(NEED_CODES)
