@@ -5,7 +5,8 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Literal
+from collections.abc import MutableMapping
+from typing import Any, Awaitable, Callable, Literal
 
 import jwt
 from fastapi import Request
@@ -46,6 +47,11 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"{self.role}:{self.tenant}"
+
+    @property
+    def caller(self) -> str:
+        """`role:tenant:sub`: who is asking, for per-caller keys (Idempotency-Key scope, rate limits)."""
+        return f"{self.role}:{self.tenant}:{self.sub}"
 
 
 def check_claims(role: object, tenant: object, sub: object) -> tuple[str, str, str]:
@@ -92,6 +98,26 @@ def decode_token(settings: Settings, token: str) -> Principal:
     return Principal(sub=sub, role=role, tenant=tenant)
 
 
+_VERIFIED = "placematch.principal"
+"""ASGI scope key: the caller of the request's bearer token, decoded once (None: no valid token)."""
+
+
+def verified_principal(scope: MutableMapping[str, Any], settings: Settings) -> Principal | None:
+    """The caller of a bearer token that verifies, else None. The rate limiter, the Idempotency-Key
+    middleware and the route all ask: the token is decoded once and the answer kept in the scope."""
+    if _VERIFIED not in scope:
+        auth = next((v for k, v in scope.get("headers") or () if k == b"authorization"), b"").decode("latin-1")
+        scheme, _, token = auth.partition(" ")
+        principal = None
+        if scheme.lower() == "bearer" and token.strip():
+            try:
+                principal = decode_token(settings, token.strip())
+            except DomainError:
+                principal = None
+        scope[_VERIFIED] = principal
+    return scope[_VERIFIED]
+
+
 def principal_from(request: Request) -> Principal | None:
     header = request.headers.get("authorization")
     if not header:
@@ -99,7 +125,8 @@ def principal_from(request: Request) -> Principal | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Authorization must be 'Bearer <token>'", field="Authorization")
-    principal = decode_token(request.app.state.settings, token.strip())
+    # a token a middleware already verified is not decoded again; a bad one is, for its error
+    principal = request.scope.get(_VERIFIED) or decode_token(request.app.state.settings, token.strip())
     context.actor.set(principal.actor)
     return principal
 

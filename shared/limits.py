@@ -31,9 +31,8 @@ from sqlalchemy import case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import decode_token
+from shared.auth import verified_principal
 from shared.db import Database
-from shared.errors import DomainError
 from shared.logs import get_logger
 from shared.schema import rate_limits
 from shared.settings import Settings
@@ -292,15 +291,8 @@ class RateLimitMiddleware:
 
 def token_subject(scope: Scope, settings: Settings) -> str | None:
     """`role:tenant:sub` of a bearer token that verifies, else None (no token, or a bad one)."""
-    auth = next((v for k, v in scope.get("headers") or () if k == b"authorization"), b"").decode("latin-1")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    try:
-        principal = decode_token(settings, token.strip())
-    except DomainError:
-        return None
-    return f"{principal.role}:{principal.tenant}:{principal.sub}"
+    principal = verified_principal(scope, settings)
+    return None if principal is None else principal.caller
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:

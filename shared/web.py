@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import context
-from shared.auth import decode_token
+from shared.auth import verified_principal
 from shared.db import insert_ignore
 from shared.errors import DomainError
 from shared.events import format_time, now_utc
@@ -267,7 +267,7 @@ class IdempotencyMiddleware:
             await problem(422, "Invalid request", "Idempotency-Key must be at most 200 characters",
                           field="Idempotency-Key", rule="max_length")(scope, receive, send)
             return
-        caller = _caller(headers, self.fastapi_app.state.settings)
+        caller = _caller(scope, self.fastapi_app.state.settings)
         if caller is None:  # a token that does not verify: the route answers 401, nothing is kept
             await self.app(scope, receive, send)
             return
@@ -470,19 +470,12 @@ def erased_answer(effect: str) -> dict[str, Any]:
                            "resource instead")
 
 
-def _caller(headers: dict[bytes, bytes], settings: Any) -> str | None:
+def _caller(scope: Scope, settings: Any) -> str | None:
     """Who is asking, from a token that verifies; "anonymous" without one, None for a bad one."""
-    auth = (headers.get(b"authorization") or b"").decode("latin-1")
-    if not auth:
+    if not any(k == b"authorization" and v for k, v in scope.get("headers") or ()):
         return "anonymous"
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    try:
-        principal = decode_token(settings, token.strip())
-    except DomainError:
-        return None
-    return f"{principal.role}:{principal.tenant}:{principal.sub}"
+    principal = verified_principal(scope, settings)
+    return None if principal is None else principal.caller
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -302,3 +302,26 @@ def test_a_bad_limit_setting_is_refused() -> None:
         Settings(rate_limit_open="lots")
     with pytest.raises(ValueError):
         Settings(trusted_proxies="10.0.0.0/33")
+
+
+async def test_a_token_is_decoded_once_per_request_however_many_layers_ask(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate limiter, the Idempotency-Key middleware and the route all need the caller: one decode."""
+    import jwt
+
+    decoded: list[str] = []
+    real = jwt.decode
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real(token, *args, **kwargs)
+
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    async with clients(create_app(settings), "203.0.113.40") as (client,):
+        headers = {**auth(settings, "commissioner", "region"), "Idempotency-Key": str(uuid.uuid4())}
+        monkeypatch.setattr(jwt, "decode", counting)
+        answer = await client.post("/providers", json=application(urn="400020"), headers=headers)
+        assert answer.status_code == 201, answer.text
+        assert len(decoded) == 1
+        bad = {"Authorization": "Bearer not-a-token", "Idempotency-Key": str(uuid.uuid4())}
+        assert (await client.post("/providers", json=application(urn="400021"), headers=bad)).status_code == 401
