@@ -26,16 +26,14 @@ import asyncio
 import contextlib
 import os
 import time
-import uuid
 from typing import Any, AsyncIterator
 
-import asyncpg
 import httpx
 import pytest
 
-from shared.store import APPEND_LOCK_KEY
 from tests.conftest import KafkaBroker
-from tests.faults.harness import (BOROUGH, REFERRAL, Audit, Client, Cluster, Load, asyncpg_dsn, bearer)
+from tests.faults.cut import cut_write
+from tests.faults.harness import BOROUGH, Audit, Client, Cluster, Load, bearer
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres]
@@ -143,46 +141,11 @@ async def test_write_interrupted_by_a_crash_is_retried_to_exactly_one_effect(
     (201); after it, the retry gets 409 `answer_lost` naming the committed referral. Either way
     exactly one referral exists."""
     referral = cluster.services["referral"]
-    key, correlation = f"crash-{uuid.uuid4()}", str(uuid.uuid4())
-    child_ref = f"CR-CRASH-{uuid.uuid4().hex[:10]}"
-    body = {**REFERRAL, "child_ref": child_ref}
-    headers = {**bearer("borough", BOROUGH), "Idempotency-Key": key, "X-Correlation-ID": correlation}
-
-    async def claimed() -> bool:
-        return bool(await cluster.scalar(
-            "referral", "SELECT count(*) FROM idempotency_keys WHERE key = $1 AND status IS NULL", key))
-
-    async def waiting_for_append_lock() -> bool:
-        return bool(await cluster.scalar("referral", """
-            SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""))
-
-    async def committed() -> str | None:
-        return await cluster.scalar("referral", "SELECT stream_id FROM events WHERE type = 'referral-raised' "
-                                                "AND body LIKE '%' || $1 || '%'", correlation)
-
-    blocker = await asyncpg.connect(asyncpg_dsn(referral.database_url))
     http = httpx.AsyncClient(timeout=60)
-    committed_id: str | None = None
-    try:
-        await blocker.execute("SELECT pg_advisory_lock($1)", APPEND_LOCK_KEY)  # appends now wait
-        request = asyncio.create_task(http.post(f"{referral.url}/referrals", json=body, headers=headers))
-        await wait_for(claimed, timeout=20, message="the Idempotency-Key to be claimed")
-        await wait_for(waiting_for_append_lock, timeout=20, message="POST /referrals to wait on the append lock")
-        if moment == "after-effect":
-            holding = blocker.transaction()
-            await holding.start()
-            # a share lock holds back the answer's UPDATE, not the request's own fence (also a share lock)
-            await blocker.execute("SELECT 1 FROM idempotency_keys WHERE key = $1 FOR SHARE", key)
-            await blocker.execute("SELECT pg_advisory_unlock($1)", APPEND_LOCK_KEY)  # the append goes ahead
-            committed_id = await wait_for(committed, timeout=20, message="the referral to be committed")
-        referral.kill()
-        first = (await asyncio.gather(request, return_exceptions=True))[0]
-        assert isinstance(first, httpx.TransportError), f"the first attempt was answered: {first!r}"
-    finally:
-        await blocker.close()  # releases whatever it still holds
+    write = await cut_write(cluster, referral, moment, http)
+    body, headers, child_ref, committed_id = write.body, write.headers, write.child_ref, write.committed_id
     if moment == "before-effect":
-        assert await committed() is None
+        assert await write.committed() is None
     referral.start()
     await referral.wait_ready()
 

@@ -27,7 +27,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -40,9 +39,20 @@ from shared.migrations import create_core_schema
 from shared.relay import OutboxRelay
 from shared.schema import events, outbox
 from shared.settings import SERVICES
-from shared.store import APPEND_LOCK_KEY, EventStore
-from tests.faults.harness import (BOROUGH, CONSUMER_TOPICS, REFERRAL, ROOT, Audit, Client, Cluster, Ledger, Load,
-                                  asyncpg_dsn, bearer)
+from shared.store import EventStore
+from tests.faults.cut import cut_write
+from tests.faults.harness import (
+    BOROUGH,
+    CONSUMER_TOPICS,
+    REFERRAL,
+    ROOT,
+    Audit,
+    Client,
+    Cluster,
+    Ledger,
+    Load,
+    bearer,
+)
 from tests.faults.test_exactly_once_under_faults import all_referrals, diagnosed, keep_loading, settle_and_count
 from tests.helpers import read_whole_topic, wait_for
 
@@ -258,43 +268,9 @@ async def test_write_cut_off_on_one_replica_is_answered_by_the_other(cluster: Cl
     the claim's lease runs, then takes the claim over and runs the request (201), or answers 409
     `answer_lost` naming the committed referral. Exactly one referral either way."""
     first, other = cluster.replicas["referral"]
-    key, correlation = f"cut-{uuid.uuid4()}", str(uuid.uuid4())
-    child_ref = f"CR-CUT-{uuid.uuid4().hex[:10]}"
-    body = {**REFERRAL, "child_ref": child_ref}
-    headers = {**bearer("borough", BOROUGH), "Idempotency-Key": key, "X-Correlation-ID": correlation}
-
-    async def claimed() -> bool:
-        return bool(await cluster.scalar(
-            "referral", "SELECT count(*) FROM idempotency_keys WHERE key = $1 AND status IS NULL", key))
-
-    async def waiting_for_append_lock() -> bool:
-        return bool(await cluster.scalar("referral", """
-            SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""))
-
-    async def committed() -> str | None:
-        return await cluster.scalar("referral", "SELECT stream_id FROM events WHERE type = 'referral-raised' "
-                                                "AND body LIKE '%' || $1 || '%'", correlation)
-
-    blocker = await asyncpg.connect(asyncpg_dsn(first.database_url))
     http = httpx.AsyncClient(timeout=60)
-    committed_id: str | None = None
-    try:
-        await blocker.execute("SELECT pg_advisory_lock($1)", APPEND_LOCK_KEY)  # appends now wait
-        request = asyncio.create_task(http.post(f"{first.url}/referrals", json=body, headers=headers))
-        await wait_for(claimed, timeout=20, message="the Idempotency-Key to be claimed")
-        await wait_for(waiting_for_append_lock, timeout=20, message="POST /referrals to wait on the append lock")
-        if moment == "after-effect":
-            holding = blocker.transaction()
-            await holding.start()
-            await blocker.execute("SELECT 1 FROM idempotency_keys WHERE key = $1 FOR SHARE", key)
-            await blocker.execute("SELECT pg_advisory_unlock($1)", APPEND_LOCK_KEY)
-            committed_id = await wait_for(committed, timeout=20, message="the referral to be committed")
-        first.kill()
-        cut = (await asyncio.gather(request, return_exceptions=True))[0]
-        assert isinstance(cut, httpx.TransportError), f"the first attempt was answered: {cut!r}"
-    finally:
-        await blocker.close()
+    write = await cut_write(cluster, first, moment, http)
+    body, headers, child_ref, committed_id = write.body, write.headers, write.child_ref, write.committed_id
     answers: Counter[str] = Counter()
 
     async def retried() -> str | None:
