@@ -1,0 +1,47 @@
+"""Settings of the console (`PLACEMATCH_CONSOLE_*` beside the shared `PLACEMATCH_*` ones)."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import SERVICES, Settings
+
+CONSOLE_OFFSET = 6
+"""The console listens on base_port + 6 (8006); the placement service has base + 5."""
+
+
+class ConsoleSettings(Settings):
+    console_port: int | None = Field(None, description="Port of the console; default base_port + 6.")
+    console_enrolment_url: str | None = Field(None, description="Enrolment API; default http://host:base+1.")
+    console_referral_url: str | None = Field(None, description="Referral API; default http://host:base+2.")
+    console_matching_url: str | None = Field(None, description="Matching API; default http://host:base+3.")
+    console_notification_url: str | None = Field(None, description="Notification API; default http://host:base+4.")
+    console_session_secret: str = Field("placematch-console-dev-session-secret-change-me", repr=False,
+                                        description="Signs the session cookie; set a long random value in production.")
+    console_session_max_age: int = Field(8 * 3600, ge=60, description="Seconds a sign-in lasts.")
+    console_https: bool | None = Field(None, description="Secure cookies; default: on when the OIDC redirect is https.")
+    console_dev_sign_in: bool = Field(False, description="Local development sign-in (pick a role and tenant; "
+                                                         "mints a token with the JWT secret). Never in production.")
+    console_oidc_issuer: str | None = Field(None, description="OpenID Connect issuer, e.g. "
+                                                              "http://127.0.0.1:8080/realms/placematch")
+    console_oidc_client_id: str = Field("placematch-console", description="Public client id (PKCE, no secret).")
+    console_oidc_client_secret: str | None = Field(None, repr=False, description="Only for a confidential client.")
+    console_oidc_redirect_uri: str | None = Field(None, description="Where the provider sends the person back; "
+                                                                    "default <console>/auth/callback.")
+    console_oidc_scope: str = "openid profile email"
+    console_request_timeout_seconds: float = 10.0
+
+    def service_url(self, service: str) -> str:
+        explicit = getattr(self, f"console_{service}_url")
+        if explicit:
+            return str(explicit).rstrip("/")
+        return f"http://{self.host}:{self.base_port + SERVICES.index(service) + 1}"
+
+    @property
+    def console_listen_port(self) -> int:
+        return self.console_port or self.base_port + CONSOLE_OFFSET
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.console_https is not None:
+            return self.console_https
+        return bool(self.console_oidc_redirect_uri and self.console_oidc_redirect_uri.startswith("https://"))

@@ -1,0 +1,137 @@
+"""Signing in: OpenID Connect (authorization code with PKCE, Authlib), or the local development
+sign-in that mints a token with the JWT secret (only when `console_dev_sign_in` is on)."""
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.integrations.starlette_client import OAuth, OAuthError
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from services.console import security
+from services.console.render import render
+from services.console.settings import ConsoleSettings
+from shared.auth import ROLES, ClaimError, check_claims, mint_token
+
+router = APIRouter()
+
+
+def oauth_for(settings: ConsoleSettings) -> OAuth | None:
+    if not settings.console_oidc_issuer:
+        return None
+    oauth = OAuth()
+    oauth.register(
+        "oidc", client_id=settings.console_oidc_client_id, client_secret=settings.console_oidc_client_secret,
+        server_metadata_url=settings.console_oidc_issuer.rstrip("/") + "/.well-known/openid-configuration",
+        client_kwargs={"scope": settings.console_oidc_scope, "code_challenge_method": "S256"})
+    return oauth
+
+
+def _settings(request: Request) -> ConsoleSettings:
+    settings: ConsoleSettings = request.app.state.settings
+    return settings
+
+
+def claims_of(token: dict[str, Any]) -> dict[str, Any]:
+    """The person's claims: the ID token's (userinfo), completed by the access token's own if it is a JWT
+    (Keycloak puts mapped claims in both; the services read the access token's)."""
+    claims = dict(token.get("userinfo") or {})
+    access = token.get("access_token")
+    if isinstance(access, str) and access.count(".") == 2:
+        import jwt
+
+        try:
+            unverified = jwt.decode(access, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            unverified = {}
+        for key in ("role", "tenant", "sub"):
+            claims.setdefault(key, unverified.get(key))
+    return claims
+
+
+@router.get("/sign-in")
+async def sign_in_page(request: Request) -> Response:
+    settings = _settings(request)
+    return render(request, "sign_in.html", oidc=bool(settings.console_oidc_issuer),
+                  dev=settings.console_dev_sign_in, title="Sign in")
+
+
+@router.post("/sign-in/oidc")
+async def oidc_start(request: Request) -> Response:
+    await security.checked_form(request)
+    oauth: OAuth | None = request.app.state.oauth
+    if oauth is None:
+        return render(request, "error.html", status_code=404, title="Sign-in not set up",
+                      message="No identity provider is configured (PLACEMATCH_CONSOLE_OIDC_ISSUER).")
+    settings = _settings(request)
+    redirect_uri = settings.console_oidc_redirect_uri or str(request.url_for("oidc_callback"))
+    try:
+        response: Response = await oauth.oidc.authorize_redirect(request, redirect_uri)
+    except Exception as error:  # noqa: BLE001 - discovery failed: the provider is down or misnamed
+        return render(request, "error.html", status_code=503, title="Identity provider unavailable",
+                      message=f"The sign-in service could not be reached ({type(error).__name__}). Try again later.")
+    return response
+
+
+@router.get("/auth/callback", name="oidc_callback")
+async def oidc_callback(request: Request) -> Response:
+    oauth: OAuth | None = request.app.state.oauth
+    if oauth is None:
+        return RedirectResponse("/sign-in", status_code=303)
+    try:
+        token = await oauth.oidc.authorize_access_token(request)
+    except OAuthError as error:
+        return render(request, "error.html", status_code=400, title="Sign-in did not complete",
+                      message=f"The identity provider answered: {error.description or error.error}. Sign in again.")
+    claims = claims_of(token)
+    try:
+        role, tenant, sub = check_claims(claims.get("role"), claims.get("tenant"), claims.get("sub"))
+    except ClaimError as error:
+        return render(request, "error.html", status_code=403, title="Your account has no placematch role",
+                      message=f"Your sign-in worked, but its {error.claim} claim is not usable: {error}. "
+                              "Ask your administrator to give your account a role and a tenant.")
+    name = str(claims.get("name") or claims.get("preferred_username") or sub)
+    security.sign_in(request, sub=sub, role=role, tenant=tenant, name=name, via="oidc", token=token["access_token"])
+    return RedirectResponse("/", status_code=303)
+
+
+@router.get("/dev-sign-in")
+async def dev_sign_in_page(request: Request) -> Response:
+    if not _settings(request).console_dev_sign_in:
+        return render(request, "error.html", status_code=404, title="Page not found",
+                      message="The development sign-in is switched off.")
+    return render(request, "dev_sign_in.html", roles=ROLES, title="Development sign-in", errors={}, values={})
+
+
+@router.post("/dev-sign-in")
+async def dev_sign_in(request: Request) -> Response:
+    settings = _settings(request)
+    if not settings.console_dev_sign_in:
+        return render(request, "error.html", status_code=404, title="Page not found",
+                      message="The development sign-in is switched off.")
+    form = await security.checked_form(request)
+    role, tenant = str(form.get("role") or ""), str(form.get("tenant") or "").strip()
+    name = str(form.get("name") or "").strip() or f"{role} officer"
+    errors: dict[str, str] = {}
+    if role not in ROLES:
+        errors["role"] = "Select the role to sign in as"
+    if not tenant:
+        errors["tenant"] = "Enter the borough code or provider id to sign in for"
+    if not errors:
+        try:
+            token = mint_token(settings, role, tenant, sub=f"dev:{name}"[:100], ttl_seconds=settings.console_session_max_age)
+        except ClaimError as error:
+            errors[error.claim] = str(error)
+    if errors:
+        return render(request, "dev_sign_in.html", status_code=422, roles=ROLES, title="Development sign-in",
+                      errors=errors, values={"role": role, "tenant": tenant, "name": name})
+    security.sign_in(request, sub=f"dev:{name}"[:100], role=role, tenant=tenant.lower(), name=name,
+                     via="development", token=token)
+    return RedirectResponse("/", status_code=303)
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request) -> Response:
+    await security.checked_form(request)
+    security.sign_out(request)
+    return RedirectResponse("/sign-in", status_code=303)
