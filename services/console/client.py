@@ -1,8 +1,8 @@
 """The console's only way to the data: the services' public HTTP APIs, with the person's token."""
 from __future__ import annotations
 
-import uuid
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from typing import Any
 

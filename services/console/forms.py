@@ -99,7 +99,8 @@ def referral_body(form: FormData) -> tuple[dict[str, Any], dict[str, str]]:
     for indicator in NEEDS_INDICATORS:
         score = _int(form, f"needs_profile.{indicator}", errors, INDICATOR_LABELS[indicator])
         if score is None:
-            errors.setdefault(f"needs_profile.{indicator}", f"Select a rating for {INDICATOR_LABELS[indicator].lower()}")
+            errors.setdefault(f"needs_profile.{indicator}",
+                              f"Select a rating for {INDICATOR_LABELS[indicator].lower()}")
         else:
             profile[indicator] = score
     body["needs_profile"] = profile

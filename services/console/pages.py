@@ -24,8 +24,9 @@ NEED_NAMES = {"SPLD": "Specific learning difficulty", "MLD": "Moderate learning 
               "SEMH": "Social, emotional and mental health", "SLCN": "Speech, language and communication needs",
               "HI": "Hearing impairment", "VI": "Visual impairment", "MSI": "Multi-sensory impairment",
               "PD": "Physical disability", "ASD": "Autistic spectrum disorder", "OTH": "Other difficulty"}
-PLACEMENT_NAMES = {"day": "Day school", "residential_38": "Residential, 38 weeks", "residential_52": "Residential, 52 weeks",
-                   "childrens_home": "Children's home", "foster_care": "Foster care"}
+PLACEMENT_NAMES = {"day": "Day school", "residential_38": "Residential, 38 weeks",
+                   "residential_52": "Residential, 52 weeks", "childrens_home": "Children's home",
+                   "foster_care": "Foster care"}
 DECLINE_OPTIONS = list(intelligence.DECLINE_REASONS.items())
 
 
@@ -44,7 +45,8 @@ def take_flash(request: Request) -> str | None:
     return flash if isinstance(flash, str) else None
 
 
-def problem_errors(problem: ApiProblem, known: set[str], fallback: str | None = None) -> tuple[dict[str, str], list[str]]:
+def problem_errors(problem: ApiProblem, known: set[str],
+                   fallback: str | None = None) -> tuple[dict[str, str], list[str]]:
     """The API's problem as field errors for the fields the form has, the rest as general messages."""
     fields, general = {}, []
     for name, message in problem.field_errors().items():
@@ -84,7 +86,8 @@ async def _decide(request: Request, provider_id: str, action: str, page: str, te
     try:
         provider = await client.post("enrolment", f"/providers/{provider_id}/{action}", body)
     except ApiProblem as problem:
-        errors, general = problem_errors(problem, {"reason"}, fallback="reason" if action in ("reject", "suspend") else None)
+        needs_reason = action in ("reject", "suspend")
+        errors, general = problem_errors(problem, {"reason"}, fallback="reason" if needs_reason else None)
         if template == "applications.html":
             listing = await client.get("enrolment", "/providers", status="applied", limit=200)
             context: dict[str, Any] = {"providers": listing["items"]}
@@ -170,7 +173,9 @@ async def policy(request: Request, referral: str | None = None, quality_weight: 
     person = signed_in(request, "commissioner")
     client = api(request, person)
     current = await client.get("matching", "/policy")
-    preview, errors, general = None, {}, []
+    preview: dict[str, Any] | None = None
+    errors: dict[str, str] = {}
+    general: list[str] = []
     values = {"referral": referral or "", "quality_weight": quality_weight or current["quality_weight"],
               "price_weight": price_weight or current["price_weight"],
               "min_quality": min_quality if min_quality is not None else (current["min_quality"] or "")}
@@ -214,7 +219,7 @@ async def change_policy(request: Request) -> Response:
 
 @router.get("/shortlists")
 async def shortlists(request: Request, referral: str | None = None) -> Response:
-    person = signed_in(request, "commissioner", "auditor")
+    signed_in(request, "commissioner", "auditor")
     if referral and referral.strip():
         return back(f"/shortlists/{referral.strip()}")
     return render(request, "shortlist_search.html", title="Find a shortlist", errors={}, values={})
@@ -314,7 +319,8 @@ async def raise_referral(request: Request) -> Response:
     if not errors:
         try:
             created = await api(request, person).post("referral", "/referrals", body)
-            return back(f"/referrals/{created['id']}", "Referral raised. Suitable providers are being invited.", request)
+            return back(f"/referrals/{created['id']}", "Referral raised. Suitable providers are being invited.",
+                        request)
         except ApiProblem as problem:
             errors, general = _api_form_errors(problem)
     return _referral_form(request, title="Raise a referral", action="/referrals/new", values=forms.values_of(form),

@@ -119,7 +119,8 @@ async def dev_sign_in(request: Request) -> Response:
         errors["tenant"] = "Enter the borough code or provider id to sign in for"
     if not errors:
         try:
-            token = mint_token(settings, role, tenant, sub=f"dev:{name}"[:100], ttl_seconds=settings.console_session_max_age)
+            token = mint_token(settings, role, tenant, sub=f"dev:{name}"[:100],
+                               ttl_seconds=settings.console_session_max_age)
         except ClaimError as error:
             errors[error.claim] = str(error)
     if errors:
