@@ -239,12 +239,19 @@ async def shortlist_page(request: Request, referral_id: str) -> Response:
 
 
 async def _shortlist_context(client: Api, referral_id: str, person: Person) -> dict[str, Any]:
-    if person.role == "provider":
-        shortlist = await client.get("matching", f"/referrals/{referral_id}/shortlist")
-        return {"shortlist": shortlist, "names": {}}
-    shortlist, eligible = await asyncio.gather(
-        client.get("matching", f"/referrals/{referral_id}/shortlist"),
-        client.get("matching", f"/referrals/{referral_id}/eligible-providers"))
+    """The shortlist and the invited providers' names; an empty one while matching has not yet taken
+    in a referral just raised (its 404 then), so that the page polls until it has."""
+    try:
+        if person.role == "provider":
+            return {"shortlist": await client.get("matching", f"/referrals/{referral_id}/shortlist"), "names": {}}
+        shortlist, eligible = await asyncio.gather(
+            client.get("matching", f"/referrals/{referral_id}/shortlist"),
+            client.get("matching", f"/referrals/{referral_id}/eligible-providers"))
+    except ApiProblem as problem:
+        if problem.status != 404 or person.role == "provider":
+            raise
+        return {"shortlist": {"referral_id": referral_id, "policy_version": None, "entries": [], "excluded": [],
+                              "pending": True}, "names": {}}
     names = {p["provider_id"]: p.get("name") or p["provider_id"] for p in eligible["providers"]}
     return {"shortlist": shortlist, "names": names, "invited": len(eligible["providers"])}
 
