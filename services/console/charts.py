@@ -34,7 +34,9 @@ def plain(value: Any) -> str:
 
 
 def pounds(pence: int | float | None) -> str:
-    return "" if pence is None else f"£{pence / 100:,.0f}"
+    if pence is None:
+        return ""
+    return f"{'-' if pence < 0 else ''}£{abs(pence) / 100:,.0f}"
 
 
 @dataclass
@@ -92,7 +94,7 @@ def _is_number(text: str) -> bool:
 
 
 def _scale(chart: Chart) -> float:
-    values = [v for s in chart.series for v in s.values if v is not None]
+    values = [v for s in chart.series for v in s.values if v is not None and v > 0]
     top = max(values, default=0)
     return PLOT_WIDTH / top if top > 0 else 0.0
 
@@ -122,7 +124,8 @@ def bar_svg(chart: Chart) -> Markup:
             value = series.values[i] if i < len(series.values) else None
             colour = HIGHLIGHT if hot and j == 0 else (series.colour or PALETTE[j % len(PALETTE)])
             bar_y = y + j * (BAR_HEIGHT + GAP)
-            length = 0.0 if value is None else max(value * scale, 1.0 if value else 0.0)
+            # a negative figure (cost avoidance can be) draws no bar; its label says the value
+            length = 0.0 if value is None or value <= 0 else max(value * scale, 1.0)
             parts.append(f'<rect x="{LABEL_WIDTH}" y="{bar_y}" width="{length:.1f}" height="{BAR_HEIGHT}" '
                          f'fill="{colour}"><title>{escape(label)}, {escape(series.name)}: '
                          f'{escape(chart.value_format(value) if value is not None else "no figure")}</title></rect>')

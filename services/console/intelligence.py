@@ -157,7 +157,7 @@ def cost_avoidance(rows: Sequence[dict[str, Any]]) -> Chart:
         description="Weekly cost avoidance by need. " + COST_AVOIDANCE_DEFINITION,
         columns=["need", "awards", "cost avoidance (pence a week)"],
         rows=[[n, awards[n], by_need[n]] for n in needs], labels=needs,
-        series=[Series("Cost avoidance a week", [max(0, by_need[n]) for n in needs], colour="#00703c")],
+        series=[Series("Cost avoidance a week", [by_need[n] for n in needs], colour="#00703c")],
         value_format=pounds)
 
 
