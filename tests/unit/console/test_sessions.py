@@ -19,7 +19,8 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 def settings(**changes: object) -> ConsoleSettings:
     # services at addresses nothing listens on (port 1): the pages here need none but to fail politely
-    unreachable = {f"console_{s}_url": "http://127.0.0.1:1" for s in ("enrolment", "referral", "matching", "notification")}
+    unreachable = {f"console_{s}_url": "http://127.0.0.1:1"
+                   for s in ("enrolment", "referral", "matching", "notification")}
     return ConsoleSettings(console_dev_sign_in=True, **unreachable, **changes)  # type: ignore[arg-type]
 
 
