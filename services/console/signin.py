@@ -33,8 +33,9 @@ def _settings(request: Request) -> ConsoleSettings:
 
 
 def claims_of(token: dict[str, Any]) -> dict[str, Any]:
-    """The person's claims: the ID token's (userinfo), completed by the access token's own if it is a JWT
-    (Keycloak puts mapped claims in both; the services read the access token's)."""
+    """The person's claims: the ID token's (userinfo), with `sub`, `role` and `tenant` taken from the
+    access token when it is a JWT carrying them, since that token is what the services authorise
+    (Keycloak's mappers put them in both)."""
     claims = dict(token.get("userinfo") or {})
     access = token.get("access_token")
     if isinstance(access, str) and access.count(".") == 2:
@@ -45,7 +46,8 @@ def claims_of(token: dict[str, Any]) -> dict[str, Any]:
         except jwt.PyJWTError:
             unverified = {}
         for key in ("role", "tenant", "sub"):
-            claims.setdefault(key, unverified.get(key))
+            if unverified.get(key) is not None:
+                claims[key] = unverified[key]
     return claims
 
 

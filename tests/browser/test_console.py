@@ -128,6 +128,12 @@ def test_referral_to_award_in_the_browser(stack: Stack, browser: Any) -> None:
     expect(borough.get_by_text("Referral raised.")).to_be_visible()
     referral_id = borough.locator("#referral-id").inner_text().strip()
     look(borough, "04-borough-referral")
+    borough.get_by_role("link", name="Amend the referral").click()
+    expect(borough.get_by_label("Case reference")).to_have_value("CR-2026-0042")
+    expect(borough.locator("#needs_profile-self_regulation-4")).to_be_checked()
+    borough.get_by_label("Furthest the child can travel, in km").fill("35")
+    borough.get_by_role("button", name="Save the changes").click()
+    expect(borough.get_by_text("Referral amended.")).to_be_visible()
 
     # the commissioner watches the shortlist: it must update without a reload
     commissioner.goto(stack.url("console") + f"/shortlists/{referral_id}")

@@ -28,7 +28,7 @@ from starlette.testclient import TestClient
 from services.console.app import create_app
 from services.console.security import SESSION_COOKIE
 from services.console.settings import ConsoleSettings
-from shared.auth import ROLES, decode_token
+from shared.auth import decode_token
 from shared.settings import Settings
 
 CLIENT_ID = "placematch-console"
@@ -82,9 +82,7 @@ class Provider:
         id_token = jwt.encode({"iss": self.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 300,
                                "nonce": grant["nonce"], **self.claims}, self.key, algorithm="RS256",
                               headers={"kid": "k1"})
-        # the services' token; an account without a usable role gets one the console must not trust
-        role = self.claims["role"] if self.claims["role"] in ROLES else "borough"
-        access = jwt.encode({"sub": self.claims["sub"], "role": role, "tenant": self.claims["tenant"],
+        access = jwt.encode({"sub": self.claims["sub"], "role": self.claims["role"], "tenant": self.claims["tenant"],
                              "exp": now + 300}, Settings().jwt_secret, algorithm="HS256")
         return {"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300}
 
