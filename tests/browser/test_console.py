@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from typing import Any
 
 import httpx
@@ -35,6 +36,7 @@ TIMEOUT = 20_000
 """Milliseconds a page may take to show what an event changed (matching and the relays are asynchronous)."""
 
 checked: list[str] = []
+STARTED = time.monotonic()
 
 
 def bearer(stack: Stack, role: str, tenant: str) -> dict[str, str]:
@@ -48,6 +50,7 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
 
 def look(page: Any, name: str) -> None:
     """Screenshot the page, then run axe-core on it: no serious or critical violation."""
+    print(f"{time.monotonic() - STARTED:6.1f} s  {name}")
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     page.add_script_tag(path=str(VENDOR / "axe" / "axe.min.js"))
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
