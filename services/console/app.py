@@ -21,6 +21,7 @@ from services.console.client import ApiProblem
 from services.console.render import render
 from services.console.settings import ConsoleSettings
 from shared.logs import get_logger
+from shared.settings import Settings
 from shared.web import CorrelationMiddleware
 
 log = get_logger("placematch.console")
@@ -28,8 +29,11 @@ STATIC = Path(__file__).parent / "static"
 VENDOR = STATIC / "vendor"
 
 
-def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
-    settings = settings or ConsoleSettings()
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The console app; given plain `Settings` (as `placematch up` has), its console settings are read
+    from the environment (`PLACEMATCH_CONSOLE_*`) beside them."""
+    if not isinstance(settings, ConsoleSettings):
+        settings = ConsoleSettings(**settings.model_dump()) if settings is not None else ConsoleSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

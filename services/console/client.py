@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from services.console.settings import ConsoleSettings
 
@@ -52,17 +53,27 @@ class ApiProblem(Exception):
 class Api:
     """One person's calls: `await api.get("referral", "/referrals")`."""
 
-    def __init__(self, settings: ConsoleSettings, http: httpx.AsyncClient, token: str | None) -> None:
+    def __init__(self, settings: ConsoleSettings, http: httpx.AsyncClient, token: str | None,
+                 form_id: str | None = None) -> None:
         self.settings = settings
         self.http = http
         self.token = token
+        self.form_id = form_id
 
-    def _headers(self, write: bool) -> dict[str, str]:
+    def idempotency_key(self, method: str, url: str, body: Any) -> str:
+        """The same rendered form sent twice with the same content is one request (a double click, a
+        browser retry); a new form, or the form changed, is a new one."""
+        if not self.form_id:
+            return str(uuid.uuid4())
+        content = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.form_id}|{method}|{url}|{content}"))
+
+    def _headers(self, method: str, url: str, body: Any) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        if write:  # a retried form post never takes effect twice
-            headers["Idempotency-Key"] = str(uuid.uuid4())
+        if method != "GET":
+            headers["Idempotency-Key"] = self.idempotency_key(method, url, body)
         return headers
 
     async def request(self, method: str, service: str, path: str, *, json: Any = None,
@@ -70,7 +81,7 @@ class Api:
         url = self.settings.service_url(service) + path
         try:
             response = await self.http.request(method, url, json=json, params=params,
-                                               headers=self._headers(method != "GET"))
+                                               headers=self._headers(method, url, json))
         except httpx.TransportError as error:
             raise ApiProblem(503, "Service unavailable",
                              f"the {service} service could not be reached ({type(error).__name__}); "

@@ -31,7 +31,8 @@ DECLINE_OPTIONS = list(intelligence.DECLINE_REASONS.items())
 
 
 def api(request: Request, person: Person) -> Api:
-    return Api(request.app.state.settings, request.app.state.http, person.token)
+    return Api(request.app.state.settings, request.app.state.http, person.token,
+               form_id=getattr(request.state, "form_id", None))
 
 
 def back(url: str, flash: str | None = None, request: Request | None = None) -> RedirectResponse:

@@ -1,6 +1,7 @@
 """Templates: Jinja2 with the GOV.UK Frontend classes, and what every page is given."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from services.console.charts import pounds
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["pounds"] = pounds
+templates.env.globals["new_form_id"] = lambda: str(uuid.uuid4())
+"""Each rendered form's own id: sending the same form twice (a double click, a retry) is one request."""
 templates.env.filters["label"] = lambda code: str(code).replace("_", " ").capitalize()
 
 NAVIGATION = {

@@ -62,6 +62,8 @@ async def checked_form(request: Request) -> FormData:
     form = await request.form()
     if not csrf_matches(request.session, form.get(CSRF_FIELD)):
         raise CsrfRefused()
+    form_id = form.get("form_id")
+    request.state.form_id = form_id if isinstance(form_id, str) and 0 < len(form_id) <= 64 else None
     return form
 
 

@@ -133,3 +133,30 @@ def test_the_referral_form_is_typed_here_and_judged_by_the_api() -> None:
     before = {"child_ref": "CR-1", "location": {"postcode": "CR0 1NX", "lat": None, "lon": None, "district": "Croydon"}}
     assert forms.changes(before, {"child_ref": "CR-1", "location": body["location"], "gender": "male"}) == {
         "gender": "male"}
+
+
+def test_the_same_form_sent_twice_is_one_request_and_a_changed_one_is_another() -> None:
+    import httpx
+
+    from services.console.client import Api
+
+    api = Api(settings(), httpx.AsyncClient(), "token", form_id="f-1")
+    body = {"weekly_fee_pence": 425000, "start_date": "2027-09-01"}
+    key = api.idempotency_key("POST", "http://x/referrals/r/offers", body)
+    assert key == api.idempotency_key("POST", "http://x/referrals/r/offers", dict(reversed(body.items())))
+    assert key != api.idempotency_key("POST", "http://x/referrals/r/offers", {**body, "weekly_fee_pence": 1})
+    assert key != Api(settings(), httpx.AsyncClient(), "token", form_id="f-2").idempotency_key(
+        "POST", "http://x/referrals/r/offers", body)
+    unkeyed = Api(settings(), httpx.AsyncClient(), "token")
+    assert unkeyed.idempotency_key("POST", "u", body) != unkeyed.idempotency_key("POST", "u", body)
+
+
+def test_plain_settings_are_completed_with_the_console_ones_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import Settings
+
+    monkeypatch.setenv("PLACEMATCH_CONSOLE_DEV_SIGN_IN", "true")
+    app = create_app(Settings(base_port=9100))
+    assert app.state.settings.console_dev_sign_in is True
+    assert app.state.settings.console_listen_port == 9106
+    assert app.state.settings.service_url("matching") == "http://127.0.0.1:9103"
