@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -49,6 +50,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        session_cookie=security.SESSION_COOKIE, max_age=settings.console_session_max_age,
                        same_site="lax", https_only=settings.secure_cookies)
     app.add_middleware(CorrelationMiddleware)
+
+    @app.middleware("http")
+    async def _page_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+        if not request.url.path.startswith(("/static/", "/assets/")):
+            response.headers.setdefault("Cache-Control", "no-store")  # pages show people's cases
+        return response
     if not (VENDOR / "govuk").is_dir():
         log.warning("console assets missing: run deploy/console-assets.sh", path=str(VENDOR))
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")

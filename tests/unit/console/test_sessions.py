@@ -160,3 +160,10 @@ def test_plain_settings_are_completed_with_the_console_ones_from_the_environment
     assert app.state.settings.console_dev_sign_in is True
     assert app.state.settings.console_listen_port == 9106
     assert app.state.settings.service_url("matching") == "http://127.0.0.1:9103"
+
+
+def test_pages_are_not_cached_framed_or_sniffed(client: TestClient) -> None:
+    page = client.get("/sign-in")
+    assert page.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
