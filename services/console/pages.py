@@ -190,7 +190,20 @@ async def policy(request: Request, referral: str | None = None, quality_weight: 
             except ApiProblem as problem:
                 errors, general = problem_errors(problem, {"referral"}, fallback="referral")
     return render(request, "policy.html", title="Ranking policy", policy=current, values=values, preview=preview,
-                  errors=errors, general=general, flash=take_flash(request), history=[])
+                  errors=errors, general=general, flash=take_flash(request), history=await _policy_history(client))
+
+
+async def _policy_history(client: Api) -> list[dict[str, Any]]:
+    """Every version with its weights, newest first, from matching's GET /policy/history where it has
+    one (`{"items": [{"version", "quality_weight", "price_weight", "min_quality", "changed_at", "actor"}]}`)."""
+    try:
+        found = await client.get("matching", "/policy/history")
+    except ApiProblem as problem:
+        if problem.status in (404, 405):
+            return []
+        raise
+    items = found.get("items") if isinstance(found, dict) else None
+    return sorted(items or [], key=lambda p: -int(p.get("version", 0)))
 
 
 def _unranked(shortlist: dict[str, Any]) -> list[dict[str, Any]]:
