@@ -180,6 +180,8 @@ async def policy(request: Request, referral: str | None = None, quality_weight: 
     values = {"referral": referral or "", "quality_weight": quality_weight or current["quality_weight"],
               "price_weight": price_weight or current["price_weight"],
               "min_quality": min_quality if min_quality is not None else (current["min_quality"] or "")}
+    values |= {"new.quality_weight": current["quality_weight"], "new.price_weight": current["price_weight"],
+               "new.min_quality": current["min_quality"] or ""}
     if referral:
         weights, errors = _weights(values)
         if not errors:
@@ -212,9 +214,10 @@ def _unranked(shortlist: dict[str, Any]) -> list[dict[str, Any]]:
 
 @router.post("/policy")
 async def change_policy(request: Request) -> Response:
+    """The change form's fields are `new.<field>` (the preview form above it has the plain names)."""
     person = signed_in(request, "commissioner")
     form = await checked_form(request)
-    values = {k: forms.text(form, k) for k in ("quality_weight", "price_weight", "min_quality")}
+    values = {k: forms.text(form, f"new.{k}") for k in ("quality_weight", "price_weight", "min_quality")}
     weights, errors = _weights(values)
     client = api(request, person)
     general: list[str] = []
@@ -227,8 +230,9 @@ async def change_policy(request: Request) -> Response:
             errors, general = problem_errors(problem, set(values), fallback="quality_weight")
     current = await client.get("matching", "/policy")
     return render(request, "policy.html", status_code=422, title="Ranking policy", policy=current,
-                  values={**values, "referral": ""}, preview=None, errors=errors, general=general, flash=None,
-                  history=[])
+                  values={f"new.{k}": v for k, v in values.items()} | {"referral": ""}, preview=None,
+                  errors={f"new.{k}": v for k, v in errors.items()}, general=general, flash=None,
+                  history=await _policy_history(client))
 
 
 @router.get("/shortlists")
