@@ -46,6 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   openapi_url=None)
     app.state.settings = settings
     app.state.oauth = signin.oauth_for(settings)
+    @app.middleware("http")
+    async def _fresh_token(request: Request, call_next: Any) -> Response:  # inside the session middleware
+        if not request.url.path.startswith(("/static/", "/assets/", "/health")):
+            await signin.refresh_if_due(request)
+        response: Response = await call_next(request)
+        return response
+
     app.add_middleware(SessionMiddleware, secret_key=settings.console_session_secret,
                        session_cookie=security.SESSION_COOKIE, max_age=settings.console_session_max_age,
                        same_site="lax", https_only=settings.secure_cookies)

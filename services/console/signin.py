@@ -2,6 +2,7 @@
 sign-in that mints a token with the JWT secret (only when `console_dev_sign_in` is on)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from authlib.integrations.starlette_client import OAuth, OAuthError
@@ -12,6 +13,9 @@ from services.console import security
 from services.console.render import render
 from services.console.settings import ConsoleSettings
 from shared.auth import ROLES, ClaimError, check_claims, mint_token
+from shared.logs import get_logger
+
+log = get_logger("placematch.console")
 
 router = APIRouter()
 
@@ -94,7 +98,47 @@ async def oidc_callback(request: Request) -> Response:
                               "Ask your administrator to give your account a role and a tenant.")
     name = str(claims.get("name") or claims.get("preferred_username") or sub)
     security.sign_in(request, sub=sub, role=role, tenant=tenant, name=name, via="oidc", token=token["access_token"])
+    _keep_refresh(request, token)
     return RedirectResponse("/", status_code=303)
+
+
+REFRESH_MARGIN_SECONDS = 30
+
+
+def _keep_refresh(request: Request, token: dict[str, Any]) -> None:
+    request.session["token"] = token["access_token"]
+    expires_in = token.get("expires_in")
+    if isinstance(expires_in, int | float):
+        request.session["expires_at"] = int(time.time() + expires_in)
+    if token.get("refresh_token"):
+        request.session["refresh_token"] = token["refresh_token"]
+
+
+async def refresh_if_due(request: Request) -> None:
+    """Identity providers issue short-lived access tokens (Keycloak: minutes): one about to expire is
+    renewed with the refresh token before the page calls the services; if that fails, the person is
+    signed out (the next page asks them to sign in again)."""
+    oauth: OAuth | None = request.app.state.oauth
+    expires_at, refresh = request.session.get("expires_at"), request.session.get("refresh_token")
+    if (oauth is None or not isinstance(expires_at, int) or not isinstance(refresh, str)
+            or expires_at - REFRESH_MARGIN_SECONDS > time.time()):
+        return
+    settings = _settings(request)
+    try:
+        metadata = await oauth.oidc.load_server_metadata()
+        form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": settings.console_oidc_client_id}
+        if settings.console_oidc_client_secret:
+            form["client_secret"] = settings.console_oidc_client_secret
+        answer = await request.app.state.http.post(metadata["token_endpoint"], data=form,
+                                                   headers={"Accept": "application/json"})
+        token = answer.json() if answer.status_code == 200 else None
+    except Exception as error:  # noqa: BLE001 - the provider unreachable: sign in again later
+        log.warning("could not refresh an access token", error=type(error).__name__)
+        token = None
+    if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
+        security.sign_out(request)
+        return
+    _keep_refresh(request, token)
 
 
 @router.get("/dev-sign-in")

@@ -49,6 +49,8 @@ class Provider:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.codes: dict[str, dict[str, str]] = {}
         self.token_requests: list[dict[str, str]] = []
+        self.refresh_tokens: set[str] = set()
+        self.expires_in = 300
         self.app = FastAPI()
         self.app.get("/.well-known/openid-configuration")(self.discovery)
         self.app.get("/authorize")(self.authorize)
@@ -71,20 +73,30 @@ class Provider:
                             "redirect_uri": q["redirect_uri"]}
         return RedirectResponse(f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q['state']})}")
 
-    async def token(self, grant_type: str = Form(), code: str = Form(), redirect_uri: str = Form(),
-                    code_verifier: str = Form(""), client_id: str = Form("")) -> Any:
-        self.token_requests.append({"grant_type": grant_type, "code_verifier": code_verifier, "client_id": client_id})
+    async def token(self, grant_type: str = Form(), code: str = Form(""), redirect_uri: str = Form(""),
+                    code_verifier: str = Form(""), client_id: str = Form(""), refresh_token: str = Form("")) -> Any:
+        self.token_requests.append({"grant_type": grant_type, "code_verifier": code_verifier, "client_id": client_id,
+                                    "refresh_token": refresh_token})
+        now = int(time.time())
+        if grant_type == "refresh_token":
+            if refresh_token not in self.refresh_tokens:
+                return JSONResponse({"error": "invalid_grant"}, status_code=400)
+            return {"access_token": self.access_token(now), "token_type": "Bearer", "expires_in": self.expires_in}
         grant = self.codes.pop(code, None)
         digest = base64.urlsafe_b64encode(hashlib.sha256(code_verifier.encode()).digest()).rstrip(b"=").decode()
         if grant is None or grant["redirect_uri"] != redirect_uri or digest != grant["challenge"]:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        now = int(time.time())
         id_token = jwt.encode({"iss": self.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 300,
                                "nonce": grant["nonce"], **self.claims}, self.key, algorithm="RS256",
                               headers={"kid": "k1"})
-        access = jwt.encode({"sub": self.claims["sub"], "role": self.claims["role"], "tenant": self.claims["tenant"],
-                             "exp": now + 300}, Settings().jwt_secret, algorithm="HS256")
-        return {"access_token": access, "id_token": id_token, "token_type": "Bearer", "expires_in": 300}
+        refresh = secrets.token_urlsafe(16)
+        self.refresh_tokens.add(refresh)
+        return {"access_token": self.access_token(now), "id_token": id_token, "token_type": "Bearer",
+                "expires_in": self.expires_in, "refresh_token": refresh}
+
+    def access_token(self, now: int) -> str:
+        return jwt.encode({"sub": self.claims["sub"], "role": self.claims["role"], "tenant": self.claims["tenant"],
+                           "exp": now + 300, "jti": secrets.token_hex(8)}, Settings().jwt_secret, algorithm="HS256")
 
     async def jwks(self) -> dict[str, Any]:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
@@ -161,3 +173,22 @@ def test_an_account_without_a_placematch_role_is_told_so(provider_and_console: t
     answer = sign_in_through(provider, client)
     assert answer.status_code == 403 and "no placematch role" in answer.text
     assert client.get("/referrals").headers["location"] == "/sign-in"
+
+
+def session_of(client: TestClient) -> dict[str, Any]:
+    return dict(json.loads(base64.b64decode(client.cookies[SESSION_COOKIE].split(".")[0] + "==")))
+
+
+def test_an_access_token_about_to_expire_is_renewed_with_the_refresh_token(
+        provider_and_console: tuple[Provider, TestClient]) -> None:
+    provider, client = provider_and_console
+    provider.expires_in = 10  # within the console's margin: renewed on the next page
+    sign_in_through(provider, client)
+    first = session_of(client)["token"]
+    assert client.get("/").headers["location"] == "/referrals"
+    assert [r["grant_type"] for r in provider.token_requests] == ["authorization_code", "refresh_token"]
+    assert provider.token_requests[1]["refresh_token"] in provider.refresh_tokens
+    assert session_of(client)["token"] != first
+    provider.refresh_tokens.clear()  # the provider ended the session: the console signs the person out
+    assert client.get("/").headers["location"] == "/sign-in"
+    assert SESSION_COOKIE not in client.cookies  # the emptied session is dropped
