@@ -101,3 +101,12 @@ class Stack:
         if self._thread is not None:
             self._thread.join(timeout=60)
             assert not self._thread.is_alive(), "the stack did not stop within 60 s"
+
+
+def wait_until(condition: Any, *, timeout: float = 20, interval: float = 0.1, message: str = "condition") -> None:
+    """Poll `condition()` until it is true; fail after `timeout` seconds saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
