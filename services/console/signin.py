@@ -2,6 +2,7 @@
 sign-in that mints a token with the JWT secret (only when `console_dev_sign_in` is on)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from services.console import security
 from services.console.render import render
 from services.console.settings import ConsoleSettings
 from shared.auth import ROLES, ClaimError, check_claims, mint_token
+from shared.errors import DomainError
 from shared.logs import get_logger
 
 log = get_logger("placematch.console")
@@ -20,13 +22,20 @@ log = get_logger("placematch.console")
 router = APIRouter()
 
 
+def issuer_of(settings: ConsoleSettings) -> str | None:
+    """The console's issuer, else the one whose tokens the services accept (PLACEMATCH_OIDC_ISSUER)."""
+    issuer = settings.console_oidc_issuer or getattr(settings, "oidc_issuer", None)
+    return str(issuer) if issuer else None
+
+
 def oauth_for(settings: ConsoleSettings) -> OAuth | None:
-    if not settings.console_oidc_issuer:
+    issuer = issuer_of(settings)
+    if not issuer:
         return None
     oauth = OAuth()
     oauth.register(
         "oidc", client_id=settings.console_oidc_client_id, client_secret=settings.console_oidc_client_secret,
-        server_metadata_url=settings.console_oidc_issuer.rstrip("/") + "/.well-known/openid-configuration",
+        server_metadata_url=issuer.rstrip("/") + "/.well-known/openid-configuration",
         client_kwargs={"scope": settings.console_oidc_scope, "code_challenge_method": "S256"})
     return oauth
 
@@ -55,10 +64,33 @@ def claims_of(token: dict[str, Any]) -> dict[str, Any]:
     return claims
 
 
+async def identity_of(settings: ConsoleSettings, access_token: str,
+                      claims: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Role, tenant, sub and name of the person, read as the services will read their token: through
+    the services' own OIDC verifier and claim mapping (`shared.oidc`, PLACEMATCH_OIDC_*) where it is
+    configured, else from the `role` and `tenant` claims."""
+    verifier = _services_verifier(settings)
+    if verifier is not None:
+        who = await asyncio.to_thread(verifier.verify, access_token)  # may fetch the JWKS: not on the loop
+        return who.role, who.tenant, who.sub, str(who.name or who.username or claims.get("name") or who.sub)
+    role, tenant, sub = check_claims(claims.get("role"), claims.get("tenant"), claims.get("sub"))
+    return role, tenant, sub, str(claims.get("name") or claims.get("preferred_username") or sub)
+
+
+def _services_verifier(settings: ConsoleSettings) -> Any:
+    if not getattr(settings, "oidc_issuer", None):
+        return None
+    try:
+        from shared.oidc import verifier_for  # issue 17's verifier, where the tree has it
+    except ImportError:
+        return None
+    return verifier_for(settings)
+
+
 @router.get("/sign-in")
 async def sign_in_page(request: Request) -> Response:
     settings = _settings(request)
-    return render(request, "sign_in.html", oidc=bool(settings.console_oidc_issuer),
+    return render(request, "sign_in.html", oidc=request.app.state.oauth is not None,
                   dev=settings.console_dev_sign_in, title="Sign in")
 
 
@@ -91,12 +123,11 @@ async def oidc_callback(request: Request) -> Response:
                       message=f"The identity provider answered: {error.description or error.error}. Sign in again.")
     claims = claims_of(token)
     try:
-        role, tenant, sub = check_claims(claims.get("role"), claims.get("tenant"), claims.get("sub"))
-    except ClaimError as error:
+        role, tenant, sub, name = await identity_of(_settings(request), token["access_token"], claims)
+    except (ClaimError, DomainError) as error:
         return render(request, "error.html", status_code=403, title="Your account has no placematch role",
-                      message=f"Your sign-in worked, but its {error.claim} claim is not usable: {error}. "
-                              "Ask your administrator to give your account a role and a tenant.")
-    name = str(claims.get("name") or claims.get("preferred_username") or sub)
+                      message=f"Your sign-in worked, but placematch cannot tell your role or organisation from it "
+                              f"({error}). Ask your administrator to give your account a role and a tenant.")
     security.sign_in(request, sub=sub, role=role, tenant=tenant, name=name, via="oidc", token=token["access_token"])
     _keep_refresh(request, token)
     return RedirectResponse("/", status_code=303)
