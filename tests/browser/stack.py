@@ -46,14 +46,15 @@ class _Server(uvicorn.Server):
 
 
 class Stack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, dev_sign_in: bool = True, **overrides: Any) -> None:
+        """`overrides`: more settings for the services and the console (an OIDC issuer, say)."""
         self.data_dir = data_dir
         self.base = free_base_port()
         common = {"data_dir": data_dir, "base_port": self.base, "relay_poll_seconds": 0.1,
                   "webhook_allow_private": True, "email_enabled": False, "rate_limits_enabled": False,
-                  "deadline_check_seconds": 1.0}
+                  "deadline_check_seconds": 1.0, **overrides}
         self.settings = Settings(**common)
-        self.console_settings = ConsoleSettings(**common, console_dev_sign_in=True)
+        self.console_settings = ConsoleSettings(**common, console_dev_sign_in=dev_sign_in)
         self._servers: list[_Server] = []
         self._thread: threading.Thread | None = None
 
