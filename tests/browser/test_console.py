@@ -51,6 +51,8 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
 def look(page: Any, name: str) -> None:
     """Screenshot the page, then run axe-core on it: no serious or critical violation."""
     print(f"{time.monotonic() - STARTED:6.1f} s  {name}")
+    header = page.evaluate("() => getComputedStyle(document.querySelector('.govuk-header')).backgroundColor")
+    assert header == "rgb(11, 12, 12)", f"{name}: the GOV.UK Frontend stylesheet did not load"
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     page.add_script_tag(path=str(VENDOR / "axe" / "axe.min.js"))
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
