@@ -38,7 +38,22 @@ class ConsoleSettings(Settings):
 
     @property
     def console_listen_port(self) -> int:
-        return self.console_port or self.base_port + CONSOLE_OFFSET
+        """PLACEMATCH_CONSOLE_PORT, else PLACEMATCH_PORT (as for `placematch serve`), else base + 6."""
+        return self.console_port or self.port or self.base_port + CONSOLE_OFFSET
+
+    def production_problems(self) -> list[str]:
+        """Why `placematch serve console` must not start with these settings (empty: it may)."""
+        problems = []
+        default = type(self).model_fields["console_session_secret"].default
+        if self.console_session_secret == default or len(self.console_session_secret.encode()) < 32:
+            problems.append("PLACEMATCH_CONSOLE_SESSION_SECRET is unset, the published default or shorter than "
+                            "32 bytes: anyone could forge a session. Set a long random one (openssl rand -hex 32).")
+        if self.console_dev_sign_in:
+            problems.append("PLACEMATCH_CONSOLE_DEV_SIGN_IN is on: anyone could sign in as anyone. It is for "
+                            "`placematch up` on one's own machine only.")
+        if not (self.console_oidc_issuer or getattr(self, "oidc_issuer", None)):
+            problems.append("No identity provider: set PLACEMATCH_CONSOLE_OIDC_ISSUER (or PLACEMATCH_OIDC_ISSUER).")
+        return problems
 
     @property
     def secure_cookies(self) -> bool:
