@@ -171,8 +171,8 @@ def test_pages_are_not_cached_framed_or_sniffed(client: TestClient) -> None:
 
 def test_serving_the_console_for_real_needs_a_secret_an_identity_provider_and_no_dev_sign_in() -> None:
     problems = ConsoleSettings(console_dev_sign_in=True).production_problems()
-    assert [p.split(" ")[0] for p in problems] == ["PLACEMATCH_CONSOLE_SESSION_SECRET", "PLACEMATCH_CONSOLE_DEV_SIGN_IN",
-                                                    "No"]
+    assert [p.split(" ")[0] for p in problems] == [
+        "PLACEMATCH_CONSOLE_SESSION_SECRET", "PLACEMATCH_CONSOLE_DEV_SIGN_IN", "No"]
     ready = ConsoleSettings(console_session_secret="s" * 40, console_oidc_issuer="https://id.example/realms/p")
     assert ready.production_problems() == []
     assert ConsoleSettings(port=9000).console_listen_port == 9000
