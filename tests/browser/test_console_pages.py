@@ -80,3 +80,21 @@ def test_reject_suspend_reinstate_and_decline(stack: Stack) -> None:
     assert "Invitation declined." in declined.text
     view = ok(borough.get(f"/referrals/{referral}"))
     assert view["declines"] == [{"provider_id": school, "reason": "no_capacity", "note": "Full until 2028"}]
+
+
+def test_a_form_sent_twice_raises_one_referral(stack: Stack) -> None:
+    borough = Person(stack, "borough", "merton")
+    html = borough.http.get("/referrals/new").text
+    form_id = re.search(r'name="form_id" value="([^"]+)"', html)
+    assert form_id
+    form = {"csrf_token": Person.csrf(html), "form_id": form_id.group(1), "child_ref": "CR-2027-0100",
+            "birth_date": "2012-03-04", "gender": "male", "primary_need": "SLCN", "placement_type": "day",
+            "required_from": "2027-09-01", "offer_deadline": "2027-07-01", "outcomes": "Speak in class",
+            **{f"needs_profile.{k}": str(v) for k, v in INDICATORS.items()}}
+    first = borough.http.post("/referrals/new", data=form)
+    again = borough.http.post("/referrals/new", data=form)  # a double click, or the browser retrying
+    assert first.status_code == again.status_code == 200
+    assert first.url == again.url and "/referrals/" in str(first.url)
+    listing = ok(httpx.get(stack.url("referral") + "/referrals", headers={
+        "Authorization": f"Bearer {mint_token(stack.settings, 'borough', 'merton')}"}))
+    assert [r["child_ref"] for r in listing["items"]] == ["CR-2027-0100"]
