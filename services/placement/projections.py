@@ -237,5 +237,5 @@ async def dump_tables(conn: AsyncConnection) -> dict[str, list[str]]:
     for table in VIEW_TABLES:
         keys = list(table.primary_key.columns)
         rows = (await conn.execute(select(table).order_by(*keys))).mappings().all()
-        out[table.name] = [dumps(dict(r)).decode() for r in rows]
+        out[table.name] = [dumps({str(k): v for k, v in r.items()}).decode() for r in rows]
     return out
