@@ -121,11 +121,10 @@ async def test_award_to_unplanned_end(settings: Settings) -> None:
                                          headers=own), 409) == ("status", "state")
 
         # funding
-        def funding(edu: int, care: int, icb_on: str = "health", **dates: str) -> dict[str, Any]:
+        def funding(edu: int, care: int, **dates: str) -> dict[str, Any]:
             return {"contributions": [{"stream": "education", "weekly_pence": edu},
                                       {"stream": "social_care", "weekly_pence": care},
-                                      {"stream": "health", "weekly_pence": 420000 - edu - care, "icb_code": "QKK"}
-                                      if icb_on == "health" else {"stream": "health", "weekly_pence": 420000 - edu - care}],
+                                      {"stream": "health", "weekly_pence": 420000 - edu - care, "icb_code": "QKK"}],
                     "agreed_from": started_on.isoformat(),
                     "agreed_until": dates.get("until", (started_on + timedelta(days=365)).isoformat()),
                     "review_due": dates.get("due", (TODAY + timedelta(days=10)).isoformat())}
@@ -277,7 +276,8 @@ async def test_collapse_and_next_offer(settings: Settings) -> None:
                        422) == ("next_offer_id", "on_shortlist")
         assert problem(await client.post(url, json={**base, "next_offer_id": "o3"}, headers=borough),
                        422) == ("justification", "required_when_not_top")
-        assert problem(await client.post(url, json={**base, "next": "none"}, headers=borough), 422) == ("next", "one_of")
+        assert problem(await client.post(url, json={**base, "next": "none"}, headers=borough),
+                       422) == ("next", "one_of")
         assert problem(await client.post(url, json={**base, "next_offer_id": "o3"}, headers=p1_token), 403)
         r = await client.post(url, json={**base, "next_offer_id": "o3", "justification": "Parental preference"},
                               headers=borough)
@@ -335,15 +335,23 @@ async def test_off_framework_placement(settings: Settings) -> None:
         view = r.json()
         assert view["off_framework"] and view["off_framework_reason"] == "tribunal_named"
         assert view["borough"] == "lambeth" and view["provider_name"] == body["provider_name"]
-        assert (await client.get(f"/placements/{view['id']}", headers=auth(settings, "borough", "croydon"))).status_code == 404
+        croydon = auth(settings, "borough", "croydon")
+        assert (await client.get(f"/placements/{view['id']}", headers=croydon)).status_code == 404
         r = await client.post(f"/placements/{view['id']}/collapse", json={"reason": "start_failed", "next": "reopen"},
                               headers=borough)
         assert problem(r, 422) == ("next", "off_framework")
-        await client.post(f"/placements/{view['id']}/start", json={"started_on": (TODAY - timedelta(days=7)).isoformat()},
-                          headers=borough)
-        spent = (await client.get(f"/placements/spend?from={TODAY - timedelta(days=30)}&to={TODAY - timedelta(days=1)}",
+        week_ago, month_ago = TODAY - timedelta(days=7), TODAY - timedelta(days=30)
+        await client.post(f"/placements/{view['id']}/start", json={"started_on": str(week_ago)}, headers=borough)
+        spent = (await client.get(f"/placements/spend?from={month_ago}&to={TODAY - timedelta(days=1)}",
                                   headers=borough)).json()
         assert spent["total_pence"] == 510000 and spent["by_framework"] == [{"framework": "off_framework",
                                                                              "spend_pence": 510000}]
         assert spent["by_stream"] == [{"stream": "unfunded", "spend_pence": 510000}]
         assert (await client.get("/placements/not-a-placement", headers=borough)).status_code == 404
+        assert problem(await client.get("/placements?status=open", headers=borough), 422) == ("status", "format")
+        assert problem(await client.get("/placements/reviews-due?within_days=-1", headers=borough),
+                       422) == ("within_days", "range")
+        assert (await client.get("/placements")).status_code == 401
+        schema = (await client.get("/openapi.json")).json()
+        assert {"/placements", "/placements/{placement_id}/fee-changes/{change_id}/decision",
+                "/placements/spend", "/placements/reviews-due"} <= set(schema["paths"])
