@@ -93,7 +93,7 @@ def test_off_framework_rules() -> None:
     data = off_framework()[0].data
     assert data["origin"] == "off_framework" and data["provider_id"] == "off-framework:St Anne's"
     assert off_framework(provider_id="p7")[0].data["provider_id"] == "p7"
-    cases = [
+    cases: list[tuple[dict[str, Any], tuple[str, str]]] = [
         ({"provider_name": None}, ("provider_name", "required")),
         ({"provider_name": "\u200b"}, ("provider_name", "required")),
         ({"reason": OffFrameworkReason.OTHER}, ("note", "required")),
@@ -147,14 +147,16 @@ def test_end_rules() -> None:
         awarded().end(TODAY, Ending.PLANNED, EndReason.OUTCOMES_MET, None, TODAY)
     assert broken(not_started.value) == ("status", "not_started")
     p = active(date(2026, 9, 1))
-    for args, expected in (
+    end_cases: tuple[tuple[tuple[Any, ...], tuple[str, str]], ...] = (
         ((TODAY, Ending.PLANNED, EndReason.BREAKDOWN, None), ("reason", "reason_for_ending")),
         ((TODAY, Ending.UNPLANNED, EndReason.STEP_DOWN, None), ("reason", "reason_for_ending")),
         ((date(2026, 8, 31), Ending.PLANNED, EndReason.MOVED_ON, None), ("ended_on", "after_start")),
         ((TODAY, Ending.UNPLANNED, EndReason.OTHER, " "), ("note", "required")),
-    ):
+    )
+    for args, expected in end_cases:
         with pytest.raises(RuleViolation) as error:
-            p.end(*args, TODAY)
+            ended_on, ending, reason, note = args
+            p.end(ended_on, ending, reason, note, TODAY)
         assert broken(error.value) == expected, args
     event = p.end(date(2026, 10, 1), Ending.UNPLANNED, EndReason.PROVIDER_NOTICE, None, TODAY)[0]
     assert event.data | {} == {**event.data, "ending": "unplanned", "reason": "provider_notice", "days": 30}
@@ -278,7 +280,7 @@ def test_review_rules() -> None:
                                 "today": TODAY} | changes
         return p.review(**args)
 
-    cases = [
+    cases: list[tuple[dict[str, Any], tuple[str, str]]] = [
         ({"reviewed_on": TODAY + timedelta(days=1)}, ("reviewed_on", "not_future")),
         ({"reviewed_on": date(2026, 8, 31)}, ("reviewed_on", "after_start")),
         ({"ratings": ratings(Progress.ACHIEVED)}, ("outcomes", "every_outcome")),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from shared.store import EventStore
 from tests.unit.placement.test_api import NEEDS, OUTCOMES, REFERRAL
 
 
-def env(type_: str, subject: str, data: dict, source: str = "referral") -> Envelope:  # type: ignore[type-arg]
+def env(type_: str, subject: str, data: dict[str, Any], source: str = "referral") -> Envelope:
     return Envelope(type=type_, subject=subject, data=data, source=f"placematch/{source}")
 
 
