@@ -20,6 +20,7 @@ from shared.aggregate import NewEvent
 from shared.auth import Principal
 from shared.errors import Forbidden, NotFound, RuleViolation
 from shared.events import Envelope
+from shared.inputs import EARLIEST_DATE, years_ahead
 from shared.service import ServiceRuntime
 from shared.store import EventStore
 from shared.vocabulary import now_utc
@@ -274,6 +275,11 @@ async def reviews_due(runtime: ServiceRuntime, *, who: Principal, within_days: i
 
 async def spend_between(runtime: ServiceRuntime, *, who: Principal, first: date, last: date) -> dict[str, Any]:
     """Spend over `first`..`last` (both included), by borough, provider and stream, for what `who` sees."""
+    latest = years_ahead(today(), 10)
+    for name, day in (("from", first), ("to", last)):
+        if not EARLIEST_DATE <= day <= latest:
+            raise RuleViolation(f"'{name}' must be between {EARLIEST_DATE} and {latest}", field=name,
+                                rule="plausible_date")
     if last < first:
         raise RuleViolation("'to' must not be before 'from'", field="to", rule="after_from")
     if (last - first).days > 366 * 10:

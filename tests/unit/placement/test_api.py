@@ -230,6 +230,8 @@ async def test_award_to_unplanned_end(settings: Settings) -> None:
                        422) == ("to", "after_from")
         assert problem(await client.get("/placements/spend?from=yesterday&to=2026-01-01", headers=borough),
                        422) == ("from", "format")
+        assert problem(await client.get("/placements/spend?from=9999-12-30&to=9999-12-31", headers=borough),
+                       422) == ("from", "plausible_date")
 
         # unplanned end
         end = {"ended_on": TODAY.isoformat(), "ending": "unplanned", "reason": "outcomes_met"}
