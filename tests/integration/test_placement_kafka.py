@@ -4,6 +4,7 @@ every event is on `placematch.placement`; replay from the topics, with the servi
 rebuilds the views in PostgreSQL byte for byte."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -71,6 +72,16 @@ async def test_award_to_unplanned_end_on_kafka_and_postgres(kafka_bootstrap: str
         r = await client.post(f"/placements/{pid}/fee-changes/{change_id}/decision", headers=borough,
                               json={"decision": "agreed"})
         assert r.status_code == 200 and r.json()["weekly_fee_pence"] == 441000
+        # two requests at once on PostgreSQL: one is recorded, the other finds it pending
+        ask = {"weekly_fee_pence": 460000, "effective_from": str(TODAY), "reason": "Staffing costs"}
+        both = await asyncio.gather(*(client.post(f"/placements/{pid}/fee-changes", headers=own, json=ask)
+                                      for _ in range(2)))
+        assert sorted(b.status_code for b in both) == [201, 409], [b.text for b in both]
+        assert next(b for b in both if b.status_code == 409).json()["rule"] == "pending_fee_change"
+        second = next(b for b in both if b.status_code == 201).json()["fee_changes"][1]["change_id"]
+        r = await client.post(f"/placements/{pid}/fee-changes/{second}/decision", headers=borough,
+                              json={"decision": "declined", "note": "Not evidenced"})
+        assert r.status_code == 200 and r.json()["weekly_fee_pence"] == 441000
         r = await client.post(f"/placements/{pid}/end", headers=own, json={
             "ended_on": str(TODAY), "ending": "unplanned", "reason": "provider_notice"})
         assert r.status_code == 200 and r.json()["status"] == "ended", r.text
@@ -78,7 +89,7 @@ async def test_award_to_unplanned_end_on_kafka_and_postgres(kafka_bootstrap: str
         assert spent["total_pence"] == 14 * 60000 + 7 * 63000  # the end day is not charged
 
         expected = ["placement-opened", "placement-started", "placement-reviewed", "fee-change-requested",
-                    "fee-change-decided", "placement-ended"]
+                    "fee-change-decided", "fee-change-requested", "fee-change-decided", "placement-ended"]
 
         async def published() -> list[Envelope]:
             records = await read_whole_topic(kafka_bootstrap, t("placement"))
@@ -95,4 +106,4 @@ async def test_award_to_unplanned_end_on_kafka_and_postgres(kafka_bootstrap: str
         report = await replay_placement(tmp_path, tmp_path / "replay.db", live_url=fresh_database_url,
                                         source=await inputs_from_bus(runtime.bus, t, journal_url=fresh_database_url))
         assert report.ok, report.differences
-        assert report.events_recorded == 6 and report.view_rows_compared == 2
+        assert report.events_recorded == 8 and report.view_rows_compared == 2

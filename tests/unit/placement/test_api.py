@@ -357,3 +357,52 @@ async def test_off_framework_placement(settings: Settings) -> None:
         schema = (await client.get("/openapi.json")).json()
         assert {"/placements", "/placements/{placement_id}/fee-changes/{change_id}/decision",
                 "/placements/spend", "/placements/reviews-due"} <= set(schema["paths"])
+
+
+async def test_the_background_task_notices_reviews_due_once(tmp_path: Any) -> None:
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05, placement_review_check_seconds=0.05)
+    app = create_app(settings)
+    rid, provider = str(uuid.uuid4()), str(uuid.uuid4())
+    borough = auth(settings, "borough", "croydon")
+    async with service_client(app) as client:
+        await app.state.runtime.consumers_ready()
+        await feed(app, settings, env("referral-raised", rid, REFERRAL, "referral"), award(rid, "o1", provider))
+        pid = (await opened(app, client, settings, rid, "o1", provider))["id"]
+        r = await client.post(f"/placements/{pid}/start", json={"started_on": str(TODAY - timedelta(days=20))},
+                              headers=borough)
+        assert r.status_code == 200, r.text
+        r = await client.post(f"/placements/{pid}/funding", headers=borough, json={
+            "contributions": [{"stream": "education", "weekly_pence": 420000}],
+            "agreed_from": str(TODAY - timedelta(days=20)), "agreed_until": str(TODAY + timedelta(days=100)),
+            "review_due": str(TODAY - timedelta(days=2))})
+        assert r.status_code == 200, r.text
+
+        async def noticed() -> list[Envelope]:
+            return [e for e in await topic_events(app, settings) if e.type == "placement-review-due"]
+        first = (await wait_for(noticed))[0]
+        assert first.data["overdue"] is True and first.data["review_due"] == str(TODAY - timedelta(days=2))
+        assert first.actor is None  # the service's own doing, not a caller's
+        due = (await client.get("/placements/reviews-due", headers=borough)).json()["reviews"]
+        assert due[0]["overdue"] and due[0]["days_left"] == -2
+        # the task keeps running; several more rounds add no second notice for that date
+        for _ in range(3):
+            assert await service.notice_reviews_due(app.state.runtime) == 0
+        assert len(await noticed()) == 1
+        view = (await client.get(f"/placements/{pid}", headers=borough)).json()
+        assert view["review_notices"] == [{"review_due": str(TODAY - timedelta(days=2)), "noticed_on": str(TODAY),
+                                           "overdue": True}]
+
+
+async def test_a_retried_keyed_request_records_one_placement(settings: Settings) -> None:
+    app = create_app(settings)
+    borough = {**auth(settings, "borough", "lambeth"), "Idempotency-Key": "off-1"}
+    body = {"provider_name": "Named School", "weekly_fee_pence": 200000, "planned_start": str(TODAY),
+            "needs_profile": NEEDS, "reason": "parental_preference"}
+    async with service_client(app) as client:
+        first = await client.post("/placements", json=body, headers=borough)
+        again = await client.post("/placements", json=body, headers=borough)
+        assert first.status_code == again.status_code == 201 and first.json() == again.json()
+        listed = (await client.get("/placements", headers=borough)).json()["placements"]
+        assert [p["id"] for p in listed] == [first.json()["id"]]
+        other = await client.post("/placements", json={**body, "weekly_fee_pence": 1}, headers=borough)
+        assert problem(other, 422)[0] == "Idempotency-Key"
