@@ -3,6 +3,7 @@ down and up again (until `placement` joins `shared.settings.SERVICES`, which the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from sqlalchemy import inspect
@@ -20,7 +21,7 @@ async def test_placement_migrations_go_down_and_up(tmp_path: Path) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/placement.db")
     await upgrade(db, "placement")
 
-    def down(sync_conn):  # type: ignore[no-untyped-def]
+    def down(sync_conn: Any) -> set[str]:
         cfg = alembic_config("placement")
         cfg.attributes["connection"] = sync_conn
         command.downgrade(cfg, "base")
