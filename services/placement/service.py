@@ -101,12 +101,16 @@ async def _run(runtime: ServiceRuntime, placement_id: str, who: Principal, roles
 
 
 def redacted(view: dict[str, Any], who: Principal) -> dict[str, Any]:
-    """A provider does not see whom the borough turned to after its award collapsed."""
-    if who.role != "provider" or not view.get("collapse"):
+    """A provider sees neither the borough's reasons for choosing it over a higher-ranked offer (the
+    award's justification) nor whom the borough turned to after its award collapsed."""
+    if who.role != "provider":
         return view
-    collapse = {k: v for k, v in view["collapse"].items() if k not in ("next_offer_id", "next_provider_id",
-                                                                      "top_remaining_offer_id", "justification")}
-    return {**view, "collapse": collapse}
+    shown = {**view, "justification": None}
+    if view.get("collapse"):
+        shown["collapse"] = {k: v for k, v in view["collapse"].items()
+                             if k not in ("next_offer_id", "next_provider_id", "top_remaining_offer_id",
+                                          "justification")}
+    return shown
 
 
 # --------------------------------------------------------------------------- reactions: referral, matching

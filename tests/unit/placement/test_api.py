@@ -47,7 +47,7 @@ async def topic_events(app: Any, settings: Settings) -> list[Envelope]:
 
 def award(rid: str, offer_id: str, provider_id: str, fee: int = 420000) -> Envelope:
     return env("placement-awarded", rid, {
-        "offer_id": offer_id, "provider_id": provider_id, "weekly_fee_pence": fee, "justification": None,
+        "offer_id": offer_id, "provider_id": provider_id, "weekly_fee_pence": fee, "justification": "Tribunal",
         "top_ranked_offer_id": offer_id, "not_selected": [], "borough": "croydon",
         "awarded_at": f"{(TODAY - timedelta(days=30)).isoformat()}T10:00:00Z"}, "referral")
 
@@ -98,13 +98,14 @@ async def test_award_to_unplanned_end(settings: Settings) -> None:
         assert [o["outcome"] for o in view["outcomes"]] == OUTCOMES
         assert view["needs_over_time"][0]["needs_profile"] == NEEDS and view["weekly_fee_pence"] == 420000
         assert view["planned_start"] == REFERRAL["required_from"] and view["primary_need"] == "ASD"
+        assert view["justification"] == "Tribunal"  # the borough's reasons, kept from the award
 
         # tenancy: 404 for another tenant, never 403
         for headers in (other_borough, other):
             assert problem(await client.get(f"/placements/{pid}", headers=headers), 404)[0] == "placement_id"
             assert (await client.post(f"/placements/{pid}/start", json={"started_on": TODAY.isoformat()},
                                       headers=headers)).status_code == 404
-        assert (await client.get(f"/placements/{pid}", headers=own)).status_code == 200
+        assert (await client.get(f"/placements/{pid}", headers=own)).json()["justification"] is None
         assert (await client.get("/placements", headers=other_borough)).json()["placements"] == []
         assert [p["id"] for p in (await client.get("/placements", headers=borough)).json()["placements"]] == [pid]
 
