@@ -3,7 +3,7 @@ review, fee change, spend, reviews due, ending; collapse; off-framework; tenancy
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,10 +16,10 @@ from shared.bus import Message
 from shared.events import Envelope
 from shared.settings import Settings
 from shared.testing import auth, service_client
-from shared.vocabulary import NEEDS_INDICATORS
+from shared.vocabulary import NEEDS_INDICATORS, now_utc
 from tests.helpers import wait_for
 
-TODAY = date.today()
+TODAY = now_utc().date()  # the service's "today"
 NEEDS = dict.fromkeys(NEEDS_INDICATORS, 2)
 OUTCOMES = ["Attend school full time by spring term", "Use a communication aid at home"]
 REFERRAL = {
