@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.notification.app import create_app
-from services.notification.config import NotificationSettings
-from services.notification.testing import WebhookReceiver, run_mail_catcher, run_receiver
+from services.notification.settings import NotificationSettings
+from tests.support.notification import WebhookReceiver, run_mail_catcher, run_receiver
 from shared.events import Envelope
 from shared.testing import auth, service_client
 from tests.helpers import wait_for

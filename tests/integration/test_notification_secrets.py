@@ -11,12 +11,12 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from services.notification.projections import subscription_secrets
-from services.notification.testing import WebhookReceiver, run_receiver
+from tests.support.notification import WebhookReceiver, run_receiver
 from services.notification.vault import SecretsKeyError
 from shared.schema import events, idempotency_keys
 from shared.testing import auth
 from tests.helpers import wait_for
-from tests.unit.test_notification_secrets import (PROVIDER, clear_forms, files_holding, make_settings,
+from tests.unit.notification.test_vault import (PROVIDER, clear_forms, files_holding, make_settings,
                                                   request_notification, running)
 
 pytestmark = [pytest.mark.postgres]

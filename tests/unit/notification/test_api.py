@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
 from services.notification.app import create_app
-from services.notification.config import NotificationSettings
-from services.notification.testing import WebhookReceiver, run_mail_catcher, run_receiver
+from services.notification.settings import NotificationSettings
 from shared.bus import Message
 from shared.events import Envelope
 from shared.testing import auth, service_client
 from tests.helpers import wait_for
+from tests.support.notification import WebhookReceiver, run_mail_catcher, run_receiver
 
 PROVIDER = ("provider", "prov-1")
 
@@ -382,9 +384,9 @@ async def test_outcomes_recorded_together_as_one_by_one(tmp_path: Path, monkeypa
     """`settle_many` records several outcomes in one transaction: each delivery's events, its audit
     record, and the endpoint's health events as if settled in turn (one `subscription-failing`,
     not one per failed attempt), and the hash chain still verifies."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from services.notification.domain import AttemptOutcome, AttemptResult
+    from services.notification.retries import AttemptOutcome, AttemptResult
     from shared.integrity import verify_store
 
     settings = make_settings(tmp_path, webhook_retry_base_seconds=3600.0)
@@ -405,11 +407,13 @@ async def test_outcomes_recorded_together_as_one_by_one(tmp_path: Path, monkeypa
             raise AssertionError("settled one by one")
 
         monkeypatch.setattr(dispatcher, "settle", not_alone)
-        now = datetime.now(timezone.utc)
-        outcomes = [AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE), AttemptOutcome(now, 200, 5, AttemptResult.SUCCEEDED),
-                    AttemptOutcome(now, 410, 5, AttemptResult.REJECTED), AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE)]
+        now = datetime.now(UTC)
+        outcomes = [AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE),
+                    AttemptOutcome(now, 200, 5, AttemptResult.SUCCEEDED),
+                    AttemptOutcome(now, 410, 5, AttemptResult.REJECTED),
+                    AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE)]
         ids = [d["id"] for d in sorted(log, key=lambda d: d["id"])]
-        await dispatcher.settle_many(list(zip(ids, outcomes)))
+        await dispatcher.settle_many(list(zip(ids, outcomes, strict=True)))
 
         def types(stream: list[Envelope]) -> list[str]:
             return [e.type for e in stream]
