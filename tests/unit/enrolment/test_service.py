@@ -19,7 +19,7 @@ from services.enrolment import projections
 from services.enrolment.app import create_app
 from shared.settings import Settings
 from shared.testing import auth, service_client
-from tests.unit.test_enrolment_api import application
+from tests.unit.enrolment.test_api import application
 
 PROBLEM = "application/problem+json"
 
