@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.enrolment.domain import Provider
+from services.enrolment.requests import ApplicationIn, InspectionIn, OutcomesIn
 from services.matching.replay import replay_matching
 from services.referral.domain import Referral
 from shared.db import Database
@@ -101,12 +102,15 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
     for plan in plans:
         pid = str(uuid.uuid4())
         provider = Provider(pid)
-        steps = [lambda p=provider: p.submit_application(plan.application())]
-        steps += [lambda p=provider, i=i: p.record_inspection(i, today=day) for i in plan.inspections]
-        steps += [lambda p=provider, o=o: p.record_outcomes(o) for o in plan.outcomes]
-        if plan.decision == "approve":
-            steps.append(lambda p=provider: p.approve("accreditation complete"))
-        try:
+        try:  # the plan's bodies as the API would take them (requests.py), then the aggregate's rules
+            profile = ApplicationIn.model_validate(plan.application()).to_profile()
+            inspections = [InspectionIn.model_validate(i).to_inspection() for i in plan.inspections]
+            outcomes = [OutcomesIn.model_validate(o).to_outcomes() for o in plan.outcomes]
+            steps = [lambda p=provider, f=profile: p.submit_application(f)]
+            steps += [lambda p=provider, i=i: p.record_inspection(i, today=day) for i in inspections]
+            steps += [lambda p=provider, o=o: p.record_outcomes(o) for o in outcomes]
+            if plan.decision == "approve":
+                steps.append(lambda p=provider: p.approve("accreditation complete"))
             for step in steps:
                 for event in step():
                     journal.append(enrolment.append(pid, event.type, event.data, tick()).id)

@@ -21,11 +21,11 @@ from . import service
 from .domain import ProviderStatus
 from .profile import OPERATIONAL_FIELDS
 from .requests import (
+    RULE_WORDS,
     ApplicationIn,
     InspectionIn,
     LotQuery,
     OutcomesIn,
-    RULE_WORDS,
     ProviderChanges,
     ReasonIn,
     RequiredReasonIn,

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, delete, func, select,
-                        text)
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 

@@ -1,9 +1,9 @@
 """Inspections, outcome KPIs and the versioned quality-score policy. Pure, no I/O.
 
-Rounding: every score is a `Decimal` rounded by the vocabulary's one rule (`two_places`, ROUND_HALF_UP)
-and serialised by its `format_score` as a string with 2 places ("80.00"). The inspection and outcomes scores are rounded first and the quality score
-is computed from those rounded components, so anyone can recompute a `provider-rescored` event from
-the numbers it carries.
+Rounding: every score is a `Decimal` rounded by the vocabulary's one rule (`two_places`,
+ROUND_HALF_UP) and serialised by its `format_score` as a string with 2 places ("80.00"). The
+inspection and outcomes scores are rounded first and the quality score is computed from those
+rounded components, so anyone can recompute a `provider-rescored` event from the numbers it carries.
 
 Which evidence counts: the inspection with the latest `inspected_on` (a tie goes to the one recorded
 later), and the outcomes of the latest academic `period` (a re-recorded period replaces the earlier

@@ -1,8 +1,9 @@
 """HTTP contract of the enrolment service, on SQLite and the local bus."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
