@@ -18,7 +18,9 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from services.enrolment.domain import Provider
 from services.enrolment.requests import ApplicationIn, InspectionIn, OutcomesIn
 from services.matching.replay import replay_matching
 from services.referral.domain import Referral
+from shared.aggregate import NewEvent
 from shared.db import Database
 from shared.demo import plan_providers, plan_referrals
 from shared.events import Envelope, format_time
@@ -107,13 +110,13 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
             profile = ApplicationIn.model_validate(plan.application()).to_profile()
             inspections = [InspectionIn.model_validate(i).to_inspection() for i in plan.inspections]
             outcomes = [OutcomesIn.model_validate(o).to_outcomes() for o in plan.outcomes]
-            steps = [lambda p=provider, f=profile: p.submit_application(f)]
-            steps += [lambda p=provider, i=i: p.record_inspection(i, today=day) for i in inspections]
-            steps += [lambda p=provider, o=o: p.record_outcomes(o) for o in outcomes]
+            commands: list[Callable[[], list[NewEvent]]] = [partial(provider.submit_application, profile)]
+            commands += [partial(provider.record_inspection, i, today=day) for i in inspections]
+            commands += [partial(provider.record_outcomes, o) for o in outcomes]
             if plan.decision == "approve":
-                steps.append(lambda p=provider: p.approve("accreditation complete"))
-            for step in steps:
-                for event in step():
+                commands.append(partial(provider.approve, "accreditation complete"))
+            for command in commands:
+                for event in command():
                     journal.append(enrolment.append(pid, event.type, event.data, tick()).id)
                     provider.mutate([event])
         except Exception:
