@@ -10,7 +10,8 @@ Order of refusals (as it always was): the token and role (401/403, `require`, be
 read); the body's JSON types (422: pydantic's words); for a provider's PATCH, its own record and the
 fields it may change (403, `api.provider_may_change`); the values' rules (422: RULE_WORDS); the
 business rules (422/409). Several faults in one body are all listed in `errors`; `field` and `rule`
-name the first by field order.
+name the first by field order (before issue 13, a JSON-type fault was named before a rule fault of
+an earlier field: `{"name": " ", "capacity": "four"}` named capacity, now name).
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ _ACADEMIC_YEAR = re.compile(r"^(\d{4})-(\d{2})$")
 RULE_WORDS = frozenset({"unknown_code", "non_empty", "required", "format", "max_length", "range",
                         "academic_year", "not_allowed_for_framework"})
 """The words of the values' rules (the domain's before issue 13), as against pydantic's for JSON types."""
+
 
 def _error(rule: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(rule, "{detail}", {"detail": message})
