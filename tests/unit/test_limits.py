@@ -36,7 +36,7 @@ from shared.schema import rate_limits
 from shared.settings import Settings
 from shared.testing import auth
 from tests.helpers import wait_for
-from tests.unit.test_enrolment_api import application
+from tests.unit.enrolment.test_api import application
 
 PROBLEM = "application/problem+json"
 FIFTY_MB = 50 * 1024 * 1024

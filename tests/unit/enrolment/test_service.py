@@ -19,7 +19,7 @@ from services.enrolment import projections
 from services.enrolment.app import create_app
 from shared.settings import Settings
 from shared.testing import auth, service_client
-from tests.unit.test_enrolment_api import application
+from tests.unit.enrolment.test_api import application
 
 PROBLEM = "application/problem+json"
 
@@ -98,3 +98,47 @@ async def test_a_rejected_providers_urn_may_apply_again(tmp_path: Path) -> None:
         third = await client.post("/providers", json=application(name="Riverside Third"))
         assert third.status_code == 409 and third.json()["rule"] == "duplicate_urn"
         assert again.json()["id"] in third.json()["detail"]
+
+
+async def test_commands_run_through_the_service_with_typed_inputs(tmp_path: Path) -> None:
+    """The service's functions are the API's only way in: typed values in, the provider's view out,
+    one transaction each (the read model follows every command)."""
+    from services.enrolment import service
+    from services.enrolment.requests import ApplicationIn, InspectionIn
+    from shared.auth import Principal
+    from shared.errors import InvalidTransition, NotFound
+    from tests.unit.enrolment.test_api import GOOD
+
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    app = create_app(settings)
+    commissioner = Principal(sub="c", role="commissioner", tenant="partnership")
+    async with service_client(app):
+        runtime = app.state.runtime
+        profile = ApplicationIn.model_validate(application()).to_profile()
+        applied = await service.apply(runtime, who=None, profile=profile)
+        pid = applied["id"]
+        inspected = await service.record_inspection(runtime, who=commissioner, provider_id=pid,
+                                                    inspection=InspectionIn.model_validate(GOOD).to_inspection())
+        assert inspected["quality_score"] == "80.00"
+        approved = await service.approve(runtime, who=commissioner, provider_id=pid, reason=None)
+        assert approved["status"] == "approved"
+        listed = await service.list_providers(runtime, status=None, lot=None, limit=10, offset=0)
+        assert [p["status"] for p in listed["items"]] == ["approved"]
+        with pytest.raises(InvalidTransition) as duplicate:
+            await service.apply(runtime, who=None, profile=profile)
+        assert (duplicate.value.field, duplicate.value.rule) == ("urn", "duplicate_urn")
+        assert pid in duplicate.value.detail
+        with pytest.raises(NotFound):
+            await service.approve(runtime, who=commissioner, provider_id="ghost", reason=None)
+        history = await service.history(runtime, provider_id=pid)
+        assert [e["type"] for e in history["events"]] == [
+            "provider-applied", "provider-inspected", "provider-rescored", "provider-approved"]
+        assert history["events"][0]["actor"] == f"provider:{pid}"
+
+
+def test_enrolment_consumes_nothing(tmp_path: Path) -> None:
+    from services.enrolment import handlers
+
+    app = create_app(Settings(data_dir=tmp_path))
+    assert handlers.REACTIONS == {} and handlers.consumers(app.state.runtime) == []
+    assert app.state.runtime.consumers == []

@@ -1,8 +1,9 @@
 """HTTP contract of the enrolment service, on SQLite and the local bus."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
@@ -340,6 +341,25 @@ class TestUpdates:
         assert_problem(await client.patch(f"/providers/{other}", headers=own,
                                           json={"capacity": 1}), 403)
 
+    @pytest.mark.parametrize(("own", "body", "status", "field", "rule"), [
+        # the body's JSON types first (422), then who may change what (403), then the values' rules
+        (True, {"lots": "ASD"}, 422, "lots", "list_type"),
+        (True, {"lots": ["NOPE"]}, 403, "lots", "commissioner_only"),
+        (True, {"name": "  "}, 403, "name", "commissioner_only"),
+        (True, {"capacity": -1}, 422, "capacity", "range"),
+        (True, {"capacity": "x"}, 422, "capacity", "int_type"),
+        (True, {"status": "x"}, 422, "status", "extra_forbidden"),
+        (False, {"capacity": -1}, 403, "Authorization", None),
+        (False, {"capacity": "x"}, 422, "capacity", "int_type"),
+    ])
+    async def test_order_of_refusals_for_a_provider(
+            self, client: httpx.AsyncClient, settings: Settings, own: bool, body: dict[str, Any], status: int,
+            field: str, rule: str | None) -> None:
+        pid = (await apply(client))["id"]
+        headers = auth(settings, "provider", pid if own else "someone-else")
+        assert_problem(await client.patch(f"/providers/{pid}", headers=headers, json=body), status, field, rule)
+        assert await event_count(client) == 1
+
     async def test_commissioner_updates_profile(self, client: httpx.AsyncClient,
                                                 commissioner: dict[str, str]) -> None:
         pid = (await approved(client, commissioner))["id"]
@@ -424,8 +444,13 @@ class TestReading:
     async def test_health_and_openapi(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/health")).json()["service"] == "enrolment"
         assert (await client.get("/ready")).status_code == 200
-        paths = (await client.get("/openapi.json")).json()["paths"]
-        assert "/providers/{provider_id}/history" in paths
+        document = (await client.get("/openapi.json")).json()
+        assert "/providers/{provider_id}/history" in document["paths"]
+        schemas = document["components"]["schemas"]
+        assert "ASD" in schemas["NeedCode"]["enum"] and "residential_52" in schemas["PlacementType"]["enum"]
+        assert schemas["ApplicationIn"]["properties"]["kind"]["$ref"].endswith("/ProviderKind")
+        assert schemas["InspectionIn"]["properties"]["inspected_on"]["format"] == "date"
+        assert schemas["ApplicationIn"]["properties"]["capacity"]["maximum"] == 10_000
 
 
 async def test_approval_is_published_on_the_enrolment_topic(
