@@ -26,7 +26,7 @@ from services.enrolment.domain import Provider
 from services.matching.replay import replay_matching
 from services.referral.domain import Referral
 from shared.db import Database
-from shared.demo import plan_providers, plan_referrals
+from services.demo import plan_providers, plan_referrals
 from shared.events import Envelope, format_time
 from shared.migrations import upgrade
 from shared.store import GENESIS, link_hash

@@ -249,7 +249,7 @@ async def test_after_a_realistic_history_erasure_leaves_nothing_to_find(settings
             (data_dir / f"pack-{suffix}.html").write_text(render_html(pack))
             if database_url is None:  # `placematch audit` reads the embedded stores
                 written = subprocess.run(
-                    [sys.executable, "-m", "shared.cli", "audit", "referral", rid, "--data-dir", str(data_dir),
+                    [sys.executable, "-m", "services.cli", "audit", "referral", rid, "--data-dir", str(data_dir),
                      "--html", str(data_dir / f"pack-{suffix}-cli.html")],
                     cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
                 assert written.returncode == 0, written.stdout + written.stderr

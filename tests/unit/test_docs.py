@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.cli import app
+from services.cli import app
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

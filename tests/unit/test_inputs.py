@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shared.auth import ClaimError, decode_token, mint_token
-from shared.cli import app as cli
+from services.cli import app as cli
 from shared.errors import DomainError
 from shared.inputs import InputRefused, check_query, clean_text, decode_json, is_blank
 from shared.settings import Settings

@@ -9,10 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
+from services import SERVICES
 from shared.db import Database
 from shared.migrations import upgrade
 from shared.schema import metadata as core_metadata
-from shared.settings import SERVICES
 
 
 def declared(service: str) -> MetaData:

@@ -28,7 +28,7 @@ from services.notification.testing import WebhookReceiver, run_receiver
 from services.notification.vault import KEY_FILE, SecretsKeyError, warn_of_secrets_in_clear
 from shared.aggregate import NewEvent
 from shared.bus import Message
-from shared.cli import app as cli
+from services.cli import app as cli
 from shared.db import Database, sqlite_url
 from shared.events import Envelope, now_utc, registry
 from shared.integrity import verify_store
