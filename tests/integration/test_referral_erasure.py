@@ -31,7 +31,7 @@ from shared.settings import Settings
 from shared.testing import service_client
 from shared.web import IdempotencyMiddleware
 from tests.helpers import wait_for
-from tests.unit.test_idempotency import LEASE, in_progress
+from tests.unit.core.test_idempotency import LEASE, in_progress
 from tests.unit.test_referral_api import PROVIDER_A, PROVIDER_B, Harness, offer_body, referral_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -289,6 +289,6 @@ async def test_after_a_realistic_history_erasure_leaves_nothing_to_find(settings
 @pytest.mark.postgres
 async def test_referral_0004_seals_what_an_older_postgresql_database_holds_in_clear(fresh_database_url: str) -> None:
     from shared.db import Database
-    from tests.unit.test_migrations import check_referral_0004
+    from tests.unit.core.test_migrations import check_referral_0004
 
     await check_referral_0004(Database(fresh_database_url))

@@ -64,4 +64,4 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck_and_the_cli() -> None:
     assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
     assert 'ENTRYPOINT ["placematch"]' in dockerfile
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'placematch\s*=\s*"shared\.cli:main"', pyproject)
+    assert re.search(r'placematch\s*=\s*"services\.cli:main"', pyproject)
