@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth import Principal, require
 from shared.errors import InvalidTransition, NotFound, RuleViolation
-from shared.events import dumps
-from shared.web import IdempotencyMiddleware
+from shared.events import dumps, loads
+from shared.idempotency import AnswerPolicy
 
 from . import projections
 from .domain import (
@@ -93,12 +93,20 @@ def _projecting(request: Request, *, storing: tuple[str, str, datetime] | None =
     return after
 
 
-def _shown_once(request: Request, kept: dict[str, Any]) -> None:
+class SecretShownOnce(AnswerPolicy):
     """A secret is shown in the first answer only: the answer an Idempotency-Key keeps for a retry
     has `secret` null and says so (rotate the secret if that first answer was lost)."""
-    note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
-            f"POST /subscriptions/{kept['id']}/rotate-secret.")
-    request.scope[IdempotencyMiddleware.STORED_ANSWER] = dumps({**kept, "secret_note": note})
+
+    def kept(self, status: int, body: bytes) -> bytes:
+        try:
+            answer = loads(body) if 200 <= status < 300 and body else None
+        except ValueError:
+            return body
+        if not isinstance(answer, dict) or answer.get("secret") is None:
+            return body
+        note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
+                f"POST /subscriptions/{answer['id']}/rotate-secret.")
+        return dumps({**answer, "secret": None, "secret_note": note})
 
 
 async def _subscription_view(request: Request, subscription_id: str) -> dict[str, Any]:
@@ -125,7 +133,6 @@ async def create_subscription(
     )
     response.headers["Location"] = f"/subscriptions/{subscription_id}"
     view = await _subscription_view(request, subscription_id)
-    _shown_once(request, {**view, "secret": None})
     return {**view, "secret": secret}
 
 
@@ -196,7 +203,6 @@ async def rotate_secret(
         "secret": secret,
         "previous_secret_valid_until": iso(subscription.previous_valid_until) if subscription.previous_valid_until else None,
     }
-    _shown_once(request, {**answer, "secret": None})
     return answer
 
 

@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await vault.start(db)  # a key that cannot open the stored secrets stops the start here
         await warn_of_secrets_in_clear(runtime.store)
 
-    runtime = ServiceRuntime("notification", config, migrate=migrate,
+    runtime = ServiceRuntime("notification", config, migrate=migrate, answers=api.SecretShownOnce(),
                              publishes=["audit"])  # placematch.notifications.dlq comes with the consumed topic
     deliveries = Deliveries(
         runtime.store, config, audit_topic=runtime.topic("audit"), dlq_topic=runtime.topic("notifications.dlq"))

@@ -13,7 +13,8 @@ from standardwebhooks import Webhook
 from services.notification.projections import subscription_secrets
 from services.notification.testing import WebhookReceiver, run_receiver
 from services.notification.vault import SecretsKeyError
-from shared.schema import events, idempotency_keys
+from shared.idempotency import idempotency_keys
+from shared.schema import events
 from shared.testing import auth
 from tests.helpers import wait_for
 from tests.unit.test_notification_secrets import (PROVIDER, clear_forms, files_holding, make_settings,

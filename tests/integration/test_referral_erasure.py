@@ -26,10 +26,9 @@ from services.referral.app import create_app
 from services.referral.audit import render_html
 from services.referral.personal import personal_keys
 from services.referral.projections import referral_views
-from shared.schema import idempotency_keys
+from shared.idempotency import IdempotencyMiddleware, idempotency_keys
 from shared.settings import Settings
 from shared.testing import service_client
-from shared.web import IdempotencyMiddleware
 from tests.helpers import wait_for
 from tests.unit.core.test_idempotency import LEASE, in_progress
 from tests.unit.test_referral_api import PROVIDER_A, PROVIDER_B, Harness, offer_body, referral_body

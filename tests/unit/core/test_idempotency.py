@@ -13,10 +13,9 @@ from services.referral import service
 from services.referral.app import create_app
 from shared.db import upsert
 from shared.events import format_time, now_utc
-from shared.schema import idempotency_keys
+from shared.idempotency import IdempotencyMiddleware, idempotency_keys
 from shared.settings import Settings
 from shared.testing import auth, service_client
-from shared.web import IdempotencyMiddleware
 from tests.e2e.support import REFERRAL
 from tests.helpers import wait_for
 

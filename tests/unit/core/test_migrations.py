@@ -140,7 +140,7 @@ async def check_referral_0004(db: Database) -> None:
 
     from services.referral.personal import personal_keys, unseal_with
     from services.referral.projections import referral_views
-    from shared.schema import idempotency_effects, idempotency_keys
+    from shared.idempotency import idempotency_effects, idempotency_keys
 
     await _migrate_to(db, "referral", "referral_0003")
     key = Fernet.generate_key().decode()
