@@ -297,7 +297,7 @@ class IdempotencyMiddleware:
                 k.lower() == "retry-after" for k, _ in captured["headers"]))
             if transient and effect is None:  # "try again later" must not become the answer
                 await conn.execute(delete(idempotency_keys).where(mine))
-            elif captured["status"] >= 500:
+            elif captured["status"] >= 500 and effect is not None:  # (a 5xx without an effect: forgotten above)
                 await conn.execute(update(idempotency_keys).where(mine).values(**answer_lost(effect.named)))
             else:
                 kept = [(k, v) for k, v in captured["headers"]
@@ -362,7 +362,7 @@ class IdempotencyMiddleware:
                     return None
                 if effect is not None:
                     await conn.execute(update(idempotency_keys).where(where).values(**answer_lost(effect.named)))
-            elif orphaned:  # it took effect, then its process died before storing the answer
+            elif orphaned and effect is not None:  # it took effect, then its process died before storing the answer
                 await conn.execute(update(idempotency_keys).where(unchanged).values(**answer_lost(effect.named)))
             if orphaned:
                 row = (await conn.execute(select(idempotency_keys).where(where))).one()

@@ -47,6 +47,7 @@ def verify(
             else:
                 all_ok = False
                 b = report.broken
+                assert b is not None  # not ok: a broken link
                 table.add_row(name, str(report.events),
                               f"[red]BROKEN at position {b.position} (stream {b.stream_id} v{b.version}): "
                               f"{b.reason}[/]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -74,8 +74,8 @@ class ReferralPlan:
     id: str | None = None
 
 
-def weighted(rng: random.Random, weights: dict[str, float] | Sequence[tuple[str, float]]) -> str:
-    items = list(weights.items()) if isinstance(weights, dict) else list(weights)
+def weighted(rng: random.Random, weights: Mapping[str, float] | Sequence[tuple[str, float]]) -> str:
+    items = list(weights.items()) if isinstance(weights, Mapping) else list(weights)
     return rng.choices([k for k, _ in items], weights=[w for _, w in items])[0]
 
 
@@ -225,7 +225,7 @@ def _plan_inspections(rng: random.Random, kind: str, tier: float, today: date) -
     for some."""
     school = kind in ("independent_special_school", "non_maintained_special_school", "specialist_college")
     days_ago = rng.randint(200, 5 * 365)
-    inspections = [{"framework": "ofsted_legacy", "overall": _legacy_grade(rng, tier),
+    inspections: list[dict[str, Any]] = [{"framework": "ofsted_legacy", "overall": _legacy_grade(rng, tier),
                     "inspected_on": (today - timedelta(days=days_ago)).isoformat()}]
     card_from = date(2025, 11, 10)
     if school and today > card_from + timedelta(days=30) and rng.random() < 0.3:
