@@ -22,11 +22,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from services.demo import plan_providers, plan_referrals
 from services.enrolment.domain import Provider
 from services.matching.replay import replay_matching
 from services.referral.domain import Referral
 from shared.db import Database
-from services.demo import plan_providers, plan_referrals
 from shared.events import Envelope, format_time
 from shared.migrations import upgrade
 from shared.store import GENESIS, link_hash
