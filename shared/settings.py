@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     email_sender: str = "placematch <no-reply@placematch.local>"
     email_enabled: bool = True
     deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
+    placement_review_check_seconds: float = Field(
+        60.0, gt=0, description="placement: How often reviews coming due are looked for (placement-review-due).")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; a larger one is "
                                 "answered 413 before the rest is read.")
     rate_limits_enabled: bool = Field(True, description="Per-client rate limits on the open and expensive "
