@@ -163,7 +163,7 @@ def _memory() -> str:
 
 def referral_bodies(count: int, seed: int = 11) -> list[tuple[str, dict[str, Any]]]:
     """(borough, POST /referrals body) pairs from the demo's realistic region."""
-    from shared.demo import plan_providers, plan_referrals
+    from services.demo import plan_providers, plan_referrals
 
     today = datetime.now(UTC).date()
     providers = plan_providers(seed, 40, today)

@@ -24,13 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from services.demo import plan_providers, plan_referrals
 from services.enrolment.domain import Provider
 from services.enrolment.requests import ApplicationIn, InspectionIn, OutcomesIn
 from services.matching.replay import replay_matching
 from services.referral.domain import Referral
 from shared.aggregate import NewEvent
 from shared.db import Database
-from shared.demo import plan_providers, plan_referrals
 from shared.events import Envelope, format_time
 from shared.migrations import upgrade
 from shared.store import GENESIS, link_hash

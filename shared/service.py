@@ -26,8 +26,8 @@ from shared.migrations import upgrade
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
-from shared.web import (CorrelationMiddleware, IdempotencyMiddleware, StrictJSONMiddleware, health_router,
-                        install_problem_handlers)
+from shared.idempotency import AnswerPolicy, IdempotencyMiddleware
+from shared.web import CorrelationMiddleware, StrictJSONMiddleware, health_router, install_problem_handlers
 
 log = get_logger("placematch.service")
 A = TypeVar("A", bound=Aggregate)
@@ -64,6 +64,7 @@ class ServiceRuntime:
         bus: Bus | None = None,
         migrate: Callable[[Database], Awaitable[None]] | None = None,
         store_class: type[EventStore] = EventStore,
+        answers: AnswerPolicy | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -71,6 +72,8 @@ class ServiceRuntime:
         """This process's identity, e.g. for orphaned Idempotency-Key claims."""
         self.db = Database(settings.database_url_for(name))
         self.store = store_class(self.db, f"placematch/{name}")
+        self.answers = answers or AnswerPolicy()
+        """How the answers of keyed requests are kept for their retries (`shared.idempotency`)."""
         self.bus: Bus = bus or make_bus(settings)
         self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
         self.publishes = [settings.topic(t) for t in publishes]

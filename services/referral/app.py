@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.referral import api, deadlines, handlers
-from services.referral.personal import SealingEventStore
+from services.referral.personal import SealedAnswers, SealingEventStore
 from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
 from shared.settings import Settings
 
@@ -26,5 +26,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         consumes=[ConsumerSpec(["matching", "enrolment", "audit", "notifications"], handlers.handle, batch_size=20)],
         tasks=[deadlines.close_passed_deadlines],
         store_class=SealingEventStore,
+        answers=SealedAnswers(),
     )
     return create_service_app(runtime, [api.router], title="placematch referral", description=DESCRIPTION)

@@ -13,10 +13,9 @@ from services.referral import service
 from services.referral.app import create_app
 from shared.db import upsert
 from shared.events import format_time, now_utc
-from shared.schema import idempotency_keys
+from shared.idempotency import AnswerPolicy, IdempotencyMiddleware, idempotency_keys
 from shared.settings import Settings
 from shared.testing import auth, service_client
-from shared.web import IdempotencyMiddleware
 from tests.e2e.support import REFERRAL
 from tests.helpers import wait_for
 
@@ -279,3 +278,39 @@ async def test_an_answer_that_could_not_be_stored_is_sent_and_the_key_recovers(
         retry = await wait_for(answered, timeout=15, interval=0.2, message="the lease to lapse")
         assert retry.status_code == 409 and retry.json()["rule"] == "answer_lost", retry.text
         assert retry.json()["effect"] == first.json()["id"]
+
+
+class Reversed(AnswerPolicy):
+    """Seals an answer by reversing it, and forgets it for streams named in `erased`."""
+
+    def __init__(self) -> None:
+        self.erased: set[str] = set()
+
+    async def seal(self, conn: Any, stream_id: str, body: bytes) -> bytes | None:
+        return body[::-1]
+
+    async def open(self, conn: Any, stream_id: str, sealed: bytes) -> bytes | None:
+        return None if stream_id in self.erased else sealed[::-1]
+
+
+async def test_the_services_answer_policy_seals_and_opens_the_stored_answer(tmp_path) -> None:
+    """`ServiceRuntime(answers=...)`: the answer is kept as the policy seals it, under the stream it
+    touched, and opened on a retry; once the policy cannot open it, the retry is 409 answer_erased."""
+    settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
+    croydon = auth(settings, "borough", "croydon")
+    app = create_app(settings)
+    policy = app.state.runtime.answers = Reversed()
+    async with service_client(app) as client:
+        first = await client.post("/referrals", json=REFERRAL, headers={**croydon, "Idempotency-Key": "seal-1"})
+        assert first.status_code == 201
+        rid = first.json()["id"]
+        async with app.state.runtime.db.read() as conn:
+            kept = (await conn.execute(select(idempotency_keys).where(idempotency_keys.c.key == "seal-1"))).one()
+        assert kept.sealed_under == rid and kept.body == first.content[::-1]
+        again = await client.post("/referrals", json=REFERRAL, headers={**croydon, "Idempotency-Key": "seal-1"})
+        assert again.status_code == 201 and again.content == first.content
+        policy.erased.add(rid)
+        erased = await client.post("/referrals", json=REFERRAL, headers={**croydon, "Idempotency-Key": "seal-1"})
+        assert erased.status_code == 409 and erased.json()["rule"] == "answer_erased"
+        assert erased.json()["effect"] == rid
+        assert len((await client.get("/referrals", headers=croydon)).json()["items"]) == 1

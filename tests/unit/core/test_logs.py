@@ -74,7 +74,8 @@ async def _stderr_of_a_500(tmp_path: Path, fmt: str) -> tuple[str, str]:
                     return False
 
             await wait_for(ready, timeout=60, interval=0.2, message="the referral service to be ready")
-            response = await client.post("/referrals", json={**REFERRAL, "child_ref": CHILD_REF, "birth_date": BIRTH_DATE},
+            response = await client.post("/referrals",
+                                         json={**REFERRAL, "child_ref": CHILD_REF, "birth_date": BIRTH_DATE},
                                          headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "log-test-1"})
         assert response.status_code == 500, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -130,11 +131,13 @@ async def test_a_500_in_json_format_keeps_the_exception_structured_without_secre
     ("ReferralIn(child_ref='CR-1', birth_date='2014-05-02', gender='male')", "gender='male'"),
     ('{"child_ref": "CR-1", "primary_need": "ASD"}', '"primary_need": "ASD"'),
     ("INSERT ...\n[parameters: ('CR-1', '2014-05-02')]\n(Background on this error at: x)", "Background"),
-    ("(sqlite3.IntegrityError) UNIQUE\n[SQL: INSERT ...]\n[parameters: (b'{\"child_ref\":\"CR-1\",\"birth", "[SQL: INSERT"),
+    ("(sqlite3.IntegrityError) UNIQUE\n[SQL: INSERT ...]\n[parameters: (b'{\"child_ref\":\"CR-1\",\"birth",
+     "[SQL: INSERT"),
 ])
 def test_redact_text_removes_credentials_and_personal_values(text: str, kept: str) -> None:
     redacted = redact_text(text)
 
     assert REDACTED in redacted and kept in redacted
-    for secret in ("abc.def-ghi", "eyJzdWIiOiJ4In0", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "3q2-7wAAAA", "CR-1", "2014-05-02"):
+    for secret in ("abc.def-ghi", "eyJzdWIiOiJ4In0", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "3q2-7wAAAA", "CR-1",
+                   "2014-05-02"):
         assert secret not in redacted

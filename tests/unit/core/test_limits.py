@@ -17,20 +17,21 @@ import ipaddress
 import select
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 from limits import parse
-import sqlalchemy as sa
 
 from services.enrolment.app import create_app
 from shared.db import Database, sqlite_url
-from shared.limits import DatabaseStorage, RateLimiter, RULES, client_ip, parse_networks
+from shared.limits import RULES, DatabaseStorage, RateLimiter, client_ip, parse_networks
 from shared.migrations import create_core_schema
 from shared.schema import rate_limits
 from shared.settings import Settings

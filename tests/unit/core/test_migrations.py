@@ -9,10 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
+from services import SERVICES
 from shared.db import Database
 from shared.migrations import upgrade
 from shared.schema import metadata as core_metadata
-from shared.settings import SERVICES
 
 
 def declared(service: str) -> MetaData:
@@ -140,7 +140,7 @@ async def check_referral_0004(db: Database) -> None:
 
     from services.referral.personal import personal_keys, unseal_with
     from services.referral.projections import referral_views
-    from shared.schema import idempotency_effects, idempotency_keys
+    from shared.idempotency import idempotency_effects, idempotency_keys
 
     await _migrate_to(db, "referral", "referral_0003")
     key = Fernet.generate_key().decode()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from services import SERVICES
 from shared.backup import BackupError, backup, read_manifest, restore
 
 
@@ -59,7 +60,7 @@ def test_copies_taken_under_load_are_of_one_instant(tmp_path: Path) -> None:
     try:
         for i in range(8):
             copy = tmp_path / f"backup-{i}"
-            manifest = backup(data, copy)
+            manifest = backup(data, copy, services=SERVICES)
             assert [f["name"] for f in manifest["files"]] == ["referral.db", "bus.db"]
             assert _count(copy / "bus.db", "forward") <= _count(copy / "referral.db", "forward")
             assert _count(copy / "referral.db", "backward") <= _count(copy / "bus.db", "backward")
