@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     email_sender: str = "placematch <no-reply@placematch.local>"
     email_enabled: bool = True
-    deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
     insights_min_providers: int = Field(
         5, ge=3, description="matching: Fewest distinct providers with standing offers behind a fee figure providers see.")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; a larger one is "

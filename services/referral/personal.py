@@ -22,7 +22,7 @@ from shared.errors import InvalidTransition
 from shared.events import Envelope, format_time, now_utc
 from shared.store import EventStore
 
-from .domain import PERSONAL_FIELDS
+from .details import PERSONAL_FIELDS
 
 SEALED = "sealed"
 SEALED_TYPES = ("referral-raised", "referral-amended")

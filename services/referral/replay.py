@@ -86,7 +86,7 @@ async def replay_referral(data_dir: Path, output: Path,
                 if envelope is None:
                     continue
                 await journal(conn, consumer, event_id)
-                await handlers.handle(conn, envelope)
+                await handlers.react(conn, envelope)
                 report.inputs += 1
                 if progress:
                     progress(index, total)
