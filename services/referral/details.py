@@ -87,7 +87,8 @@ class ReferralDetails:
                 raise violation(name, "unknown_field", f"'{name}' is not an amendable referral field")
             if value is None and name not in self.OPTIONAL:
                 raise violation(name, "required", f"'{name}' is required")
-        values = {name: () if name == "secondary_needs" and value is None else value for name, value in changes.items()}
+        values: dict[str, Any] = {name: () if name == "secondary_needs" and value is None else value
+                                  for name, value in changes.items()}
         return replace(self, **values)
 
     def validate(self, now: datetime) -> None:

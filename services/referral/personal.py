@@ -4,14 +4,15 @@
 `SealingEventStore` replaces them with a Fernet token under a key of their own referral, kept in
 `referral_personal_keys`. The read model (`referral_views`) holds the same sealed tokens and
 opens them on read, and stored Idempotency-Key answers are sealed whole under that key
-(`SealingEventStore.seal_answer`). Erasure destroys the key, and that is all it does. The events — and so the hash chain and every
-replay — stay exactly as recorded; the sealed values simply can no longer be opened, and read as
-None. Nothing downstream needs them: matching works from `age_at_start` and the district.
+(`SealingEventStore.seal_answer`). Erasure destroys the key, and that is all it does. The events —
+and so the hash chain and every replay — stay exactly as recorded; the sealed values simply can no
+longer be opened, and read as None. Nothing downstream needs them: matching works from `age_at_start` and the district.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, MetaData, String, Table, select, update
@@ -61,6 +62,7 @@ async def seal(conn: AsyncConnection, referral_id: str, data: dict[str, Any]) ->
     if not known:
         key = Fernet.generate_key().decode()
         await conn.execute(personal_keys.insert().values(referral_id=referral_id, key=key))
+    assert key is not None
     fernet = Fernet(key.encode())
     sealed = {**data}
     for name in ("referral", "changes"):
@@ -134,7 +136,7 @@ class SealingEventStore(EventStore):
                      new_events: Sequence[NewEvent], **kwargs: Any) -> list[Envelope]:
         sealed = [NewEvent(e.type, await seal(conn, stream_id, e.data)) for e in new_events]
         envelopes = await super().append(conn, stream_id, expected_version, sealed, **kwargs)
-        return [replace(envelope, data=new.data) for envelope, new in zip(envelopes, new_events)]
+        return [replace(envelope, data=new.data) for envelope, new in zip(envelopes, new_events, strict=False)]
 
     async def read_stream(self, stream_id: str, conn: AsyncConnection | None = None) -> list[Envelope]:
         if conn is None:

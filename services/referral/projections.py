@@ -16,11 +16,11 @@ provider's own offers — until its offer is awarded, when the placement needs t
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, and_, exists,
-                        select)
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import upsert

@@ -198,7 +198,8 @@ async def audit_pack(runtime: ServiceRuntime, *, who: Principal, referral_id: st
         row = await projections.load_view_row(conn, referral_id)
         if row is None or (who.role == "borough" and row.borough != who.tenant):
             raise NotFound(f"referral {referral_id} not found")
-        events = await runtime.store.read_stream(referral_id, conn) + await projections.audit_trail_of(conn, referral_id)
+        events = await runtime.store.read_stream(referral_id, conn)
+        events += await projections.audit_trail_of(conn, referral_id)
     return build_audit_pack(referral_id, events)
 
 

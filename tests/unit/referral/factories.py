@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.referral.details import ReferralDetails
@@ -11,7 +11,7 @@ from services.referral.offers import Invitation
 from shared.aggregate import NewEvent
 from shared.vocabulary import Gender, Location, NeedCode, PlacementType
 
-NOW = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 REFERRAL_ID = "5b0e7a52-2a4c-4e7e-9a57-0a0b8f7b1c11"
 PROVIDER_A = "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a01"
 PROVIDER_B = "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a02"
@@ -34,7 +34,7 @@ DETAILS = ReferralDetails(
     max_travel_km=30,
     needs_profile=NEEDS_PROFILE,
     outcomes=("Attend school full time by spring term", "Use a communication aid at home"),
-    offer_deadline=datetime(2026, 7, 1, 17, 0, tzinfo=timezone.utc),
+    offer_deadline=datetime(2026, 7, 1, 17, 0, tzinfo=UTC),
 )
 
 

@@ -5,8 +5,9 @@ Tenancy tests: one per rule, each fails if its rule is broken.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ PROVIDER_C = "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a03"
 
 
 def today() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def referral_body(**overrides: Any) -> dict[str, Any]:
@@ -92,7 +93,8 @@ class Harness:
             "newly_invited": sorted(providers), "results": [], "trigger": "referral-raised",
         }, "placematch/matching")
 
-    async def rank(self, referral_id: str, *offers: tuple[str, str], excluded: list[dict[str, Any]] | None = None) -> None:
+    async def rank(self, referral_id: str, *offers: tuple[str, str],
+                   excluded: list[dict[str, Any]] | None = None) -> None:
         entries = [{"rank": i + 1, "offer_id": o, "provider_id": p, "weekly_fee_pence": 425000,
                     "quality": "80.00", "price": "100.00", "score": "88.00"} for i, (o, p) in enumerate(offers)]
         await self.feed("matching", "shortlist-ranked", referral_id, {
@@ -139,7 +141,8 @@ async def test_raise_returns_201_and_publishes_referral_raised(h: Harness) -> No
         return [Envelope.from_json(m.value) for m in messages]
 
     events = await wait_for(published)
-    assert [(e.type, e.subject, e.source) for e in events] == [("referral-raised", created["id"], "placematch/referral")]
+    assert [(e.type, e.subject, e.source) for e in events] == [
+        ("referral-raised", created["id"], "placematch/referral")]
     assert events[0].actor == "borough:croydon" and events[0].data["age_at_start"] == created["age_at_start"]
 
 
@@ -516,7 +519,8 @@ async def test_offer_from_a_suspended_provider_is_403_until_reinstated(h: Harnes
 async def test_offer_validation_names_the_field(h: Harness) -> None:
     created = await h.raise_referral()
     await h.invite(created["id"], PROVIDER_A)
-    for overrides, field, rule in [({"weekly_fee_pence": 0}, "weekly_fee_pence", "range"),
+    cases: list[tuple[dict[str, Any], str, str]] = [
+                                   ({"weekly_fee_pence": 0}, "weekly_fee_pence", "range"),
                                    ({"weekly_fee_pence": -5}, "weekly_fee_pence", "range"),
                                    ({"weekly_fee_pence": 10_000_001}, "weekly_fee_pence", "range"),
                                    ({"weekly_fee_pence": None}, "weekly_fee_pence", "int_type"),
@@ -532,7 +536,8 @@ async def test_offer_validation_names_the_field(h: Harness) -> None:
                                    # issue 12: accepted before
                                    ({"start_date": "9999-12-31"}, "start_date", "range"),
                                    ({"start_date": (today() + timedelta(days=6 * 366)).date().isoformat()},
-                                    "start_date", "range")]:
+                                    "start_date", "range")]
+    for overrides, field, rule in cases:
         response = await h.offer(created["id"], PROVIDER_A, **overrides)
         assert response.status_code == 422
         assert (response.json()["field"], response.json()["rule"]) == (field, rule)

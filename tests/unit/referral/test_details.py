@@ -1,7 +1,7 @@
 """The child's details: the rules between the fields and against the clock, and their event form."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,8 +26,8 @@ from .factories import NOW, PROVIDER_B, details
         ({"required_from": date(2031, 6, 2)}, "required_from", "range"),
         ({"location": Location(postcode="CR0 1NX", lat=51.3)}, "location.lon", "required"),
         ({"location": Location(postcode="CR0 1NX", lon=0.1)}, "location.lat", "required"),
-        ({"offer_deadline": datetime(2026, 5, 1, 17, tzinfo=timezone.utc)}, "offer_deadline", "in_future"),
-        ({"offer_deadline": datetime(2026, 9, 2, 17, tzinfo=timezone.utc)}, "offer_deadline", "before_required_from"),
+        ({"offer_deadline": datetime(2026, 5, 1, 17, tzinfo=UTC)}, "offer_deadline", "in_future"),
+        ({"offer_deadline": datetime(2026, 9, 2, 17, tzinfo=UTC)}, "offer_deadline", "before_required_from"),
     ],
 )
 def test_rules_name_the_field(changes: dict[str, Any], field: str, rule: str) -> None:

@@ -1,7 +1,7 @@
 """Unit tests of the Referral aggregate: every transition and every rule, no I/O."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -165,7 +165,7 @@ def test_close_by_borough() -> None:
 
 def test_close_unfilled_only_at_or_after_the_deadline() -> None:
     referral = raised()
-    deadline = datetime(2026, 7, 1, 17, 0, tzinfo=timezone.utc)
+    deadline = datetime(2026, 7, 1, 17, 0, tzinfo=UTC)
     assert not referral.is_due_for_closing(deadline - timedelta(seconds=1))
     with pytest.raises(InvalidTransition):
         referral.close_unfilled(deadline - timedelta(seconds=1))
@@ -180,7 +180,7 @@ def test_close_unfilled_only_at_or_after_the_deadline() -> None:
 
 def test_close_unfilled_refused_while_an_offer_stands() -> None:
     referral = with_offer(raised(), "offer-1", PROVIDER_A)
-    deadline = datetime(2026, 7, 1, 17, 0, tzinfo=timezone.utc)
+    deadline = datetime(2026, 7, 1, 17, 0, tzinfo=UTC)
     assert not referral.is_due_for_closing(deadline)
     with pytest.raises(InvalidTransition):
         referral.close_unfilled(deadline)
@@ -223,7 +223,7 @@ def test_offer_on_unknown_referral_is_not_found_after_the_deadline_or_close_refu
     with pytest.raises(NotFound):
         offer(Referral(REFERRAL_ID))
     with pytest.raises(InvalidTransition) as excinfo:
-        offer(raised(), now=datetime(2026, 7, 1, 17, 0, tzinfo=timezone.utc))
+        offer(raised(), now=datetime(2026, 7, 1, 17, 0, tzinfo=UTC))
     assert excinfo.value.rule == "deadline_passed"
     referral = raised()
     referral.mutate(referral.close("croydon"))
