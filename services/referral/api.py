@@ -24,7 +24,16 @@ from pydantic_core import PydanticCustomError
 from shared.auth import Principal, require
 from shared.inputs import clean_text, is_blank
 from shared.service import ServiceRuntime
-from shared.vocabulary import DeclineReason, Gender, Location, NeedCode, PlacementType, district_of, normalise_postcode
+from shared.vocabulary import (
+    DeclineReason,
+    Gender,
+    Location,
+    NeedCode,
+    PlacementType,
+    district_of,
+    normalise_postcode,
+    values,
+)
 
 from . import projections, service
 from .details import (
@@ -141,8 +150,8 @@ def _code(codes: type[E], rule: str, max_length: int = MAX_CODE) -> Callable[[An
     """One of `codes`, refused as `rule` otherwise (text first: given, visible, not too long)."""
     def parse(value: Any) -> E:
         text = _visible(max_length)(_string(value))
-        if text not in codes._value2member_map_:
-            raise _refuse(rule, f"must be one of {sorted(codes._value2member_map_)}")
+        if text not in values(codes):
+            raise _refuse(rule, f"must be one of {sorted(values(codes))}")
         return codes(text)
     return parse
 
@@ -150,8 +159,8 @@ def _code(codes: type[E], rule: str, max_length: int = MAX_CODE) -> Callable[[An
 def _one_of(codes: type[E]) -> Callable[[Any], E]:
     """One of `codes`; anything else (another string, a number, null) is refused as `one_of`."""
     def parse(value: Any) -> E:
-        if not isinstance(value, str) or value not in codes._value2member_map_:
-            raise _refuse("one_of", f"must be one of {sorted(codes._value2member_map_)}")
+        if not isinstance(value, str) or value not in values(codes):
+            raise _refuse("one_of", f"must be one of {sorted(values(codes))}")
         return codes(value)
     return parse
 
