@@ -57,6 +57,7 @@ def up(
     host: str = typer.Option("127.0.0.1", envvar="PLACEMATCH_HOST", help="Interface to listen on."),
 ) -> None:
     """Run all four services on this machine: SQLite under DATA_DIR, in-process bus, no Kafka."""
+    from services.notification.settings import NotificationSettings
     from shared.logs import configure_logging
 
     os.environ.setdefault("PLACEMATCH_WEBHOOK_ALLOW_PRIVATE", "true")
@@ -66,11 +67,12 @@ def up(
     overrides: dict[str, Any] = {"data_dir": data_dir, "base_port": base_port, "host": host,
                                  "kafka_bootstrap": None, "database_url": None, "port": None}
     maildrop = None
-    if base.email_enabled and "PLACEMATCH_SMTP_HOST" not in os.environ:
+    if NotificationSettings().email_enabled and "PLACEMATCH_SMTP_HOST" not in os.environ:
         from shared.maildrop import start_maildrop
 
         maildrop = start_maildrop(data_dir / "mail")
-        overrides |= {"smtp_host": maildrop.hostname, "smtp_port": maildrop.port}
+        # notification reads its own settings (services/notification/settings.py) from the environment
+        os.environ["PLACEMATCH_SMTP_HOST"], os.environ["PLACEMATCH_SMTP_PORT"] = maildrop.hostname, str(maildrop.port)
         console.print(f"email alerts are written to {data_dir / 'mail'} (set PLACEMATCH_SMTP_HOST to send them)")
     settings = base.model_copy(update=overrides)
 
@@ -135,13 +137,15 @@ def serve(service: str = typer.Argument(..., help="enrolment | referral | matchi
                       "could mint a commissioner token. Set a long random secret (e.g. `openssl rand -hex 32`).[/]")
         raise typer.Exit(2)
     if service == "notification":
-        _check_secrets_key(settings)
+        from services.notification.settings import NotificationSettings
+
+        _check_secrets_key(NotificationSettings())
     fastapi_app = load_create_app(service)(settings)
     uvicorn.run(fastapi_app, host=settings.host, port=settings.port_for(service), log_config=None,
                 log_level="warning", proxy_headers=False)
 
 
-def _check_secrets_key(settings: Settings) -> None:
+def _check_secrets_key(settings: Any) -> None:
     """Production keeps webhook signing secrets under a key of its own, never one left on a disk by chance."""
     from services.notification.vault import SecretsKeyError, parse_keys
 

@@ -247,6 +247,11 @@ class Recipient:
     def to_data(self) -> dict[str, str]:
         return {"role": self.role, "tenant": self.tenant}
 
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Recipient:
+        """From a recorded `{"role", "tenant"}` (both present)."""
+        return cls(role=str(data["role"]), tenant=str(data["tenant"]))
+
 
 @dataclass(frozen=True)
 class NotificationRequest:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.aggregate import NewEvent
 from shared.auth import Principal
+from shared.commands import Decide
 from shared.consumers import PoisonEvent
 from shared.errors import NotFound
 from shared.events import Envelope
@@ -34,10 +35,7 @@ from .domain import Referral
 
 TOPIC = "referral"
 
-Decide = Callable[[AsyncConnection, Referral], Awaitable[list[NewEvent]] | list[NewEvent]]
-
-
-async def _run(runtime: ServiceRuntime, referral_id: str, decide: Decide, *, created: str | None = None,
+async def _run(runtime: ServiceRuntime, referral_id: str, decide: Decide[Referral], *, created: str | None = None,
                then: Callable[[AsyncConnection, Referral], Awaitable[None]] | None = None) -> Referral:
     """One command on one referral; the views rebuilt from it in the same transaction. `then` runs
     after the append, before the views, even when nothing was recorded."""

@@ -27,9 +27,22 @@ def test_every_service_is_in_compose_with_its_port_and_command() -> None:
         assert importlib.import_module(f"services.{name}.app").create_app
 
 
+def _settings_of(service: str) -> set[str]:
+    """The core settings' names, and those of a service's own `services/<service>/settings.py`."""
+    names = set(Settings.model_fields)
+    try:
+        module = importlib.import_module(f"services.{service}.settings")
+    except ModuleNotFoundError:
+        return names
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Settings):
+            names |= set(value.model_fields)
+    return names
+
+
 def test_environment_names_are_real_settings() -> None:
-    fields = {f"PLACEMATCH_{name.upper()}" for name in Settings.model_fields}
     for name, spec in COMPOSE["services"].items():
+        fields = {f"PLACEMATCH_{setting.upper()}" for setting in _settings_of(name)}
         for variable in spec.get("environment", {}):
             if variable.startswith("PLACEMATCH_"):
                 assert variable in fields, f"{name}: {variable} is not a setting"

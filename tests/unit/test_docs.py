@@ -9,7 +9,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    from services.notification.config import NotificationSettings
+    from services.notification.settings import NotificationSettings
     from services.referral.settings import ReferralSettings
 
     for name in {**NotificationSettings.model_fields, **ReferralSettings.model_fields}:

@@ -9,9 +9,10 @@ import base64
 import contextlib
 import stat
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -21,10 +22,9 @@ from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
 from services.notification.app import create_app
-from services.notification.config import NotificationSettings
-from services.notification.domain import legacy_secret_id, new_signing_secret
 from services.notification.projections import subscription_secrets
-from services.notification.testing import WebhookReceiver, run_receiver
+from services.notification.settings import NotificationSettings
+from services.notification.subscriptions import legacy_secret_id, new_signing_secret
 from services.notification.vault import KEY_FILE, SecretsKeyError, warn_of_secrets_in_clear
 from shared.aggregate import NewEvent
 from shared.bus import Message
@@ -35,6 +35,7 @@ from shared.integrity import verify_store
 from shared.schema import events, idempotency_keys
 from shared.testing import auth, service_client
 from tests.helpers import wait_for
+from tests.support.notification import WebhookReceiver, run_receiver
 
 PROVIDER = ("provider", "prov-1")
 

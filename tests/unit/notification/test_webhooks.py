@@ -5,9 +5,10 @@ from datetime import timedelta
 
 import httpx
 
-from services.notification.domain import AttemptResult, new_signing_secret
-from services.notification.testing import WebhookReceiver, run_receiver
+from services.notification.retries import AttemptResult
+from services.notification.subscriptions import new_signing_secret
 from services.notification.webhooks import send_webhook
+from tests.support.notification import WebhookReceiver, run_receiver
 
 BODY = '{"type":"referral.invited","timestamp":"2026-06-01T09:00:00Z","data":{}}'
 

@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
 from services.notification.app import create_app
-from services.notification.config import NotificationSettings
-from services.notification.testing import WebhookReceiver, run_mail_catcher, run_receiver
+from services.notification.settings import NotificationSettings
 from shared.bus import Message
 from shared.events import Envelope
 from shared.testing import auth, service_client
 from tests.helpers import wait_for
+from tests.support.notification import WebhookReceiver, run_mail_catcher, run_receiver
 
 PROVIDER = ("provider", "prov-1")
 
@@ -137,6 +139,54 @@ async def test_bad_subscriptions_are_refused_and_nothing_recorded(
         assert problem["detail"]
         assert (await client.get("/subscriptions", headers=auth(settings, *PROVIDER))).json()["subscriptions"] == []
         assert await app.state.runtime.store.read_all() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({"url": "ftp://portal.example/x"}, "url", "http_or_https"),
+        ({"url": "https://user:pw@portal.example/"}, "url", "no_credentials"),
+        ({"url": "http://10.0.0.5/hook"}, "url", "public_address"),
+        ({"url": "https://portal.example/" + "x" * 2048}, "url", "max_length"),
+        ({"event_types": []}, "event_types", "non_empty"),
+        ({"event_types": ["referral.invited", "nope"]}, "event_types", "known_webhook_type"),
+        ({"event_types": "referral.invited"}, "event_types", "list_type"),
+        ({"contact_email": "not-an-address"}, "contact_email", "email"),
+        ({"secret": "whsec_x"}, "secret", "extra_forbidden"),
+    ],
+)
+async def test_bad_changes_are_refused_and_nothing_recorded(
+    tmp_path: Path, body: dict[str, Any], field: str, rule: str
+) -> None:
+    settings = make_settings(tmp_path, webhook_allow_private=False)
+    async with running(settings) as (app, client):
+        created = await subscribe(client, settings, "https://portal.example/hooks")
+        before = await app.state.runtime.store.read_all()
+        response = await client.patch(f"/subscriptions/{created['id']}", headers=auth(settings, *PROVIDER), json=body)
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert (response.json()["field"], response.json()["rule"]) == (field, rule)
+        assert await app.state.runtime.store.read_all() == before
+
+
+async def test_a_change_is_recorded_and_shown(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, webhook_allow_private=False)
+    async with running(settings) as (app, client):
+        created = await subscribe(client, settings, "https://portal.example/hooks")
+        changed = await client.patch(f"/subscriptions/{created['id']}", headers=auth(settings, *PROVIDER), json={
+            "url": "  https://portal.example/v2  ", "event_types": ["shortlist.updated", "referral.invited"],
+            "contact_email": "dev@prov-1.example"})
+        assert changed.status_code == 200, changed.text
+        assert {k: changed.json()[k] for k in ("url", "event_types", "contact_email")} == {
+            "url": "https://portal.example/v2", "event_types": ["referral.invited", "shortlist.updated"],
+            "contact_email": "dev@prov-1.example"}
+        [updated] = [e for e in await app.state.runtime.store.read_all() if e.type == "subscription-updated"]
+        assert updated.data["changes"] == {"url": "https://portal.example/v2", "event_types": ["referral.invited",
+                                           "shortlist.updated"], "contact_email": "dev@prov-1.example"}
+        unchanged = await client.patch(f"/subscriptions/{created['id']}", headers=auth(settings, *PROVIDER),
+                                       json={"url": None, "event_types": ["referral.invited", "shortlist.updated"]})
+        assert unchanged.status_code == 200
+        assert len([e for e in await app.state.runtime.store.read_all() if e.type == "subscription-updated"]) == 1
 
 
 async def test_rotation_returns_a_new_secret_and_both_sign_meanwhile(tmp_path: Path) -> None:
@@ -382,9 +432,9 @@ async def test_outcomes_recorded_together_as_one_by_one(tmp_path: Path, monkeypa
     """`settle_many` records several outcomes in one transaction: each delivery's events, its audit
     record, and the endpoint's health events as if settled in turn (one `subscription-failing`,
     not one per failed attempt), and the hash chain still verifies."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from services.notification.domain import AttemptOutcome, AttemptResult
+    from services.notification.retries import AttemptOutcome, AttemptResult
     from shared.integrity import verify_store
 
     settings = make_settings(tmp_path, webhook_retry_base_seconds=3600.0)
@@ -405,11 +455,13 @@ async def test_outcomes_recorded_together_as_one_by_one(tmp_path: Path, monkeypa
             raise AssertionError("settled one by one")
 
         monkeypatch.setattr(dispatcher, "settle", not_alone)
-        now = datetime.now(timezone.utc)
-        outcomes = [AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE), AttemptOutcome(now, 200, 5, AttemptResult.SUCCEEDED),
-                    AttemptOutcome(now, 410, 5, AttemptResult.REJECTED), AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE)]
+        now = datetime.now(UTC)
+        outcomes = [AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE),
+                    AttemptOutcome(now, 200, 5, AttemptResult.SUCCEEDED),
+                    AttemptOutcome(now, 410, 5, AttemptResult.REJECTED),
+                    AttemptOutcome(now, 503, 5, AttemptResult.RETRYABLE)]
         ids = [d["id"] for d in sorted(log, key=lambda d: d["id"])]
-        await dispatcher.settle_many(list(zip(ids, outcomes)))
+        await dispatcher.settle_many(list(zip(ids, outcomes, strict=True)))
 
         def types(stream: list[Envelope]) -> list[str]:
             return [e.type for e in stream]

@@ -1,4 +1,5 @@
-"""Test doubles with real sockets: a webhook receiver (HTTP) and a mail catcher (SMTP).
+"""Test support for notification: doubles with real sockets — a webhook receiver (HTTP) and a mail
+catcher (SMTP) — and builders of its domain objects for the unit tests.
 
 The receiver is what a provider's portal does: it verifies every request with the
 `standardwebhooks` package's own verifier and answers from a script (e.g. 500, 503, then 200).
@@ -8,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import uvicorn
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -19,6 +22,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from services.notification.deliveries import Delivery
+from services.notification.domain import Channel, Owner
+from services.notification.planning import parse_request, plan_deliveries
+from services.notification.retries import AttemptOutcome, classify_http
+from services.notification.subscriptions import Subscription
+from shared.vocabulary import NotificationRequest
 
 
 @dataclass
@@ -119,3 +129,55 @@ def run_mail_catcher() -> Iterator[MailCatcher]:
         yield catcher
     finally:
         controller.stop()
+
+
+# --- builders of the domain's objects, for the unit tests -------------------------------------------
+
+T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+PROVIDER = Owner("provider", "prov-1")
+OTHER_PROVIDER = Owner("provider", "prov-2")
+URL = "https://portal.example/hooks/placematch"
+
+
+def new_subscription(
+    id: str = "sub-1", owner: Owner = PROVIDER, event_types: list[str] | None = None, url: str = URL
+) -> Subscription:
+    events = Subscription.create(
+        id,
+        owner=owner,
+        url=url,
+        event_types=event_types or ["referral.invited"],
+        secret_id="secret-1",
+        at=T0,
+        allow_private=False,
+    )
+    return Subscription(id).mutate(events)
+
+
+def request(**overrides: object) -> NotificationRequest:
+    data = {
+        "notification_id": "n-1",
+        "webhook_type": "referral.invited",
+        "recipient": {"role": "provider", "tenant": "prov-1"},
+        "email": "admissions@riverside.example",
+        "referral_id": "r-1",
+        "data": {"referral_id": "r-1", "age_at_start": 12, "district": "Croydon"},
+    }
+    data.update(overrides)
+    return parse_request(data)
+
+
+def scheduled_delivery(channel: Channel = Channel.WEBHOOK) -> Delivery:
+    planned = plan_deliveries(request(), [new_subscription()] if channel is Channel.WEBHOOK else [])[0]
+    return Delivery("d-1").mutate(Delivery.schedule("d-1", request=request(), planned=planned, at=T0))
+
+
+def outcome(code: int | None, at: datetime = T0, retry_after: timedelta | None = None) -> AttemptOutcome:
+    return AttemptOutcome(
+        attempted_at=at,
+        status_code=code,
+        latency_ms=12,
+        result=classify_http(code),
+        error=None if code else "timeout",
+        retry_after=retry_after,
+    )
