@@ -30,7 +30,6 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(0.5, description="Outbox relay fallback poll when not woken.")
     consumer_max_attempts: int = Field(4, description="Attempts before an event goes to <topic>.dlq.")
     consumer_retry_base_seconds: float = 0.2
-    deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
     placement_review_check_seconds: float = Field(
         60.0, gt=0, description="placement: How often reviews coming due are looked for (placement-review-due).")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; a larger one is "
