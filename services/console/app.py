@@ -33,8 +33,7 @@ VENDOR = STATIC / "vendor"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The console app; given plain `Settings` (as `placematch up` has), its console settings are read
     from the environment (`PLACEMATCH_CONSOLE_*`) beside them."""
-    if not isinstance(settings, ConsoleSettings):
-        settings = ConsoleSettings(**settings.model_dump()) if settings is not None else ConsoleSettings()
+    settings = ConsoleSettings.of(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

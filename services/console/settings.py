@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import SERVICES, Settings
+from services import SERVICES
+from shared.settings import Settings
 
 CONSOLE_OFFSET = 6
 """The console listens on base_port + 6 (8006); the placement service has base + 5."""
@@ -29,6 +30,16 @@ class ConsoleSettings(Settings):
                                                                     "default <console>/auth/callback.")
     console_oidc_scope: str = "openid profile email"
     console_request_timeout_seconds: float = 10.0
+
+    @classmethod
+    def of(cls, settings: Settings | None) -> ConsoleSettings:
+        """These settings from the shared ones (the environment fills in the console's own), as the
+        services' `XSettings.of` do."""
+        if isinstance(settings, ConsoleSettings):
+            return settings
+        if settings is None:
+            return cls()
+        return cls(**settings.model_dump(exclude_unset=True))
 
     def service_url(self, service: str) -> str:
         explicit = getattr(self, f"console_{service}_url")

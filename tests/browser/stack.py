@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import uvicorn
 
+from services import SERVICES
 from services.console.app import create_app as create_console
 from services.console.settings import CONSOLE_OFFSET, ConsoleSettings
-from shared.settings import SERVICES, Settings
+from shared.settings import Settings
 
 
 def free_base_port() -> int:
@@ -53,8 +54,20 @@ class Stack:
         common = {"data_dir": data_dir, "base_port": self.base, "relay_poll_seconds": 0.1,
                   "webhook_allow_private": True, "email_enabled": False, "rate_limits_enabled": False,
                   "deadline_check_seconds": 1.0, **overrides}
+        self.common = common
         self.settings = Settings(**common)
         self.console_settings = ConsoleSettings(**common, console_dev_sign_in=dev_sign_in)
+
+    def settings_for(self, service: str) -> Settings:
+        """The service's own settings class (services/<service>/settings.py) where it has one, so that
+        its knobs here (email off, loopback webhooks, a quick deadline check) reach it."""
+        try:
+            module = importlib.import_module(f"services.{service}.settings")
+        except ModuleNotFoundError:
+            return self.settings
+        own = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Settings)
+               and c is not Settings and c.__module__ == module.__name__]
+        return own[0](**self.common) if own else self.settings
         self._servers: list[_Server] = []
         self._thread: threading.Thread | None = None
 
@@ -64,7 +77,7 @@ class Stack:
         return f"http://127.0.0.1:{self.base + SERVICES.index(service) + 1}"
 
     def start(self, timeout: float = 90) -> None:
-        apps = [(importlib.import_module(f"services.{s}.app").create_app(self.settings), self.base + i + 1)
+        apps = [(importlib.import_module(f"services.{s}.app").create_app(self.settings_for(s)), self.base + i + 1)
                 for i, s in enumerate(SERVICES)]
         apps.append((create_console(self.console_settings), self.base + CONSOLE_OFFSET))
         self._servers = [_Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
