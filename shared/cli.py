@@ -435,9 +435,10 @@ def audit_referral(
 
     from services.referral.audit import build_audit_pack, render_html
 
-    from shared.store import read_embedded
+    from shared.store import read_embedded, read_embedded_people
 
-    pack = build_audit_pack(referral_id, asyncio.run(read_embedded(data_dir, SERVICES)))
+    pack = build_audit_pack(referral_id, asyncio.run(read_embedded(data_dir, SERVICES)),
+                            asyncio.run(read_embedded_people(data_dir, SERVICES)))
     if pack["raised"] is None:
         console.print(f"[red]no referral {referral_id} in the stores under {data_dir}[/]")
         raise typer.Exit(1)

@@ -18,6 +18,7 @@ from shared import context
 from shared.aggregate import NewEvent
 from shared.auth import Principal, optional_principal, require
 from shared.errors import Forbidden, InvalidTransition, NotFound, RuleViolation
+from shared.store import people_of
 
 from services.enrolment import projections
 from services.enrolment.domain import Provider
@@ -193,7 +194,11 @@ async def history(provider_id: str, request: Request,
     envelopes = await _runtime(request).store.read_stream(provider_id)
     if not envelopes:
         raise NotFound(f"no provider {provider_id}", field="provider_id")
-    return {"provider_id": provider_id, "events": [e.to_dict() for e in envelopes]}
+    async with _runtime(request).db.read() as conn:  # who each actorid is: the audit record, not the events
+        people = await people_of(conn, (e.actorid for e in envelopes))
+    if who.role not in ("commissioner", "auditor"):  # a provider sees its own staff's names only
+        people = {sub: p for sub, p in people.items() if p["actor"] == who.actor}
+    return {"provider_id": provider_id, "events": [e.to_dict() for e in envelopes], "people": people}
 
 
 @router.post("/providers/{provider_id}/inspections", summary="Record an Ofsted inspection")

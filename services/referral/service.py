@@ -21,6 +21,7 @@ from shared.auth import Principal
 from shared.errors import ConcurrencyError, NotFound
 from shared.events import now_utc
 from shared.service import ServiceRuntime
+from shared.store import people_of
 
 Decision = Callable[[AsyncConnection, Referral], Awaitable[list[NewEvent]]]
 Step = Callable[[AsyncConnection, Referral], Awaitable[None]]
@@ -156,7 +157,8 @@ async def audit_pack(runtime: ServiceRuntime, who: Principal, referral_id: str) 
         if row is None or (who.role == "borough" and row.borough != who.tenant):
             raise NotFound(f"referral {referral_id} not found")
         events = await runtime.store.read_stream(referral_id, conn) + await projections.audit_trail_of(conn, referral_id)
-    return build_audit_pack(referral_id, events)
+        people = await people_of(conn, (e.actorid for e in events))
+    return build_audit_pack(referral_id, events, people)
 
 
 async def close_unfilled(runtime: ServiceRuntime, referral_id: str, now: datetime) -> bool:
