@@ -117,7 +117,8 @@ cmd_start() {
   local started=$SECONDS
   # setsid: outlives a Ctrl-C aimed at the test run, so cleanup can stop it properly.
   KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-  JAVA_OPTS_APPEND="${KEYCLOAK_JAVA_OPTS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}" \
+  JAVA_OPTS_KC_HEAP="${KEYCLOAK_HEAP_OPTS:--Xms128m -Xmx768m}" \
+  JAVA_OPTS_APPEND="${KEYCLOAK_JAVA_OPTS:--XX:TieredStopAtLevel=1}" \
     setsid "$SERVER/bin/kc.sh" start-dev --http-host=127.0.0.1 --http-port="$PORT" --db=dev-mem \
       --health-enabled=false --metrics-enabled=false \
       > "$DIR/keycloak.log" 2>&1 < /dev/null &
