@@ -59,7 +59,7 @@ class LocalIssuer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 if self.path == "/realms/test/.well-known/openid-configuration":
-                    body = {"issuer": owner.issuer, "jwks_uri": owner.base + "/jwks"}
+                    body: dict[str, Any] = {"issuer": owner.issuer, "jwks_uri": owner.base + "/jwks"}
                 elif self.path == "/jwks":
                     owner.jwks_fetches += 1
                     body = {"keys": [k.jwk() for k in owner.keys]}

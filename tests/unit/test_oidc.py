@@ -22,6 +22,7 @@ from shared.errors import Forbidden
 from shared.events import Envelope
 from shared.oidc import ClaimMapping, GroupMapping, IdentityProviderUnavailable, OIDCVerifier, Unauthorized, claim_at
 from shared.settings import Settings
+from shared.store import read_embedded_people
 from shared.testing import service_client
 from tests.support.jwks import LocalIssuer, SigningKey
 
@@ -265,7 +266,8 @@ def test_actorid_is_a_cloudevents_extension_on_the_wire() -> None:
     assert envelope.to_dict()["actorid"] == "user-1"
     assert Envelope.from_json(envelope.to_json()).actorid == "user-1"
     message = envelope.to_kafka()
-    assert Envelope.from_kafka(message.value, dict(message.headers), message.key).actorid == "user-1"
+    key = message.key if isinstance(message.key, bytes) else None
+    assert Envelope.from_kafka(message.value, dict(message.headers), key).actorid == "user-1"
     assert "actorid" not in Envelope(type="t", subject="s", data={}, source="x").to_dict()
 
 
@@ -287,7 +289,7 @@ APPLICATION = {"name": "Riverside School", "urn": "100001", "kind": "independent
                "boroughs_served": ["croydon"], "contact_email": "admissions@riverside.example"}
 
 
-async def test_history_names_who_did_what(idp: LocalIssuer, enrolment: httpx.AsyncClient) -> None:
+async def test_history_names_who_did_what(idp: LocalIssuer, enrolment: httpx.AsyncClient, tmp_path: Path) -> None:
     pid = (await enrolment.post("/providers", json=APPLICATION)).json()["id"]
     officer = bearer(idp.token(sub="k-officer", role="commissioner", tenant="london", name="Grace Hopper",
                                preferred_username="ghopper"))
@@ -313,6 +315,9 @@ async def test_history_names_who_did_what(idp: LocalIssuer, enrolment: httpx.Asy
     mine = (await enrolment.get(f"/providers/{pid}/history",
                                 headers=bearer(idp.token(sub="k-alice", role="provider", tenant=pid)))).json()
     assert set(mine["people"]) == {"k-alice", "k-bob"}
+    # what `placematch audit referral` reads beside the events
+    people = await read_embedded_people(tmp_path, ["enrolment", "referral"])
+    assert people["k-alice"]["name"] == "Alice Staff" and set(people) == {"k-officer", "k-alice", "k-bob"}
 
 
 async def test_api_refuses_bad_tokens_with_problem_json(idp: LocalIssuer, enrolment: httpx.AsyncClient) -> None:
