@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import jwt
@@ -130,7 +130,7 @@ def sub_of(token: str) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["sub"])
 
 
-def _unavailable(why: str) -> None:
+def _unavailable(why: str) -> NoReturn:
     message = f"Keycloak is not available: {why}"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: tests that need it fail instead of skipping)", pytrace=False)
@@ -157,11 +157,14 @@ def oidc_provider() -> Iterator[Keycloak]:
         result = subprocess.run([str(KEYCLOAK_CTL), "start", "--dir", run_dir], capture_output=True, text=True,
                                 timeout=START_TIMEOUT + 600)  # the first run also fetches and imports the realm
     except subprocess.TimeoutExpired:
+        result = None
+    if result is None or result.returncode != 0:
         subprocess.run([str(KEYCLOAK_CTL), "stop", "--dir", run_dir], capture_output=True, timeout=120)
-        _unavailable(f"keycloak.sh start did not finish within {START_TIMEOUT + 600:.0f}s")
-    if result.returncode != 0:
-        subprocess.run([str(KEYCLOAK_CTL), "stop", "--dir", run_dir], capture_output=True, timeout=120)
-        _unavailable("keycloak.sh start failed:\n" + "\n".join(result.stderr.strip().splitlines()[-30:]))
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if result is None:
+            _unavailable(f"keycloak.sh start did not finish within {START_TIMEOUT + 600:.0f}s")
+        else:
+            _unavailable("keycloak.sh start failed:\n" + "\n".join(result.stderr.strip().splitlines()[-30:]))
     keycloak = Keycloak(result.stdout.strip().splitlines()[-1], started_in=time.monotonic() - started)
     print(f"\nKeycloak ready at {keycloak.base} in {keycloak.started_in:.1f}s")  # noqa: T201 (measured start)
     try:
