@@ -277,3 +277,43 @@ def test_discovery_document_names_the_realms_jwks(oidc_provider: Keycloak) -> No
     assert verifier.jwks_url() == f"{oidc_provider.issuer()}/protocol/openid-connect/certs"
     if oidc_provider.started_in is not None:
         print(f"Keycloak started and imported the realm in {oidc_provider.started_in:.1f}s")  # noqa: T201
+
+
+# --- the console's client: authorization code with PKCE, loopback redirect on any port ------------------
+
+
+def test_console_client_signs_in_with_pkce_on_a_loopback_port(oidc_provider: Keycloak) -> None:
+    import re
+    import secrets
+    from html import unescape
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    redirect = "http://127.0.0.1:43123/callback"
+    auth_url = f"{oidc_provider.issuer()}/protocol/openid-connect/auth"
+    params = {"client_id": "placematch-console", "redirect_uri": redirect, "response_type": "code",
+              "scope": "openid", "state": "s-1", "code_challenge": challenge, "code_challenge_method": "S256"}
+    with httpx.Client(timeout=60, follow_redirects=False) as browser:
+        # another host is not a registered redirect; no PKCE is refused
+        assert browser.get(auth_url, params=params | {"redirect_uri": "http://evil.example/cb"}).status_code == 400
+        no_pkce = browser.get(auth_url, params={k: v for k, v in params.items() if not k.startswith("code_")})
+        assert "code_challenge" in unescape(no_pkce.headers.get("location", "") + no_pkce.text)
+        page = browser.get(auth_url, params=params)
+        assert page.status_code == 200, page.text[:300]
+        action = unescape(re.search(r'<form[^>]+action="([^"]+)"', page.text)[1])  # type: ignore[index]
+        login = browser.post(action, data={"username": "croydon-officer", "password": "croydon-officer-password"})
+        assert login.status_code == 302, login.text[:300]
+        location = httpx.URL(login.headers["location"])
+        assert str(location).startswith(redirect) and location.params["state"] == "s-1"
+        token = browser.post(f"{oidc_provider.issuer()}/protocol/openid-connect/token", data={
+            "grant_type": "authorization_code", "client_id": "placematch-console", "code": location.params["code"],
+            "redirect_uri": redirect, "code_verifier": verifier})
+        assert token.status_code == 200, token.text
+    claims = jwt.decode(token.json()["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == AUDIENCE and claims["tenant"] == "croydon" and claims["azp"] == "placematch-console"
+    from shared.oidc import ClaimMapping, OIDCVerifier
+
+    who = OIDCVerifier(issuer=oidc_provider.issuer(), audience=AUDIENCE, min_refresh_seconds=0,
+                       mapping=ClaimMapping(role_claim="realm_access.roles", role_prefix="placematch.")
+                       ).verify(token.json()["access_token"])
+    assert (who.role, who.tenant, who.name) == ("borough", "croydon", "Olu Adeyemi")
