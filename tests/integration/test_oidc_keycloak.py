@@ -301,7 +301,11 @@ def test_console_client_signs_in_with_pkce_on_a_loopback_port(oidc_provider: Key
         page = browser.get(auth_url, params=params)
         assert page.status_code == 200, page.text[:300]
         action = unescape(re.search(r'<form[^>]+action="([^"]+)"', page.text)[1])  # type: ignore[index]
-        login = browser.post(action, data={"username": "croydon-officer", "password": "croydon-officer-password"})
+        # Keycloak's session cookies are Secure: a browser sends them to http://127.0.0.1 (a secure
+        # context), httpx's cookie jar does not, so they are carried over by hand
+        cookies = "; ".join(c.split(";", 1)[0] for c in page.headers.get_list("set-cookie"))
+        login = browser.post(action, data={"username": "croydon-officer", "password": "croydon-officer-password"},
+                             headers={"Cookie": cookies})
         assert login.status_code == 302, login.text[:300]
         location = httpx.URL(login.headers["location"])
         assert str(location).startswith(redirect) and location.params["state"] == "s-1"
