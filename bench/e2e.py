@@ -22,9 +22,10 @@ from typing import Any
 
 import httpx
 
+from services import SERVICES
+from services.demo import BOROUGHS, plan_providers, plan_referrals
 from shared.auth import mint_token
-from shared.demo import BOROUGHS, plan_providers, plan_referrals
-from shared.settings import SERVICES, Settings
+from shared.settings import Settings
 
 from .common import BENCH_RATE_LIMIT, Infra, Row, fresh_pg_database, percentile, today
 from .procs import PYTHON, Process, free_port
@@ -105,9 +106,9 @@ class Stack:
                    "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_LOG_LEVEL": "WARNING",
                    "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var"),
                    "PLACEMATCH_RATE_LIMIT_EXPENSIVE": BENCH_RATE_LIMIT}
-            self.procs.append(Process([PYTHON, "-m", "shared.cli", "serve", service], env,
+            self.procs.append(Process([PYTHON, "-m", "services.cli", "serve", service], env,
                                       self.tmp / f"{service}.log"))
-        for service, proc in zip(SERVICES, self.procs):
+        for service, proc in zip(SERVICES, self.procs, strict=True):
             await proc.wait_http(self.ports[service])
 
     def stop(self) -> None:
@@ -138,10 +139,12 @@ async def _setup(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, pr
             created = await _call(client, "POST", f"{stack.url('enrolment')}/providers", None, plan.application())
             pid = created["id"]
             for inspection in plan.inspections:
-                await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/inspections", commissioner, inspection)
+                await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/inspections", commissioner,
+                            inspection)
             for outcome in plan.outcomes:
                 await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/outcomes", commissioner, outcome)
-            await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/approve", commissioner, {"reason": "bench"})
+            await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/approve", commissioner,
+                        {"reason": "bench"})
             await _call(client, "POST", f"{stack.url('notification')}/subscriptions", mint_token(s, "provider", pid),
                         {"url": f"{receiver.base}/p/{pid}", "event_types": ["referral.invited"]})
 
@@ -189,7 +192,8 @@ async def _wave(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, bod
     latencies = [(receiver.first[r] - t) * 1000 for r, t in sent.items() if r in receiver.first]
     arrivals = [a for a in receiver.arrivals[arrivals_before:] if a >= t0]
     out_window = (max(arrivals) - t0) if arrivals else None
-    return {"referrals": list(sent), "offered": count, "accepted": len(sent), "failed": failures, "in_rate": len(sent) / send_window,
+    return {"referrals": list(sent), "offered": count, "accepted": len(sent), "failed": failures,
+            "in_rate": len(sent) / send_window,
             "webhooks": len(arrivals), "out_rate": len(arrivals) / out_window if out_window else None,
             "answered": len(latencies), "p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
             "p99": percentile(latencies, 0.99)}
@@ -199,8 +203,9 @@ async def _stages(stack: Stack, referral_ids: list[str]) -> str:
     """Where a wave's referrals spent their time, from the events' own timestamps: raised (referral
     store) → matched (matching store) → first delivery scheduled → first delivery succeeded
     (notification store). Milliseconds, p50/p95 over the referrals that reached each stage."""
-    import asyncpg
     from datetime import datetime
+
+    import asyncpg
 
     from .common import pg_parts
 
@@ -232,7 +237,8 @@ async def _stages(stack: Stack, referral_ids: list[str]) -> str:
     for label, a, b in (("raised→matched", raised, matched), ("matched→scheduled", matched, scheduled),
                         ("scheduled→succeeded", scheduled, succeeded), ("raised→succeeded", raised, succeeded)):
         lags = [(b[r] - a[r]) * 1000 for r in referral_ids if r in a and r in b]
-        parts.append(f"{label} n={len(lags)} p50={percentile(lags, 0.5) or 0:.0f} p95={percentile(lags, 0.95) or 0:.0f}")
+        parts.append(f"{label} n={len(lags)} p50={percentile(lags, 0.5) or 0:.0f} "
+                     f"p95={percentile(lags, 0.95) or 0:.0f}")
     spans = []
     for label, times in (("matched", matched), ("scheduled", scheduled), ("succeeded", succeeded)):
         got = [times[r] for r in referral_ids if r in times]

@@ -13,8 +13,9 @@ import asyncio
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shared.aggregate import NewEvent
 from shared.db import Database
@@ -143,5 +144,6 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
                 lib = await asyncio.to_thread(_library, make, payloads, n, batch, warmup)
                 rows.append(Row("store", f"append {mode}, {name}", ours, lib, "events/s",
                                 "eventsourcing ApplicationRecorder",
-                                note=f"{n} events of ~{len(Envelope('referral-raised', 'x', payloads[0], 's').to_json())} B"))
+                                note=f"{n} events of "
+                                     f"~{len(Envelope('referral-raised', 'x', payloads[0], 's').to_json())} B"))
     return rows

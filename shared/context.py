@@ -1,4 +1,5 @@
-"""Who and why of the current request or event, carried to the store without plumbing."""
+"""Who and why of the current request or event, carried to the store without plumbing (the keyed
+request's claim is `shared.idempotency.claim`)."""
 from __future__ import annotations
 
 from contextvars import ContextVar
@@ -13,6 +14,3 @@ it on every event of the request as the CloudEvents extension `actorid`."""
 person: ContextVar[Any] = ContextVar("person", default=None)
 """The request's `shared.auth.Principal` when its token names the person (`name`,
 `preferred_username`): the store keeps that in its `actors` table for the audit record, never in events."""
-idempotency_claim: ContextVar[tuple[str, str, str] | None] = ContextVar("idempotency_claim", default=None)
-"""(scope, key, owner instance id) of the keyed request being run."""
-"""(scope, key) of the Idempotency-Key request being served; the store marks its effect."""
