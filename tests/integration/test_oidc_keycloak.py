@@ -27,7 +27,7 @@ from services.referral.app import create_app as referral_app
 from shared.settings import Settings
 from shared.testing import auth, service_client
 from tests.support.oidc import AUDIENCE, Keycloak, kid_of, sub_of
-from tests.unit.test_referral_api import Harness, offer_body, referral_body
+from tests.unit.referral.test_api import Harness, offer_body, referral_body
 
 GOOD = {"framework": "ofsted_legacy", "overall": "good", "inspected_on": "2024-03-01"}
 APPLICATION = {"name": "Riverside School", "urn": "100001", "kind": "independent_special_school",
