@@ -1,6 +1,8 @@
 """The six placement webhook types (issue 16): accepted, planned, emailed to a remembered address."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.notification.domain import WEBHOOK_TYPES, Channel
@@ -46,3 +48,29 @@ def test_placement_email_renders_dates_and_fees_without_ids() -> None:
                                          "effective_from": "2027-04-01"})
     assert "Fee change decided" in rendered.subject
     assert "£4,100.00" in rendered.text and "2027-04-01" in rendered.text and "pl-1" not in rendered.text
+
+
+async def test_placement_notice_is_emailed_over_real_smtp_to_the_remembered_address(tmp_path: Path) -> None:
+    from services.notification import handlers
+    from shared.events import Envelope
+    from tests.helpers import wait_for
+    from tests.support.notification import run_mail_catcher
+    from tests.unit.notification.test_api import make_settings, running
+
+    with run_mail_catcher() as catcher:
+        settings = make_settings(tmp_path, email_enabled=True, smtp_port=catcher.port)
+        async with running(settings) as (app, _client):
+            runtime = app.state.runtime
+            earlier = request(notification_id="n-0")  # matching named the provider's address once
+            placed = request(notification_id="n-1", webhook_type="placement.ended", email=None,
+                             data={"placement_id": "pl-1", "ending": "unplanned", "reason": "breakdown",
+                                   "ended_on": "2026-11-30", "provider_id": "prov-1", "borough": "croydon"})
+            for r in (earlier, placed):
+                async with runtime.db.transaction() as conn:
+                    await handlers.react(runtime, conn, Envelope(type="notification-requested",
+                                                                 subject=r.notification_id, data=r.to_data(),
+                                                                 source="placematch/placement"))
+            await wait_for(lambda: len(catcher.messages) == 2, timeout=20)
+    ended = next(m for m in catcher.messages if "Placement ended" in str(m["Subject"]))
+    assert ended["To"] == "admissions@riverside.example"
+    assert "breakdown" in ended.get_body(("plain",)).get_content()  # type: ignore[union-attr]
