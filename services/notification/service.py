@@ -28,7 +28,15 @@ from . import projections
 from .deliveries import Delivery, DeliveryStatus, delivery_recorded
 from .domain import Channel, Owner, iso, parse_instant
 from .filters import DeliveryFilter, viewer_of
-from .planning import PlannedDelivery, delivery_id_for, endpoint_disabled_request, parse_request, plan_deliveries
+from .planning import (
+    PLACEMENT_TYPES,
+    PlannedDelivery,
+    delivery_id_for,
+    endpoint_disabled_request,
+    parse_request,
+    plan_deliveries,
+    with_remembered_email,
+)
 from .retries import AttemptOutcome, AttemptResult
 from .settings import NotificationSettings
 from .subscriptions import Subscription, SubscriptionStatus, new_signing_secret
@@ -161,6 +169,8 @@ async def on_notification_requested(runtime: NotificationRuntime, conn: AsyncCon
     at = parse_instant(event.time)
     if request.email:
         await projections.remember_email(conn, request.recipient, request.email, format_instant(at))
+    elif request.webhook_type in PLACEMENT_TYPES:
+        request = with_remembered_email(request, await projections.email_of(conn, request.recipient))
     if not runtime.config.email_enabled:
         request = replace(request, email=None)
     ids = await projections.subscription_ids_for(conn, request.recipient)
