@@ -3,7 +3,7 @@
 Null until enrolment first reports one (old logs never do): eligibility then judges by capacity alone.
 
 Revision ID: matching_0004
-Revises: matching_rate_limits
+Revises: matching_actors
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "matching_0004"
-down_revision = "matching_rate_limits"
+down_revision = "matching_actors"
 branch_labels = None
 depends_on = None
 
