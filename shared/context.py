@@ -7,3 +7,5 @@ from contextvars import ContextVar
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
 actor: ContextVar[str | None] = ContextVar("actor", default=None)
+origin_time: ContextVar[str | None] = ContextVar("origin_time", default=None)
+"""`time` of the first event of the causal chain being handled (an event's `origintime` extension)."""

@@ -22,8 +22,9 @@ from shared.errors import ConcurrencyError
 from shared.events import format_time
 from shared.logs import get_logger
 from shared.store import EventStore
+from shared.tracing import httpx_request_hook
 
-from . import projections
+from . import projections, telemetry
 from .config import NotificationSettings
 from .domain import (
     SUBSCRIPTION_DISABLED,
@@ -127,7 +128,9 @@ class Deliveries:
         for delivery, event in settled:
             log.info("delivery settled", delivery_id=delivery.id, channel=delivery.channel.value,
                      status=event.type, attempts=event.data["attempts"])
+            telemetry.settled(delivery, event.type)
         for subscription, event, at in disabled:
+            telemetry.disabled()
             await self.tell_owner_disabled(conn, subscription, event, at)
 
     async def tell_owner_disabled(
@@ -179,7 +182,7 @@ class Dispatcher:
         short (a full one holds attempts back); the lease of a delivery is only released by its
         recorded outcome, so an outcome lost in a crash means the attempt is made again once the
         lease expires — as with a crash during the attempt itself."""
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        self._client = httpx.AsyncClient(follow_redirects=False, event_hooks={"request": [httpx_request_hook]})
         running: set[asyncio.Task[None]] = set()
         concurrency = max(1, self.settings.delivery_concurrency)
         self._settling = asyncio.Queue(maxsize=4 * concurrency)
@@ -260,6 +263,7 @@ class Dispatcher:
             delivery = await store.load(Delivery, delivery_id, conn)
             if delivery.status is not DeliveryStatus.PENDING:
                 return
+            origin = await telemetry.origin_of(conn, delivery_id)
             if delivery.channel is Channel.WEBHOOK:
                 assert delivery.subscription_id is not None
                 subscription = await store.load(Subscription, delivery.subscription_id, conn)
@@ -271,13 +275,16 @@ class Dispatcher:
                 await self._abandon(delivery_id, f"subscription_{subscription.status.value}")
                 return
             assert self._client is not None
-            outcome = await send_webhook(
-                self._client, url=subscription.url, body=delivery.body, message_id=delivery.message_id,
-                secrets=signing, allow_private=self.settings.webhook_allow_private,
-                timeout_seconds=self.settings.webhook_timeout_seconds,
-            )
+            with telemetry.attempt_span(delivery, origin):
+                outcome = await send_webhook(
+                    self._client, url=subscription.url, body=delivery.body, message_id=delivery.message_id,
+                    secrets=signing, allow_private=self.settings.webhook_allow_private,
+                    timeout_seconds=self.settings.webhook_timeout_seconds,
+                )
         else:
-            outcome = await send_email(self._message_for(delivery), self.smtp)
+            with telemetry.attempt_span(delivery, origin):
+                outcome = await send_email(self._message_for(delivery), self.smtp)
+        telemetry.attempted(delivery, outcome, origin)
         if self._settling is not None:
             await self._settling.put((delivery_id, outcome))  # recorded by _settle_queued
         else:
