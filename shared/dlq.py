@@ -120,12 +120,12 @@ async def dlq_topics(bus: Bus, settings: Any) -> list[str]:
     prefix = f"{settings.topic_prefix}placematch."
     db = getattr(bus, "db", None)
     if db is not None:  # the local bus
-        from sqlalchemy import distinct, select
+        from sqlalchemy import select
 
         from shared.bus import _log
 
         async with db.read() as conn:
-            names = (await conn.execute(select(distinct(_log.c.topic)))).scalars().all()
+            names = (await conn.execute(select(_log.c.topic).distinct())).scalars().all()
     else:
         from aiokafka.admin import AIOKafkaAdminClient
 
