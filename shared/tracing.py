@@ -50,7 +50,8 @@ def configure(settings: Any) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     base = endpoint.rstrip("/")
-    _exporters.append(("batch", OTLPSpanExporter(endpoint=base if base.endswith("/v1/traces") else f"{base}/v1/traces")))
+    traces = base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+    _exporters.append(("batch", OTLPSpanExporter(endpoint=traces)))
     _enabled = True
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ PROVIDER_BODY = {
 
 
 def referral_body() -> dict[str, Any]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {
         "child_ref": "CR-2026-0042", "birth_date": "2014-05-02", "gender": "male", "primary_need": "ASD",
         "secondary_needs": ["SLCN"], "placement_type": "day",
@@ -106,8 +106,8 @@ async def approved_provider(stack: Stack, urn: str = "100001") -> str:
     created = await enrolment.post("/providers", json={**PROVIDER_BODY, "urn": urn})
     assert created.status_code == 201, created.text
     provider_id = created.json()["id"]
-    inspected = await enrolment.post(f"/providers/{provider_id}/inspections", headers=commissioner,
-                                     json={"framework": "ofsted_legacy", "overall": "good", "inspected_on": "2024-03-01"})
+    inspection = {"framework": "ofsted_legacy", "overall": "good", "inspected_on": "2024-03-01"}
+    inspected = await enrolment.post(f"/providers/{provider_id}/inspections", headers=commissioner, json=inspection)
     assert inspected.status_code in (200, 201), inspected.text
     approved = await enrolment.post(f"/providers/{provider_id}/approve", headers=commissioner, json={})
     assert approved.status_code == 200, approved.text
@@ -123,8 +123,8 @@ async def subscribe(stack: Stack, provider_id: str, url: str) -> str:
 
 
 async def raise_referral(stack: Stack, headers: dict[str, str] | None = None) -> str:
-    response = await stack.clients["referral"].post("/referrals", json=referral_body(),
-                                                    headers={**stack.headers("borough", "croydon"), **(headers or {})})
+    borough = {**stack.headers("borough", "croydon"), **(headers or {})}
+    response = await stack.clients["referral"].post("/referrals", json=referral_body(), headers=borough)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 

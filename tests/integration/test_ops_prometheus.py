@@ -15,7 +15,8 @@ from tests.ops_stack import approved_provider, embedded_settings, embedded_stack
 async def test_prometheus_scrapes_every_service_after_a_small_load(tmp_path: Path, prometheus: Any) -> None:
     async with run_receiver(WebhookReceiver()) as receiver, \
             embedded_stack(embedded_settings(tmp_path), listen=True) as stack:
-        server = await asyncio.to_thread(prometheus, {name: [f"127.0.0.1:{port}"] for name, port in stack.ports.items()})
+        jobs = {name: [f"127.0.0.1:{port}"] for name, port in stack.ports.items()}
+        server = await asyncio.to_thread(prometheus, jobs)
 
         async def query(expr: str) -> list[dict[str, Any]]:
             return await asyncio.to_thread(server.query, expr)  # the services answer the scrapes meanwhile

@@ -9,7 +9,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from services.notification.testing import WebhookReceiver, run_receiver
 from shared import tracing
 from tests.helpers import wait_for
-from tests.ops_stack import approved_provider, embedded_settings, embedded_stack, raise_referral, sample, settled, subscribe
+from tests.ops_stack import (
+    approved_provider,
+    embedded_settings,
+    embedded_stack,
+    raise_referral,
+    sample,
+    settled,
+    subscribe,
+)
 
 
 async def test_each_service_shows_its_own_metrics_by_route_template_without_ids(tmp_path: Path) -> None:
@@ -57,8 +65,9 @@ async def test_each_service_shows_its_own_metrics_by_route_template_without_ids(
     grew("notification", notification, "placematch_referral_raised_to_first_webhook_seconds_count")
     assert sample(matching, "placematch_consumer_lag", consumer="matching-main", topic="placematch.referral",
                   partition="0") == 0
-    assert sample(referral, "placematch_outbox_backlog") == 0 and sample(referral, "placematch_outbox_oldest_age_seconds") == 0
-    # each port shows its own service: no webhook series on referral's page, no HTTP series of referral's routes on matching's
+    assert sample(referral, "placematch_outbox_backlog") == 0
+    assert sample(referral, "placematch_outbox_oldest_age_seconds") == 0
+    # each port shows its own service: no webhook series on referral's page, none of referral's routes on matching's
     assert "placematch_webhook_attempts_total" not in referral
     assert 'route="/referrals"' not in matching.replace('route="/referrals/', "")
     for text in (referral, matching, notification):
