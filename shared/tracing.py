@@ -64,6 +64,12 @@ def use_exporter(exporter: Any) -> None:
     _enabled = True
 
 
+def flush(timeout_millis: int = 10_000) -> None:
+    """Send every span ended so far (e.g. before a command exits)."""
+    for provider in _providers.values():
+        provider.force_flush(timeout_millis)
+
+
 def reset() -> None:
     """Back to off (tests): providers are shut down and forgotten."""
     global _enabled
