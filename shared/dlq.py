@@ -102,8 +102,10 @@ class DeadLetter:
         return self.header("placematch-failed-at") or self.event_time
 
     def summary(self) -> dict[str, Any]:
+        origin = self.header("placematch-origin-offset")
+        where = f"{self.origin_topic}:{self.header('placematch-origin-partition') or 0}:{origin}" if origin else None
         return {"id": self.id, "event_id": self.event_id, "type": self.event_type, "topic": self.origin_topic,
-                "consumer": self.consumer, "failed_at": self.failed_at, "attempts": self.attempts,
+                "origin": where, "consumer": self.consumer, "failed_at": self.failed_at, "attempts": self.attempts,
                 "reason": self.reason, "redriven_at": self.redriven[0] if self.redriven else None,
                 "redrivable": self.redrivable}
 

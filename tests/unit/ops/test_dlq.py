@@ -120,6 +120,7 @@ def test_the_dlq_commands_list_show_and_redrive_once(tmp_path: Path) -> None:
     [entry] = [json.loads(line) for line in listed.output.splitlines()]
     assert entry["event_id"] == event.id and entry["consumer"] == "matching-main" and entry["attempts"] == 2
     assert entry["topic"] == "placematch.referral" and entry["redriven_at"] is None
+    assert entry["origin"].startswith("placematch.referral:0:")
     assert "cannot place referral-raised yet" in entry["reason"]
 
     shown = runner.invoke(cli, ["dlq", "show", entry["id"], "--data-dir", str(tmp_path)])
