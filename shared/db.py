@@ -30,7 +30,10 @@ class Database:
     the transaction holds SQLite's write lock from its first statement (the store reads stream
     heads and the chain tail knowing nobody can write before it commits). Waiting for another
     process's write lock never blocks the loop: `BEGIN IMMEDIATE` is retried with `asyncio.sleep`.
-    Reads (`read()`) keep aiosqlite's worker threads. PostgreSQL needs no such lock.
+    Reads (`read()`) keep aiosqlite's worker threads. The writer does not checkpoint the WAL
+    itself (a checkpoint copies pages and syncs the file): every `_CHECKPOINT_EVERY` changes a
+    passive checkpoint runs on a worker thread with a connection of its own, while writing goes on.
+    PostgreSQL needs no such lock.
     """
 
     def __init__(self, url: str, *, pool_size: int = 10, inline: bool = False) -> None:
@@ -73,6 +76,10 @@ class Database:
         self._writer: AsyncConnection | None = None
         self._writer_raw: sqlite3.Connection | None = None
         self._writing = False
+        self._changes_at_checkpoint = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._path = url.split("///", 1)[-1] if self.is_sqlite else ""
         self.committed = asyncio.Event()
 
     @property
@@ -137,6 +144,10 @@ class Database:
                 await (conn.commit() if commit else conn.rollback())
             if raw.in_transaction:
                 raw.commit() if commit else raw.rollback()
+            if raw.total_changes - self._changes_at_checkpoint >= _CHECKPOINT_EVERY and (
+                    self._checkpoint is None or self._checkpoint.done()):
+                self._changes_at_checkpoint = raw.total_changes
+                self._checkpoint = asyncio.get_running_loop().create_task(asyncio.to_thread(self._checkpoint_wal))
         except BaseException:
             # leave nothing half-done on the writer: roll back and start afresh with a new connection
             try:
@@ -161,7 +172,23 @@ class Database:
         except Exception:
             return False
 
+    def _checkpoint_wal(self) -> None:
+        """A passive WAL checkpoint (on a worker thread): never waits for, nor blocks, the writer."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self._path, timeout=0, check_same_thread=False,
+                                                     isolation_level=None)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:  # the next one will catch up
+            pass
+
     async def dispose(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._writer is not None:
             await self._writer.close()
             self._writer = self._writer_raw = None
@@ -194,12 +221,15 @@ class _InlineSqlite(aiosqlite.Connection):
 
 
 _SQLITE_BUSY_SECONDS = 30.0
+_CHECKPOINT_EVERY = 2000
+"""Rows changed by the writer between two WAL checkpoints (SQLite's own default: 1000 pages)."""
 
 
 def _sqlite_writer_pragmas(dbapi_connection: Any, record: Any) -> None:
     _sqlite_pragmas(dbapi_connection, record)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=0")  # the writer waits in `_begin_immediate`, off the loop
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a worker thread (`_checkpoint_wal`)
     cursor.close()
 
 

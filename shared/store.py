@@ -41,6 +41,13 @@ def link_hash(previous: str, body: str) -> str:
     return hashlib.sha256((previous + body).encode()).hexdigest()
 
 
+def _link(previous: str, body: bytes) -> str:
+    """`link_hash` of the body's UTF-8 bytes (the same digest, without encoding the body again)."""
+    digest = hashlib.sha256(previous.encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
 # The hot path's statements, built once (SQLAlchemy then also compiles each once: its cache key is
 # memoised on the statement object) or written for the driver directly.
 _EVENT_COLUMNS = ("event_id", "stream_id", "version", "type", "time", "body", "stream_hash", "chain_hash")
@@ -162,6 +169,7 @@ class EventStore:
             return []
         await self._fence(conn)
         raw = self.db.sqlite_writer(conn)
+        last = 0
         if raw is not None:
             heads, chain, last = _sqlite_heads(raw, list(dict.fromkeys(b[0] for b in batches)))
         elif conn.dialect.name == "postgresql" and (driver := await _asyncpg_of(conn)) is not None:
@@ -170,7 +178,8 @@ class EventStore:
             driver = None
             heads, chain = await self._sa_heads(conn, list(dict.fromkeys(b[0] for b in batches)))
         envelopes, rows, topics = self._envelopes(batches, heads, chain, topic=topic, actor=actor,
-                                                  correlation_id=correlation_id, causation_id=causation_id)
+                                                  correlation_id=correlation_id, causation_id=causation_id,
+                                                  first_position=last + 1 if raw is not None else None)
         publish = self.publish
         if raw is not None:
             # BEGIN IMMEDIATE: nobody else writes until this transaction ends, so the positions
@@ -202,7 +211,8 @@ class EventStore:
                          for p, r, t in zip(positions, rows, topics, strict=True) if t]
             if published and publish:
                 await conn.execute(_SA_INSERT_OUTBOX, published)
-        recorded = [replace(e, position=p) for e, p in zip(envelopes, positions, strict=True)]
+        recorded = envelopes if raw is not None else [
+            replace(e, position=p) for e, p in zip(envelopes, positions, strict=True)]
         claim = context.idempotency_claim.get()
         if claim is not None:
             await insert_ignore(conn, idempotency_effects,
@@ -220,9 +230,11 @@ class EventStore:
         actor: str | None,
         correlation_id: str | None,
         causation_id: str | None,
+        first_position: int | None = None,
     ) -> tuple[list[Envelope], list[tuple[str, str, int, str, str, str, str, str]], list[str | None]]:
         """The envelopes of `batches` after `heads` and the chain tail `chain`, with their rows
-        (`_EVENT_COLUMNS`) and topics; ConcurrencyError when a stream is not at its expected version."""
+        (`_EVENT_COLUMNS`) and topics; ConcurrencyError when a stream is not at its expected version.
+        With `first_position`, the envelopes carry their positions from it on."""
         envelopes: list[Envelope] = []
         rows: list[tuple[str, str, int, str, str, str, str, str]] = []
         topics: list[str | None] = []
@@ -242,10 +254,12 @@ class EventStore:
                     type=new.type, subject=stream_id, data=new.data, source=self.source, sequence=current,
                     correlationid=correlation_id, causationid=causation_id, actor=actor,
                     dataversion=registry.version_of(new.type),
+                    position=None if first_position is None else first_position + len(rows),
                 )
-                body = envelope.to_json().decode()
-                stream_prev = link_hash(stream_prev, body)
-                chain = link_hash(chain, body)
+                encoded = envelope.to_json()
+                body = encoded.decode()
+                stream_prev = _link(stream_prev, encoded)
+                chain = _link(chain, encoded)
                 envelopes.append(envelope)
                 rows.append((envelope.id, stream_id, current, envelope.type, envelope.time, body, stream_prev, chain))
                 topics.append(batch_topic)
