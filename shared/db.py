@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import sqlalchemy.exc
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -133,7 +134,7 @@ class Database:
             except sqlite3.OperationalError as exc:
                 # another process writes: wait for it without blocking the loop (busy_timeout is 0)
                 if "locked" not in str(exc) and "busy" not in str(exc) or waited > _SQLITE_BUSY_SECONDS:
-                    raise
+                    raise driver_error("BEGIN IMMEDIATE", exc) from exc
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.05)
@@ -143,7 +144,10 @@ class Database:
             if conn.in_transaction():  # SQLAlchemy began too (it does not know of our BEGIN)
                 await (conn.commit() if commit else conn.rollback())
             if raw.in_transaction:
-                raw.commit() if commit else raw.rollback()
+                try:
+                    raw.commit() if commit else raw.rollback()
+                except sqlite3.Error as exc:
+                    raise driver_error("COMMIT" if commit else "ROLLBACK", exc) from exc
             if raw.total_changes - self._changes_at_checkpoint >= _CHECKPOINT_EVERY and (
                     self._checkpoint is None or self._checkpoint.done()):
                 self._changes_at_checkpoint = raw.total_changes
@@ -218,6 +222,14 @@ class _InlineSqlite(aiosqlite.Connection):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def driver_error(statement: str, error: Exception) -> Exception:
+    """An error of a statement run on the driver directly (sqlite3, asyncpg) as the SQLAlchemy
+    error SQLAlchemy would have raised for it (`OperationalError` for "database is locked",
+    `InterfaceError` for a lost asyncpg connection, ...), so callers see one kind of error: the
+    web layer answers the transient ones 503 as before."""
+    return sqlalchemy.exc.DBAPIError.instance(statement, None, error, Exception)
 
 
 _SQLITE_BUSY_SECONDS = 30.0

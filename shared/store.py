@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared import context
 from shared.aggregate import Aggregate, NewEvent
-from shared.db import Database, insert_ignore, sqlite_url
+from shared.db import Database, driver_error, insert_ignore, sqlite_url
 from shared.errors import ClaimTakenOver, ConcurrencyError
 from shared.events import Envelope, registry
 from shared.schema import events as events_table
@@ -94,11 +94,14 @@ SELECT position, event_id FROM ins
 def _sqlite_heads(raw: sqlite3.Connection, stream_ids: list[str]) -> tuple[dict[str, tuple[int, str]], str, int]:
     """Heads of `stream_ids`, the chain tail and the last position, on the SQLite writer."""
     heads: dict[str, tuple[int, str]] = {}
-    for stream_id in stream_ids:
-        head = raw.execute(_SQLITE_HEAD, (stream_id,)).fetchone()
-        if head is not None:
-            heads[stream_id] = head
-    tail = raw.execute(_SQLITE_TAIL).fetchone()
+    try:
+        for stream_id in stream_ids:
+            head = raw.execute(_SQLITE_HEAD, (stream_id,)).fetchone()
+            if head is not None:
+                heads[stream_id] = head
+        tail = raw.execute(_SQLITE_TAIL).fetchone()
+    except sqlite3.Error as exc:
+        raise driver_error(_SQLITE_HEAD, exc) from exc
     return heads, tail[1] if tail else GENESIS, tail[0] if tail else 0
 
 
@@ -173,7 +176,10 @@ class EventStore:
         if raw is not None:
             heads, chain, last = _sqlite_heads(raw, list(dict.fromkeys(b[0] for b in batches)))
         elif conn.dialect.name == "postgresql" and (driver := await _asyncpg_of(conn)) is not None:
-            heads, chain = await self._pg_heads(conn, driver, list(dict.fromkeys(b[0] for b in batches)))
+            try:
+                heads, chain = await self._pg_heads(conn, driver, list(dict.fromkeys(b[0] for b in batches)))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                raise driver_error(_PG_HEADS, exc) from exc
         else:
             driver = None
             heads, chain = await self._sa_heads(conn, list(dict.fromkeys(b[0] for b in batches)))
@@ -187,11 +193,13 @@ class EventStore:
             positions: Sequence[int] = range(last + 1, last + 1 + len(rows))
             try:
                 raw.executemany(_SQLITE_INSERT_EVENT, [(p, *r) for p, r in zip(positions, rows, strict=True)])
+                if publish and any(topics):
+                    raw.executemany(_SQLITE_INSERT_OUTBOX, [
+                        (p, t, r[1], r[5].encode()) for p, r, t in zip(positions, rows, topics, strict=True) if t])
             except sqlite3.IntegrityError as exc:
                 raise ConcurrencyError("a stream was appended to concurrently; retry") from exc
-            if publish and any(topics):
-                raw.executemany(_SQLITE_INSERT_OUTBOX, [(p, t, r[1], r[5].encode())
-                                                        for p, r, t in zip(positions, rows, topics, strict=True) if t])
+            except sqlite3.Error as exc:
+                raise driver_error(_SQLITE_INSERT_EVENT, exc) from exc
         elif driver is not None:
             out = [(r[0], t, r[1], r[5].encode()) for r, t in zip(rows, topics, strict=True) if t] if publish else []
             try:
@@ -199,6 +207,8 @@ class EventStore:
                 got = await driver.fetch(_PG_INSERT, *columns)
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError("a stream was appended to concurrently; retry") from exc
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                raise driver_error(_PG_INSERT, exc) from exc
             position_of = {r["event_id"]: r["position"] for r in got}
             positions = [position_of[r[0]] for r in rows]
         else:
@@ -354,7 +364,10 @@ class EventStore:
 
     async def read_stream(self, stream_id: str, conn: AsyncConnection | None = None) -> list[Envelope]:
         if conn is not None and (raw := self.db.sqlite_writer(conn)) is not None:
-            found: Iterable[tuple[int, str]] = raw.execute(_SQLITE_STREAM, (stream_id,)).fetchall()
+            try:
+                found: Iterable[tuple[int, str]] = raw.execute(_SQLITE_STREAM, (stream_id,)).fetchall()
+            except sqlite3.Error as exc:
+                raise driver_error(_SQLITE_STREAM, exc) from exc
         elif conn is not None:
             found = (await conn.execute(_SA_STREAM, {"stream_id": stream_id})).all()
         else:
