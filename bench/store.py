@@ -133,6 +133,7 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
     payloads = referral_raised_data(200)
     n_single, n_batched, warmup = (400, 2000, 100) if quick else (3000, 20000, 300)
     rows: list[Row] = []
+    size = len(Envelope("referral-raised", "x", payloads[0], "s").to_json())
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         for name in ("SQLite", "PostgreSQL") if infra.database_url else ("SQLite",):
             for mode, batch, n in (("single", 1, n_single), (f"batched x{BATCH}", BATCH, n_batched)):
@@ -155,6 +156,5 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
                     + "/".join(f"{r:.0f}" for r in ours_runs) + ", library " + "/".join(f"{r:.0f}" for r in lib_runs))
                 rows.append(Row("store", f"append {mode}, {name}", ours, lib, "events/s",
                                 "eventsourcing ApplicationRecorder",
-                                note=f"{n} events of ~{len(Envelope('referral-raised', 'x', payloads[0], 's').to_json())} B"
-                                + runs))
+                                note=f"{n} events of ~{size} B" + runs))
     return rows
