@@ -117,8 +117,10 @@ class CpuMeter:
     def _groups(self) -> dict[str, list[int]]:
         groups = {service: [proc.proc.pid] for service, proc in zip(SERVICES, self.stack.procs, strict=True)}
         pg_dir = os.environ.get("PLACEMATCH_TEST_POSTGRES_DIR")
-        if pg_dir and (Path(pg_dir) / "postmaster.pid").exists():
-            groups["postgresql"] = _pids_of(int((Path(pg_dir) / "postmaster.pid").read_text().split()[0]))
+        for pid_file in (Path(pg_dir) / "postmaster.pid", Path(pg_dir) / "data" / "postmaster.pid") if pg_dir else ():
+            if pid_file.exists():
+                groups["postgresql"] = _pids_of(int(pid_file.read_text().split()[0]))
+                break
         kafka_dir = os.environ.get("PLACEMATCH_TEST_KAFKA_DIR")
         if kafka_dir:
             for entry in Path("/proc").iterdir():
