@@ -45,18 +45,20 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
     requests = [{"token": tokens[b], "body": body} for b, body in bodies]
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmpdir:
         tmp = Path(tmpdir)
-        env = {"PLACEMATCH_JWT_SECRET": SECRET, "PLACEMATCH_LOG_LEVEL": "WARNING", "PLACEMATCH_DATA_DIR": str(tmp / "var"),
+        env = {"PLACEMATCH_JWT_SECRET": SECRET, "PLACEMATCH_LOG_LEVEL": "WARNING",
+               "PLACEMATCH_DATA_DIR": str(tmp / "var"),
                # the limiter stays in the measured path, but the load is far above a borough's limit
                "PLACEMATCH_RATE_LIMIT_EXPENSIVE": BENCH_RATE_LIMIT}
         if infra.kafka and infra.database_url:
-            env |= {"PLACEMATCH_KAFKA_BOOTSTRAP": infra.kafka, "PLACEMATCH_TOPIC_PREFIX": f"bench-{uuid.uuid4().hex[:6]}.",
+            env |= {"PLACEMATCH_KAFKA_BOOTSTRAP": infra.kafka,
+                    "PLACEMATCH_TOPIC_PREFIX": f"bench-{uuid.uuid4().hex[:6]}.",
                     "PLACEMATCH_DATABASE_URL": await fresh_pg_database(infra.database_url, "api")}
             mode = "PostgreSQL + Kafka"
         else:
             mode = "SQLite + local bus"
         results: dict[str, dict[str, Any]] = {}
         for name, args in (
-            ("placematch", [PYTHON, "-m", "shared.cli", "serve", "referral"]),
+            ("placematch", [PYTHON, "-m", "services.cli", "serve", "referral"]),
             ("bare", [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--log-level", "warning"]),
         ):
             port = free_port()
@@ -74,7 +76,10 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
     if ours["errors"] or bare["errors"]:
         note += f"; errors ours={ours['errors']} {ours['statuses']} bare={bare['errors']}"
     return [
-        Row("api", "POST /referrals throughput", ours["rps"], bare["rps"], "req/s", "bare FastAPI, same model + auth", note),
-        Row("api", "POST /referrals p50 latency", ours["p50_ms"], bare["p50_ms"], "ms", "bare FastAPI", lower_is_better=True),
-        Row("api", "POST /referrals p99 latency", ours["p99_ms"], bare["p99_ms"], "ms", "bare FastAPI", lower_is_better=True),
+        Row("api", "POST /referrals throughput", ours["rps"], bare["rps"], "req/s", "bare FastAPI, same model + auth",
+            note),
+        Row("api", "POST /referrals p50 latency", ours["p50_ms"], bare["p50_ms"], "ms", "bare FastAPI",
+            lower_is_better=True),
+        Row("api", "POST /referrals p99 latency", ours["p99_ms"], bare["p99_ms"], "ms", "bare FastAPI",
+            lower_is_better=True),
     ]

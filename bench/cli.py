@@ -6,7 +6,7 @@ import asyncio
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # receiver connections cut at shutdown
     console = Console(width=max(160, Console().width))
     infra = Infra.from_env()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     facts = asyncio.run(_facts(infra))
     facts["mode"] = "quick" if args.quick else "full"

@@ -8,7 +8,7 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ class Infra:
     facts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls) -> "Infra":
+    def from_env(cls) -> Infra:
         return cls(kafka=os.environ.get("PLACEMATCH_TEST_KAFKA") or os.environ.get("PLACEMATCH_KAFKA_BOOTSTRAP"),
                    database_url=os.environ.get("PLACEMATCH_TEST_DATABASE_URL"))
 
@@ -59,7 +59,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class Stopwatch:
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.started = time.perf_counter()
         self.seconds = 0.0
         return self
@@ -106,7 +106,8 @@ async def pg_version(url: str) -> str:
             "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit')")}
     finally:
         await conn.close()
-    return f"{version.split()[0]} (fsync={settings.get('fsync')}, synchronous_commit={settings.get('synchronous_commit')})"
+    return (f"{version.split()[0]} (fsync={settings.get('fsync')}, "
+            f"synchronous_commit={settings.get('synchronous_commit')})")
 
 
 def kafka_version() -> str:
@@ -127,8 +128,9 @@ def machine_facts(infra: Infra) -> dict[str, str]:
         "os": platform.platform(terse=True),
     }
     try:
-        import eventsourcing  # noqa: F401
         from importlib.metadata import version
+
+        import eventsourcing  # noqa: F401
 
         facts["eventsourcing"] = version("eventsourcing")
     except Exception:
@@ -161,23 +163,25 @@ def _memory() -> str:
 
 def referral_bodies(count: int, seed: int = 11) -> list[tuple[str, dict[str, Any]]]:
     """(borough, POST /referrals body) pairs from the demo's realistic region."""
-    from shared.demo import plan_providers, plan_referrals
+    from services.demo import plan_providers, plan_referrals
 
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     providers = plan_providers(seed, 40, today)
     return [(p.borough, p.body) for p in plan_referrals(seed, count, providers, today)]
 
 
 def referral_raised_data(count: int, seed: int = 11) -> list[dict[str, Any]]:
     """`referral-raised` data as the referral domain records it (via the real aggregate)."""
+    from services.referral.api import ReferralIn
     from services.referral.domain import Referral
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out = []
     for borough, body in referral_bodies(count, seed):
-        out.append(Referral(str(uuid.uuid4())).raise_referral(borough, body, now)[0].data)
+        details = ReferralIn.model_validate(body).details()
+        out.append(Referral(str(uuid.uuid4())).raise_referral(borough, details, now)[0].data)
     return out
 
 
 def today() -> date:
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()

@@ -22,9 +22,10 @@ from typing import Any
 
 import httpx
 
+from services import SERVICES
+from services.demo import BOROUGHS, plan_providers, plan_referrals
 from shared.auth import mint_token
-from shared.demo import BOROUGHS, plan_providers, plan_referrals
-from shared.settings import SERVICES, Settings
+from shared.settings import Settings
 
 from .common import BENCH_RATE_LIMIT, Infra, Row, fresh_pg_database, percentile, today
 from .procs import PYTHON, Process, free_port
@@ -164,9 +165,9 @@ class Stack:
                    "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_LOG_LEVEL": "WARNING",
                    "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var"),
                    "PLACEMATCH_RATE_LIMIT_EXPENSIVE": BENCH_RATE_LIMIT}
-            self.procs.append(Process([PYTHON, "-m", "shared.cli", "serve", service], env,
+            self.procs.append(Process([PYTHON, "-m", "services.cli", "serve", service], env,
                                       self.tmp / f"{service}.log"))
-        for service, proc in zip(SERVICES, self.procs):
+        for service, proc in zip(SERVICES, self.procs, strict=True):
             await proc.wait_http(self.ports[service])
 
     def stop(self) -> None:
@@ -197,10 +198,12 @@ async def _setup(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, pr
             created = await _call(client, "POST", f"{stack.url('enrolment')}/providers", None, plan.application())
             pid = created["id"]
             for inspection in plan.inspections:
-                await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/inspections", commissioner, inspection)
+                await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/inspections", commissioner,
+                            inspection)
             for outcome in plan.outcomes:
                 await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/outcomes", commissioner, outcome)
-            await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/approve", commissioner, {"reason": "bench"})
+            await _call(client, "POST", f"{stack.url('enrolment')}/providers/{pid}/approve", commissioner,
+                        {"reason": "bench"})
             await _call(client, "POST", f"{stack.url('notification')}/subscriptions", mint_token(s, "provider", pid),
                         {"url": f"{receiver.base}/p/{pid}", "event_types": ["referral.invited"]})
 
@@ -248,7 +251,8 @@ async def _wave(stack: Stack, client: httpx.AsyncClient, receiver: Receiver, bod
     latencies = [(receiver.first[r] - t) * 1000 for r, t in sent.items() if r in receiver.first]
     arrivals = [a for a in receiver.arrivals[arrivals_before:] if a >= t0]
     out_window = (max(arrivals) - t0) if arrivals else None
-    return {"referrals": list(sent), "offered": count, "accepted": len(sent), "failed": failures, "in_rate": len(sent) / send_window,
+    return {"referrals": list(sent), "offered": count, "accepted": len(sent), "failed": failures,
+            "in_rate": len(sent) / send_window,
             "webhooks": len(arrivals), "out_rate": len(arrivals) / out_window if out_window else None,
             "answered": len(latencies), "p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
             "p99": percentile(latencies, 0.99)}

@@ -7,8 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .common import ROOT
 
@@ -24,7 +24,7 @@ def free_port() -> int:
 class Process:
     def __init__(self, args: Sequence[str], env: dict[str, str], log: Path) -> None:
         self.log = log
-        self._file = open(log, "wb")
+        self._file = open(log, "wb")  # noqa: SIM115 - the process's log, open for its lifetime, closed by stop()
         self.proc = subprocess.Popen(list(args), cwd=ROOT, env={**os.environ, **env}, stdout=self._file,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -44,8 +44,8 @@ async def _ours(infra: Infra, payloads: list[dict[str, Any]], n: int, warmup: in
         async def writer() -> None:
             for i in queue:
                 async with db.transaction() as conn:
-                    await store.append(conn, str(uuid.uuid4()), 0, [NewEvent("referral-raised", payloads[i % len(payloads)])],
-                                       topic=topic)
+                    await store.append(conn, str(uuid.uuid4()), 0,
+                                       [NewEvent("referral-raised", payloads[i % len(payloads)])], topic=topic)
 
         await asyncio.gather(*(writer() for _ in range(WRITERS)))
 

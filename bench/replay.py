@@ -18,22 +18,28 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from services.demo import plan_providers, plan_referrals
 from services.enrolment.domain import Provider
+from services.enrolment.requests import ApplicationIn, InspectionIn, OutcomesIn
 from services.matching.replay import replay_matching
+from services.referral.api import ReferralIn
 from services.referral.domain import Referral
+from shared.aggregate import NewEvent
 from shared.db import Database
-from shared.demo import plan_providers, plan_referrals
 from shared.events import Envelope, format_time
 from shared.migrations import upgrade
 from shared.store import GENESIS, link_hash
 
 from .common import Infra, Row, today
 
-LOG_EVENTS_PER_REFERRAL = 29.6  # measured (844,579 events from 28,571 referrals): inputs + matching's decisions per referral in this mix
+# measured (844,579 events from 28,571 referrals): inputs + matching's decisions per referral in this mix
+LOG_EVENTS_PER_REFERRAL = 29.6
 CONSUMER = "matching-main"
 
 
@@ -87,7 +93,7 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
     enrolment = StoreWriter(data_dir / "enrolment.db", "placematch/enrolment")
     referral_store = StoreWriter(data_dir / "referral.db", "placematch/referral")
     journal: list[str] = []
-    clock = datetime.now(timezone.utc) - timedelta(days=200)
+    clock = datetime.now(UTC) - timedelta(days=200)
 
     def tick() -> datetime:
         nonlocal clock
@@ -101,14 +107,17 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
     for plan in plans:
         pid = str(uuid.uuid4())
         provider = Provider(pid)
-        steps = [lambda p=provider: p.submit_application(plan.application())]
-        steps += [lambda p=provider, i=i: p.record_inspection(i, today=day) for i in plan.inspections]
-        steps += [lambda p=provider, o=o: p.record_outcomes(o) for o in plan.outcomes]
-        if plan.decision == "approve":
-            steps.append(lambda p=provider: p.approve("accreditation complete"))
-        try:
-            for step in steps:
-                for event in step():
+        try:  # the plan's bodies as the API would take them (requests.py), then the aggregate's rules
+            profile = ApplicationIn.model_validate(plan.application()).to_profile()
+            inspections = [InspectionIn.model_validate(i).to_inspection() for i in plan.inspections]
+            outcomes = [OutcomesIn.model_validate(o).to_outcomes() for o in plan.outcomes]
+            commands: list[Callable[[], list[NewEvent]]] = [partial(provider.submit_application, profile)]
+            commands += [partial(provider.record_inspection, i, today=day) for i in inspections]
+            commands += [partial(provider.record_outcomes, o) for o in outcomes]
+            if plan.decision == "approve":
+                commands.append(partial(provider.approve, "accreditation complete"))
+            for command in commands:
+                for event in command():
                     journal.append(enrolment.append(pid, event.type, event.data, tick()).id)
                     provider.mutate([event])
         except Exception:
@@ -121,7 +130,8 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
     bodies = plan_referrals(seed, referrals, plans, day)
     for step, rplan in enumerate(bodies):
         rid = str(uuid.uuid4())
-        raised = Referral(rid).raise_referral(rplan.borough, rplan.body, datetime.now(timezone.utc))[0]
+        raised = Referral(rid).raise_referral(rplan.borough, ReferralIn.model_validate(rplan.body).details(),
+                                              datetime.now(UTC))[0]
         journal.append(referral_store.append(rid, raised.type, raised.data, tick()).id)
         need, ptype = rplan.body["primary_need"], rplan.body["placement_type"]
         fits = [(pid, p) for pid, p in approved if need in p.lots and ptype in p.placement_types]
@@ -139,8 +149,8 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
             pending.setdefault(end, []).append((rid, "placement-awarded", {
                 "offer_id": win["offer_id"], "provider_id": win["provider_id"],
                 "weekly_fee_pence": win["weekly_fee_pence"], "justification": "Parental preference",
-                "top_ranked_offer_id": None, "not_selected": [{"offer_id": o["offer_id"], "provider_id": o["provider_id"]}
-                                                              for o in offers[1:]],
+                "top_ranked_offer_id": None,
+                "not_selected": [{"offer_id": o["offer_id"], "provider_id": o["provider_id"]} for o in offers[1:]],
                 "borough": rplan.borough, "awarded_at": format_time(clock)}))
         elif rplan.scenario == "withdraw":
             pending.setdefault(end, []).append((rid, "referral-withdrawn", {"reason": "Need met in borough"}))
@@ -162,7 +172,7 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
     referral_store.close()
 
     conn = sqlite3.connect(data_dir / "matching.db")
-    processed_at = format_time(datetime.now(timezone.utc))
+    processed_at = format_time(datetime.now(UTC))
     conn.executemany("INSERT INTO processed_events (consumer, event_id, processed_at, seq) VALUES (?,?,?,?)",
                      [(CONSUMER, eid, processed_at, i) for i, eid in enumerate(journal, start=1)])
     conn.commit()

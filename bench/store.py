@@ -17,8 +17,9 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shared.aggregate import NewEvent
 from shared.db import Database

@@ -174,6 +174,13 @@ def normalise_postcode(postcode: str) -> str:
     return f"{compact[:-3]} {compact[-3:]}" if len(compact) > 3 else compact
 
 
+def parse_postcode(text: str) -> str | None:
+    """A UK postcode as typed, in its one written form (`" se1 7pb "` -> `"SE1 7PB"`): upper case, at most
+    one space and only before the inward code; None when `text` is not one (`"SE1  7PB"` is not)."""
+    match = _POSTCODE.match(text.strip().upper())
+    return None if match is None else f"{match.group(1)} {match.group(2)}"
+
+
 def district_of(postcode: str) -> str | None:
     """The outward code (`"CR0 1NX"` -> `"CR0"`), the location a provider may see; None if it is
     not a UK postcode."""
@@ -246,6 +253,11 @@ class Recipient:
 
     def to_data(self) -> dict[str, str]:
         return {"role": self.role, "tenant": self.tenant}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Recipient:
+        """From a recorded `{"role", "tenant"}` (both present)."""
+        return cls(role=str(data["role"]), tenant=str(data["tenant"]))
 
 
 @dataclass(frozen=True)

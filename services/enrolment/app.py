@@ -1,4 +1,4 @@
-"""Wiring of the enrolment service: runtime, routes, and nothing consumed."""
+"""Wiring of the enrolment service: `create_app(settings)`."""
 from __future__ import annotations
 
 from fastapi import FastAPI
@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import Settings
 
-from services.enrolment import api, handlers
+from . import api, handlers
 
 DESCRIPTION = """Providers apply to the Dynamic Purchasing System, are inspected and quality-scored,
 approved, and suspended at once when a safeguarding concern arises. Every change is an event on
@@ -15,7 +15,5 @@ approved, and suspended at once when a safeguarding concern arises. Every change
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    runtime = ServiceRuntime("enrolment", settings, publishes=["enrolment"],
-                             consumes=handlers.CONSUMERS)
-    return create_service_app(runtime, [api.router], title="placematch enrolment",
-                              description=DESCRIPTION)
+    runtime = ServiceRuntime("enrolment", settings, publishes=["enrolment"], consumes=handlers.consumers)
+    return create_service_app(runtime, [api.router], title="placematch enrolment", description=DESCRIPTION)

@@ -1,23 +1,24 @@
 """The `Provider` aggregate: a school, college, home or agency enrolling in the DPS.
 
 Lifecycle: applied → approved | rejected; approved → suspended → approved (reinstated).
-A rejected provider is finished: it may apply again as a new provider. Commands check the rules
-and return the events to record (never mutating); `apply` folds a recorded event into state.
-Event `data` follows shared/EVENTS.md.
+A rejected provider is finished: it may apply again as a new provider. Commands take typed values
+(`requests.py` has checked every shape, code and bound), check the business rules and return the
+events to record (never mutating); `apply` folds a recorded event into state. Event `data` follows
+shared/EVENTS.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 from shared.aggregate import Aggregate, NewEvent
 from shared.errors import InvalidTransition, NotFound, RuleViolation
-from shared.inputs import clean_text, is_blank
+from shared.vocabulary import format_score
 
-from services.enrolment.profile import Profile
-from services.enrolment.scoring import (
+from .profile import Profile, ProfileChanges
+from .scoring import (
     CURRENT_POLICY,
     Inspection,
     Outcomes,
@@ -25,7 +26,6 @@ from services.enrolment.scoring import (
     QualityScore,
     current_inspection,
     current_outcomes,
-    format_score,
 )
 
 PROVIDER_APPLIED = "provider-applied"
@@ -39,6 +39,7 @@ PROVIDER_REINSTATED = "provider-reinstated"
 PROVIDER_UPDATED = "provider-updated"
 
 MAX_REASON_LENGTH = 2000
+"""Longest reason for a decision (requests.py refuses longer ones)."""
 
 
 class ProviderStatus(StrEnum):
@@ -88,19 +89,20 @@ class Provider(Aggregate):
 
     # ---------------------------------------------------------------------------- commands
 
-    def submit_application(self, application: Mapping[str, Any]) -> list[NewEvent]:
+    def submit_application(self, profile: Profile) -> list[NewEvent]:
         """Anyone may apply at any time; the application is checked, not yet accredited."""
         if self.exists:
             raise InvalidTransition(f"provider {self.id} has already applied",
                                     rule="already_applied")
-        profile = Profile.parse(application)
+        profile.check()
         return [NewEvent(PROVIDER_APPLIED, profile.to_data())]
 
-    def record_inspection(self, payload: Mapping[str, Any], *,
+    def record_inspection(self, inspection: Inspection, *,
                           today: date | None = None) -> list[NewEvent]:
-        """Record a judgement; rescore; suspend an approved provider if the judgement blocks."""
+        """Record a judgement; rescore; suspend an approved provider if the judgement blocks.
+        `today`, when given, refuses a judgement dated later."""
         self._require_open("record an inspection for")
-        inspection = Inspection.parse(payload, today=today)
+        inspection.check(today=today)
         events = [NewEvent(PROVIDER_INSPECTED, inspection.to_data())]
         events += self._rescore([*self.inspections, inspection], self.outcomes)
         counting = current_inspection([*self.inspections, inspection])
@@ -109,10 +111,11 @@ class Provider(Aggregate):
             events.append(NewEvent(PROVIDER_SUSPENDED, {"reason": reason, "automatic": True}))
         return events
 
-    def record_outcomes(self, payload: Mapping[str, Any], *,
+    def record_outcomes(self, outcomes: Outcomes, *,
                         today: date | None = None) -> list[NewEvent]:
+        """`today`, when given, refuses an academic year not yet begun."""
         self._require_open("record outcomes for")
-        outcomes = Outcomes.parse(payload, today=today)
+        outcomes.check(today=today)
         events = [NewEvent(PROVIDER_OUTCOMES_RECORDED, outcomes.to_data())]
         events += self._rescore(self.inspections, [*self.outcomes, outcomes])
         return events
@@ -128,25 +131,24 @@ class Provider(Aggregate):
         if blocking:
             raise InvalidTransition(f"approval is blocked: {blocking}", field="inspection",
                                     rule="blocking_inspection")
-        return [NewEvent(PROVIDER_APPROVED, self._profile_data(reason=_optional_reason(reason)))]
+        return [NewEvent(PROVIDER_APPROVED, self._profile_data(reason=reason))]
 
-    def reject(self, reason: Any) -> list[NewEvent]:
+    def reject(self, reason: str) -> list[NewEvent]:
         self._require_exists()
         if self.status is not ProviderStatus.APPLIED:
             raise InvalidTransition(
                 f"only an applicant can be rejected; provider {self.id} is {self.status}",
                 rule=f"cannot_reject_{self.status}")
-        return [NewEvent(PROVIDER_REJECTED, {"reason": _required_reason(reason)})]
+        return [NewEvent(PROVIDER_REJECTED, {"reason": reason})]
 
-    def suspend(self, reason: Any) -> list[NewEvent]:
+    def suspend(self, reason: str) -> list[NewEvent]:
         """Suspend at once, e.g. for a safeguarding concern; matching stops inviting it."""
         self._require_exists()
         if self.status is not ProviderStatus.APPROVED:
             raise InvalidTransition(
                 f"only an approved provider can be suspended; provider {self.id} is "
                 f"{self.status}", rule=f"cannot_suspend_{self.status}")
-        return [NewEvent(PROVIDER_SUSPENDED,
-                         {"reason": _required_reason(reason), "automatic": False})]
+        return [NewEvent(PROVIDER_SUSPENDED, {"reason": reason, "automatic": False})]
 
     def reinstate(self, reason: str | None = None) -> list[NewEvent]:
         self._require_exists()
@@ -159,10 +161,9 @@ class Provider(Aggregate):
             raise InvalidTransition(
                 f"reinstatement is blocked until a new inspection: {blocking}",
                 field="inspection", rule="blocking_inspection")
-        return [NewEvent(PROVIDER_REINSTATED,
-                         self._profile_data(reason=_optional_reason(reason)))]
+        return [NewEvent(PROVIDER_REINSTATED, self._profile_data(reason=reason))]
 
-    def update(self, changes: Mapping[str, Any]) -> list[NewEvent]:
+    def update(self, changes: ProfileChanges) -> list[NewEvent]:
         """Change profile fields; nothing is recorded if nothing actually changes."""
         self._require_open("update")
         if not changes:
@@ -179,7 +180,7 @@ class Provider(Aggregate):
     def apply(self, type: str, data: dict[str, Any]) -> None:
         """Fold a recorded event. Unknown types are ignored (a newer writer's events)."""
         match type:
-            case "provider-applied":
+            case "provider-applied":  # PROVIDER_APPLIED, and so on
                 self.profile = Profile.from_data(data)
                 self.status = ProviderStatus.APPLIED
             case "provider-inspected":
@@ -229,19 +230,3 @@ class Provider(Aggregate):
             raise InvalidTransition(f"cannot {action} a rejected provider",
                                     rule="provider_rejected")
 
-
-def _required_reason(reason: Any) -> str:
-    if reason is None or (isinstance(reason, str) and is_blank(reason)):
-        raise RuleViolation("give a reason", field="reason", rule="required")
-    if not isinstance(reason, str):
-        raise RuleViolation("reason must be text", field="reason", rule="type")
-    if len(reason) > MAX_REASON_LENGTH:
-        raise RuleViolation(f"reason is longer than {MAX_REASON_LENGTH} characters",
-                            field="reason", rule="max_length")
-    return clean_text(reason)
-
-
-def _optional_reason(reason: Any) -> str | None:
-    if reason is None or (isinstance(reason, str) and is_blank(reason)):
-        return None
-    return _required_reason(reason)

@@ -1,22 +1,22 @@
 """Read models of the enrolment service: the provider list and its lots, for `GET /providers`.
 
 They are updated in the same transaction as the events that change them (`update_provider_view`
-is passed as `after` to `EventStore.execute`), so a listing never lags behind a command. A single
+is every command's `project`, service.py), so a listing never lags behind a command. A single
 provider is always read from its event stream, the source of truth.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, delete, func, select,
-                        text)
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import upsert
 from shared.events import Envelope, dumps, loads
 
-from services.enrolment.domain import Provider
+from .domain import PROVIDER_APPLIED, Provider
 
 metadata = MetaData()
 
@@ -80,12 +80,12 @@ def provider_view(provider: Provider) -> dict[str, Any]:
 
 async def update_provider_view(conn: AsyncConnection, provider: Provider,
                                envelopes: Sequence[Envelope]) -> None:
-    """`after` hook of every command: upsert the provider's row and its lots."""
+    """`project` of every command: upsert the provider's row and its lots."""
     if not envelopes or provider.profile is None:
         return
     view = provider_view(provider)
     last = envelopes[-1].time
-    applied_at = envelopes[0].time if envelopes[0].type == "provider-applied" else None
+    applied_at = envelopes[0].time if envelopes[0].type == PROVIDER_APPLIED else None
     values: dict[str, Any] = {
         "provider_id": provider.id, "name": provider.profile.name, "urn": provider.profile.urn,
         "kind": provider.profile.kind, "status": str(provider.status),

@@ -1,269 +1,222 @@
-"""HTTP API of the notification service: subscriptions and the delivery log."""
+"""HTTP API of the notification service: subscriptions and the delivery log (parse, authorise, call)."""
 from __future__ import annotations
 
 import re
-import uuid
-from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from shared.auth import Principal, require
-from shared.errors import InvalidTransition, NotFound, RuleViolation
-from shared.events import dumps
-from shared.web import IdempotencyMiddleware
+from shared.errors import RuleViolation
+from shared.events import dumps, loads
+from shared.idempotency import AnswerPolicy
+from shared.vocabulary import WebhookType
 
-from . import projections
-from .domain import (
-    Channel,
-    Delivery,
-    DeliveryFilter,
-    Owner,
-    Subscription,
-    SubscriptionStatus,
-    iso,
-    new_signing_secret,
-)
-from .vault import SecretVault, new_secret_id
+from . import service
+from .deliveries import DeliveryStatus
+from .domain import OVERSEER_ROLES, SUBSCRIBER_ROLES, WEBHOOK_TYPES, Channel
+from .filters import DELIVERY_TYPES, DeliveryFilter
+from .service import NotificationRuntime
+from .ssrf import MAX_URL_LENGTH, check_url_form
 
 router = APIRouter(tags=["notification"])
 
 SUBSCRIBERS = ("provider", "borough")
 OVERSEERS = ("commissioner", "auditor")
+assert set(SUBSCRIBERS) == SUBSCRIBER_ROLES and set(OVERSEERS) == OVERSEER_ROLES
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+# --------------------------------------------------------------------------- typed inputs
+
+def _as_pydantic(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A domain check as a validator: its `RuleViolation` becomes the field's error, with its rule."""
+    def validate(value: Any) -> Any:
+        try:
+            return check(value)
+        except RuleViolation as violation:
+            raise PydanticCustomError(violation.rule or "invalid", "{detail}", {"detail": violation.detail}) from None
+
+    return validate
+
+
+def _email(value: str | None) -> str | None:
+    if value is not None and not _EMAIL.match(value):
+        raise PydanticCustomError("email", "contact_email must be an email address.")
+    return value
+
+
+def _known_types(value: Any, handler: Callable[[Any], Any]) -> Any:
+    """The types' own check names an unknown one `known_webhook_type` (as always), not `one_of`."""
+    try:
+        return handler(value)
+    except ValidationError as error:
+        if isinstance(value, list) and any(e["type"] == "enum" and isinstance(e["input"], str) for e in error.errors()):
+            unknown = sorted({str(t) for t in value} - WEBHOOK_TYPES)
+            raise PydanticCustomError(
+                "known_webhook_type", "Unknown event type(s) {unknown}; known: {known}.",
+                {"unknown": ", ".join(unknown), "known": ", ".join(sorted(WEBHOOK_TYPES))}) from None
+        raise
+
+
+def _known_delivery_type(value: Any, handler: Callable[[Any], Any]) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(value, str) and value not in DELIVERY_TYPES:
+            raise PydanticCustomError("known_webhook_type", "Unknown event type {value}.", {"value": value}) from None
+        raise
+
+
+WebhookUrl = Annotated[str, AfterValidator(_as_pydantic(check_url_form)), Field(
+    description=f"absolute http(s) URL of your portal's endpoint, without credentials, at most {MAX_URL_LENGTH} "
+                "characters; private and loopback hosts are refused unless the deployment allows them",
+    examples=["https://portal.example/hooks/placematch"])]
+WebhookTypes = Annotated[list[WebhookType], WrapValidator(_known_types), Field(
+    description="webhook types to receive (at least one)", examples=[["referral.invited"]])]
+ContactEmail = Annotated[str | None, AfterValidator(_email), Field(
+    description="who to tell if the endpoint keeps failing and is disabled")]
+DeliveryType = Annotated[WebhookType | Literal["subscription.disabled"], WrapValidator(_known_delivery_type)]
+"""A delivery's type: a webhook type, or `SUBSCRIPTION_DISABLED` (the endpoint-disabled email)."""
 
 
 class SubscriptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="http(s) endpoint of your portal", examples=["https://portal.example/hooks/placematch"])
-    event_types: list[str] = Field(description="webhook types to receive", examples=[["referral.invited"]])
-    contact_email: str | None = Field(
-        None, description="who to tell if the endpoint keeps failing and is disabled")
+    url: WebhookUrl
+    event_types: WebhookTypes
+    contact_email: ContactEmail = None
 
 
 class SubscriptionPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = None
-    event_types: list[str] | None = None
-    contact_email: str | None = None
+    url: WebhookUrl | None = None
+    event_types: WebhookTypes | None = None
+    contact_email: ContactEmail = None
 
 
-def _owner(who: Principal) -> Owner:
-    return Owner(role=who.role, tenant=who.tenant)
+def _runtime(request: Request) -> NotificationRuntime:
+    runtime: NotificationRuntime = request.app.state.runtime
+    return runtime
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _check_email(value: str | None) -> str | None:
-    if value is not None and not _EMAIL.match(value):
-        raise RuleViolation("contact_email must be an email address.", field="contact_email", rule="email")
-    return value
-
-
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
-
-
-def _settings(request: Request) -> Any:
-    return request.app.state.notification_settings
-
-
-async def _project(conn: Any, _aggregate: Any, envelopes: Any) -> None:
-    await projections.project(conn, envelopes)
-
-
-def _projecting(request: Request, *, storing: tuple[str, str, datetime] | None = None) -> Any:
-    """`after` for a subscription command: the read models, and the sealed secrets kept in step
-    (a rotation or deletion retires secrets), in the same transaction as the events. With
-    `storing` = (secret id, secret, at), the new secret the events name is sealed in first."""
-    vault: SecretVault = request.app.state.vault
-
-    async def after(conn: Any, aggregate: Any, envelopes: Any) -> None:
-        if storing is not None:
-            secret_id, secret, at = storing
-            await vault.put(conn, aggregate.id, secret_id, vault.seal(secret), at)
-        await projections.project(conn, envelopes)
-        await vault.follow(conn, envelopes)
-
-    return after
-
-
-def _shown_once(request: Request, kept: dict[str, Any]) -> None:
+class SecretShownOnce(AnswerPolicy):
     """A secret is shown in the first answer only: the answer an Idempotency-Key keeps for a retry
     has `secret` null and says so (rotate the secret if that first answer was lost)."""
-    note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
-            f"POST /subscriptions/{kept['id']}/rotate-secret.")
-    request.scope[IdempotencyMiddleware.STORED_ANSWER] = dumps({**kept, "secret_note": note})
+
+    def kept(self, status: int, body: bytes) -> bytes:
+        try:
+            answer = loads(body) if 200 <= status < 300 and body else None
+        except ValueError:
+            return body
+        if not isinstance(answer, dict) or answer.get("secret") is None:
+            return body
+        note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
+                f"POST /subscriptions/{answer['id']}/rotate-secret.")
+        return dumps({**answer, "secret": None, "secret_note": note})
 
 
-async def _subscription_view(request: Request, subscription_id: str) -> dict[str, Any]:
-    async with _runtime(request).db.read() as conn:
-        view = await projections.get_subscription(conn, subscription_id)
-    assert view is not None
-    return view
-
+# --------------------------------------------------------------------------- subscriptions
 
 @router.post("/subscriptions", status_code=201, summary="Register a webhook endpoint (the secret is shown once)")
 async def create_subscription(
-    body: SubscriptionIn, request: Request, response: Response, who: Principal = Depends(require(*SUBSCRIBERS))
+    body: SubscriptionIn, request: Request, response: Response,
+    who: Annotated[Principal, Depends(require(*SUBSCRIBERS))],
 ) -> dict[str, Any]:
-    runtime, settings = _runtime(request), _settings(request)
-    contact_email = _check_email(body.contact_email)
-    subscription_id = str(uuid.uuid4())
-    secret, secret_id, at = new_signing_secret(), new_secret_id(), _now()
-    await runtime.store.execute(
-        Subscription, subscription_id,
-        lambda _s: Subscription.create(
-            subscription_id, owner=_owner(who), url=body.url, event_types=body.event_types, secret_id=secret_id,
-            at=at, allow_private=settings.webhook_allow_private, contact_email=contact_email),
-        topic=None, after=_projecting(request, storing=(secret_id, secret, at)),
-    )
-    response.headers["Location"] = f"/subscriptions/{subscription_id}"
-    view = await _subscription_view(request, subscription_id)
-    _shown_once(request, {**view, "secret": None})
+    view, secret = await service.create_subscription(_runtime(request), who=who, url=body.url,
+                                                     event_types=body.event_types, contact_email=body.contact_email)
+    response.headers["Location"] = f"/subscriptions/{view['id']}"
     return {**view, "secret": secret}
 
 
 @router.get("/subscriptions", summary="Your subscriptions (commissioners and auditors see all)")
 async def list_subscriptions(
-    request: Request, who: Principal = Depends(require(*SUBSCRIBERS, *OVERSEERS))
+    request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS, *OVERSEERS))]
 ) -> dict[str, Any]:
-    viewer = None if who.role in OVERSEERS else _owner(who)
-    async with _runtime(request).db.read() as conn:
-        return {"subscriptions": await projections.list_subscriptions(conn, viewer)}
+    return {"subscriptions": await service.list_subscriptions(_runtime(request), who=who)}
 
 
 @router.get("/subscriptions/{subscription_id}")
 async def get_subscription(
-    subscription_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS, *OVERSEERS))
+    subscription_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS, *OVERSEERS))]
 ) -> dict[str, Any]:
-    async with _runtime(request).db.read() as conn:
-        view = await projections.get_subscription(conn, subscription_id)
-    if view is None or view["status"] == "deleted" or (
-        who.role not in OVERSEERS and view["owner"] != _owner(who).as_dict()
-    ):
-        raise NotFound(f"No subscription {subscription_id}.")
-    return view
-
-
-async def _owned_command(request: Request, subscription_id: str, who: Principal, command: Any,
-                         *, storing: tuple[str, str, datetime] | None = None) -> Subscription:
-    def decide(subscription: Subscription) -> Any:
-        subscription.ensure_owned_by(_owner(who))
-        return command(subscription)
-
-    subscription, _ = await _runtime(request).store.execute(
-        Subscription, subscription_id, decide, topic=None, after=_projecting(request, storing=storing))
-    return subscription
+    return await service.get_subscription(_runtime(request), who=who, subscription_id=subscription_id)
 
 
 @router.patch("/subscriptions/{subscription_id}", summary="Change the URL, event types or contact email")
 async def update_subscription(
-    subscription_id: str, body: SubscriptionPatch, request: Request, who: Principal = Depends(require(*SUBSCRIBERS))
+    subscription_id: str, body: SubscriptionPatch, request: Request,
+    who: Annotated[Principal, Depends(require(*SUBSCRIBERS))],
 ) -> dict[str, Any]:
-    contact_email = _check_email(body.contact_email)
-    allow_private = _settings(request).webhook_allow_private
-    await _owned_command(request, subscription_id, who, lambda s: s.update(
-        url=body.url, event_types=body.event_types, contact_email=contact_email, allow_private=allow_private))
-    return await _subscription_view(request, subscription_id)
+    return await service.update_subscription(_runtime(request), who=who, subscription_id=subscription_id,
+                                             url=body.url, event_types=body.event_types,
+                                             contact_email=body.contact_email)
 
 
 @router.delete("/subscriptions/{subscription_id}", status_code=204, response_class=Response)
 async def delete_subscription(
-    subscription_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS))
+    subscription_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS))]
 ) -> Response:
-    await _owned_command(request, subscription_id, who, lambda s: s.delete(at=_now()))
+    await service.delete_subscription(_runtime(request), who=who, subscription_id=subscription_id)
     return Response(status_code=204)
 
 
 @router.post("/subscriptions/{subscription_id}/rotate-secret",
              summary="New signing secret (shown once); the old one keeps signing during a grace period")
 async def rotate_secret(
-    subscription_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS))
+    subscription_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS))]
 ) -> dict[str, Any]:
-    secret, secret_id, at = new_signing_secret(), new_secret_id(), _now()
-    grace = _settings(request).secret_grace
-    subscription = await _owned_command(
-        request, subscription_id, who, lambda s: s.rotate_secret(secret_id, at=at, grace=grace),
-        storing=(secret_id, secret, at))
-    answer = {
-        "id": subscription_id,
-        "secret": secret,
-        "previous_secret_valid_until": iso(subscription.previous_valid_until) if subscription.previous_valid_until else None,
-    }
-    _shown_once(request, {**answer, "secret": None})
+    answer = await service.rotate_secret(_runtime(request), who=who, subscription_id=subscription_id)
     return answer
 
 
 @router.post("/subscriptions/{subscription_id}/enable", summary="Resume deliveries to a disabled endpoint")
 async def enable_subscription(
-    subscription_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS))
+    subscription_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS))]
 ) -> dict[str, Any]:
-    await _owned_command(request, subscription_id, who, lambda s: s.enable(at=_now()))
-    return await _subscription_view(request, subscription_id)
+    return await service.enable_subscription(_runtime(request), who=who, subscription_id=subscription_id)
 
 
 @router.post("/subscriptions/{subscription_id}/disable", summary="Pause deliveries to an endpoint")
 async def disable_subscription(
-    subscription_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS))
+    subscription_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS))]
 ) -> dict[str, Any]:
-    await _owned_command(request, subscription_id, who, lambda s: s.disable(reason="by_owner", at=_now()))
-    return await _subscription_view(request, subscription_id)
+    return await service.disable_subscription(_runtime(request), who=who, subscription_id=subscription_id)
 
+
+# --------------------------------------------------------------------------- the delivery log
 
 @router.get("/deliveries", summary="Delivery log: every attempt with its time, status code and latency")
 async def list_deliveries(
     request: Request,
+    who: Annotated[Principal, Depends(require(*SUBSCRIBERS, *OVERSEERS))],
     subscription_id: str | None = None,
-    status: str | None = Query(None, description="pending | delivered | failed"),
-    event_type: str | None = Query(None, description="a webhook type, e.g. referral.invited"),
-    channel: str | None = Query(None, description="webhook | email"),
+    status: DeliveryStatus | None = Query(None, description="pending | delivered | failed"),
+    event_type: DeliveryType | None = Query(None, description="a webhook type, e.g. referral.invited"),
+    channel: Channel | None = Query(None, description="webhook | email"),
     limit: int = Query(100, ge=1, le=500),
-    before: str | None = Query(None, description="only deliveries created before this instant (paging)"),
-    who: Principal = Depends(require(*SUBSCRIBERS, *OVERSEERS)),
+    before: AwareDatetime | None = Query(None, description="only deliveries created before this instant (paging)"),
 ) -> dict[str, Any]:
-    filters = DeliveryFilter.parse(subscription_id=subscription_id, status=status, event_type=event_type,
-                                   channel=channel)
-    viewer = None if who.role in OVERSEERS else _owner(who)
-    async with _runtime(request).db.read() as conn:
-        return {"deliveries": await projections.list_deliveries(conn, viewer, filters, limit=limit, before=before)}
-
-
-async def _visible_delivery(request: Request, delivery_id: str, who: Principal) -> dict[str, Any]:
-    async with _runtime(request).db.read() as conn:
-        view = await projections.get_delivery(conn, delivery_id)
-    if view is None or (who.role not in OVERSEERS and view["recipient"] != _owner(who).as_dict()):
-        raise NotFound(f"No delivery {delivery_id}.")
-    return view
+    filters = DeliveryFilter(subscription_id=subscription_id, status=status,
+                             event_type=None if event_type is None else str(event_type), channel=channel,
+                             before=before, limit=limit)
+    return {"deliveries": await service.list_deliveries(_runtime(request), who=who, filters=filters)}
 
 
 @router.get("/deliveries/{delivery_id}")
 async def get_delivery(
-    delivery_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS, *OVERSEERS))
+    delivery_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS, *OVERSEERS))]
 ) -> dict[str, Any]:
-    return await _visible_delivery(request, delivery_id, who)
+    return await service.get_delivery(_runtime(request), who=who, delivery_id=delivery_id)
 
 
 @router.post("/deliveries/{delivery_id}/retry", status_code=202,
              summary="Redeliver now (same webhook-id and body, a fresh round of retries)")
 async def retry_delivery(
-    delivery_id: str, request: Request, who: Principal = Depends(require(*SUBSCRIBERS, "commissioner"))
+    delivery_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS, "commissioner"))]
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
-    view = await _visible_delivery(request, delivery_id, who)
-    if view["channel"] == Channel.WEBHOOK.value and view["subscription_id"]:
-        subscription = await runtime.store.load(Subscription, view["subscription_id"])
-        if subscription.status is not SubscriptionStatus.ACTIVE:
-            raise InvalidTransition(
-                f"Subscription {subscription.id} is {subscription.status.value}; enable it before redelivering.",
-                field="subscription_id", rule="subscription_active")
-    await runtime.store.execute(
-        Delivery, delivery_id, lambda d: d.request_retry(at=_now(), requested_by=_owner(who)),
-        topic=None, after=_project)
-    request.app.state.dispatcher.wake()
-    return await _visible_delivery(request, delivery_id, who)
+    return await service.retry_delivery(_runtime(request), who=who, delivery_id=delivery_id)

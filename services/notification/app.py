@@ -1,5 +1,7 @@
-"""Wiring of the notification service: consume placematch.notifications, dispatch, serve the API."""
+"""Wiring of the notification service: `create_app(settings)`."""
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 
@@ -8,13 +10,19 @@ from shared.migrations import upgrade
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import Settings
 
-from . import api
-from .config import NotificationSettings
-from .dispatcher import Deliveries, Dispatcher
-from .handlers import make_handler
-from .vault import SecretVault, retire_expired_secrets, warn_of_secrets_in_clear
+from . import api, handlers, service
+from .dispatcher import Dispatcher
+from .service import NotificationRuntime
+from .settings import NotificationSettings
+from .vault import SecretVault, warn_of_secrets_in_clear
 
 RETIRE_CHECK_SECONDS = 60.0
+
+DESCRIPTION = """Signed webhooks (Standard Webhooks) and email alerts for providers and boroughs, with a delivery
+log and redelivery.
+
+Consumes `placematch.notifications`; publishes delivery records to `placematch.audit` and failed
+deliveries to `placematch.notifications.dlq`."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,31 +34,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await vault.start(db)  # a key that cannot open the stored secrets stops the start here
         await warn_of_secrets_in_clear(runtime.store)
 
-    runtime = ServiceRuntime("notification", config, migrate=migrate,
-                             publishes=["audit"])  # placematch.notifications.dlq comes with the consumed topic
-    deliveries = Deliveries(
-        runtime.store, config, audit_topic=runtime.topic("audit"), dlq_topic=runtime.topic("notifications.dlq"))
-    dispatcher = Dispatcher(runtime, config, deliveries, vault)
-    # a backlog of requests is scheduled 20 a transaction (the dispatcher records outcomes in
-    # batches too, so it is not starved of the append lock these transactions hold); the
-    # dispatcher is woken once they are committed, when the deliveries they schedule are due
-    runtime.consume(["notifications"], make_handler(deliveries, dispatcher, config), batch_size=20,
-                    on_commit=dispatcher.wake)
-
     async def dispatch(_runtime: ServiceRuntime) -> None:
         await dispatcher.run()
 
     async def retire(_runtime: ServiceRuntime) -> None:
-        await retire_expired_secrets(vault, runtime.db, min(RETIRE_CHECK_SECONDS, config.webhook_secret_grace_seconds))
+        every = min(RETIRE_CHECK_SECONDS, config.webhook_secret_grace_seconds)
+        while True:
+            await service.retire_expired_secrets(runtime)
+            await asyncio.sleep(every)
 
-    runtime.tasks += [dispatch, retire]
+    # placematch.notifications.dlq comes with the consumed topic
+    runtime = NotificationRuntime(config, vault, migrate=migrate, publishes=["audit"], consumes=handlers.consumers,
+                                  tasks=[dispatch, retire], answers=api.SecretShownOnce())
+    dispatcher = Dispatcher(runtime)
+    runtime.on_wake(dispatcher.wake)
 
-    app = create_service_app(
-        runtime, [api.router], title="placematch notification",
-        description="Signed webhooks (Standard Webhooks) and email alerts for providers and boroughs, "
-                    "with a delivery log and redelivery.",
-    )
-    app.state.notification_settings = config
+    app = create_service_app(runtime, [api.router], title="placematch notification", description=DESCRIPTION)
     app.state.dispatcher = dispatcher
-    app.state.vault = vault
     return app

@@ -1,164 +1,41 @@
-"""The stored-retry dispatcher: attempts due deliveries and records what happened.
+"""The stored-retry dispatcher: the delivery loop, attempting due deliveries.
 
 Nothing waits in memory: a delivery's next attempt is a row (`deliveries.next_attempt_at`) derived
 from its events, so a restart simply picks up whatever is due. A short lease on the row keeps two
 dispatchers (or two passes) from attempting the same delivery at once; an expired lease (a crash
-mid-attempt) makes it due again, which is why receivers de-duplicate on `webhook-id`.
+mid-attempt) makes it due again, which is why receivers de-duplicate on `webhook-id`. Each step
+that records something (claim, settle, abandon, release) is a function of `service.py`, in a
+transaction of its own; this module only sends.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.aggregate import NewEvent
-from shared.errors import ConcurrencyError
-from shared.events import format_time
 from shared.logs import get_logger
-from shared.store import EventStore
 
-from . import projections
-from .config import NotificationSettings
-from .domain import (
-    SUBSCRIPTION_DISABLED,
-    AttemptOutcome,
-    AttemptResult,
-    Channel,
-    Delivery,
-    DeliveryStatus,
-    NotificationRequest,
-    PlannedDelivery,
-    Subscription,
-    SubscriptionStatus,
-    delivery_recorded,
-)
-from .emails import SmtpConfig, build_message, render_endpoint_disabled, render_notification, send_email
-from .vault import SecretVault
+from . import service
+from .emails import SmtpConfig, message_for, send_email
+from .retries import AttemptOutcome
+from .service import NotificationRuntime
+from .subscriptions import SubscriptionStatus
 from .webhooks import send_webhook
 
 log = get_logger("placematch.notification.dispatcher")
 
-DELIVERY_NAMESPACE = uuid.UUID("5b0f7a8e-3c1d-4b7e-9a51-8f2d6c0e4a13")
 SETTLE_BATCH = 100
 """Most attempts' outcomes recorded in one transaction by `Dispatcher.settle_many`."""
 
 
-def delivery_id_for(notification_id: str, planned: PlannedDelivery) -> str:
-    """Deterministic, so a request handled twice schedules the same deliveries."""
-    target = planned.subscription_id or f"email:{planned.target.lower()}"
-    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{notification_id}/{target}"))
-
-
-class Deliveries:
-    """Recording decisions about deliveries: schedule, settle, and everything that follows."""
-
-    def __init__(self, store: EventStore, settings: NotificationSettings, *, audit_topic: str, dlq_topic: str) -> None:
-        self.store = store
-        self.settings = settings
-        self.audit_topic = audit_topic
-        self.dlq_topic = dlq_topic
-
-    async def schedule(
-        self, conn: AsyncConnection, request: NotificationRequest, planned: PlannedDelivery, at: datetime
-    ) -> str | None:
-        delivery_id = delivery_id_for(request.notification_id, planned)
-        if await self.store.stream_version(conn, delivery_id):
-            return None
-        events = Delivery.schedule(delivery_id, request=request, planned=planned, at=at)
-        await projections.project(conn, await self.store.append(conn, delivery_id, 0, events))
-        return delivery_id
-
-    async def record(
-        self, conn: AsyncConnection, delivery: Delivery, events: list[NewEvent], *,
-        endpoint: tuple[Subscription, bool, datetime] | None = None,
-    ) -> None:
-        """Append a delivery's new events; a settling one also goes to the audit trail, and a
-        failure to `placematch.notifications.dlq`. With `endpoint` — the delivery's subscription
-        (loaded in this transaction), whether the attempt succeeded, and when — the endpoint's
-        health events too (`Subscription.record_delivery_outcome`).
-
-        Everything goes in one `append_many`, in the order one append each would give (delivery
-        events, audit record, endpoint events): the global append lock is held for a few
-        statements, not three or four appends' worth."""
-        await self.record_many(conn, [(delivery, events, endpoint)])
-
-    async def record_many(
-        self, conn: AsyncConnection,
-        items: Sequence[tuple[Delivery, list[NewEvent], tuple[Subscription, bool, datetime] | None]],
-    ) -> None:
-        """`record` for several deliveries, in order, in one `append_many`: the same events, in
-        the same order, as `record` called for each in turn. Deliveries of one subscription must
-        share its `Subscription` object (each sees the health events of those before it)."""
-        batches: list[tuple[str, int | None, list[NewEvent], str | None]] = []
-        settled: list[tuple[Delivery, NewEvent]] = []
-        disabled: list[tuple[Subscription, NewEvent, datetime]] = []
-        for delivery, events, endpoint in items:
-            version = delivery.version
-            first = len(batches)
-            for event in events:
-                topic = self.dlq_topic if event.type == "delivery-failed" else None
-                if len(batches) > first and batches[-1][3] == topic:
-                    batches[-1][2].append(event)
-                else:
-                    batches.append((delivery.id, version, [event], topic))
-                version += 1
-            delivery.mutate(events)
-            for event in events:
-                if event.type in ("delivery-succeeded", "delivery-failed"):
-                    batches.append((delivery.notification_id, None,
-                                    [NewEvent("delivery-recorded", delivery_recorded(delivery, settled=event))],
-                                    self.audit_topic))
-                    settled.append((delivery, event))
-            if endpoint is not None and endpoint[0].owner is not None:
-                subscription, succeeded, attempted_at = endpoint
-                health = subscription.record_delivery_outcome(
-                    succeeded=succeeded, at=attempted_at, policy=self.settings.disable_policy())
-                if health:
-                    batches.append((subscription.id, subscription.version, health, None))
-                    subscription.mutate(health)
-                    disabled += [(subscription, e, attempted_at) for e in health if e.type == "subscription-disabled"]
-        await projections.project(conn, await self.store.append_many(conn, batches))
-        for delivery, event in settled:
-            log.info("delivery settled", delivery_id=delivery.id, channel=delivery.channel.value,
-                     status=event.type, attempts=event.data["attempts"])
-        for subscription, event, at in disabled:
-            await self.tell_owner_disabled(conn, subscription, event, at)
-
-    async def tell_owner_disabled(
-        self, conn: AsyncConnection, subscription: Subscription, disabled: NewEvent, at: datetime
-    ) -> None:
-        assert subscription.owner is not None
-        email = subscription.contact_email or await projections.email_of(conn, subscription.owner)
-        if not email or not self.settings.email_enabled:
-            log.warning("endpoint disabled; no address to tell its owner", subscription_id=subscription.id)
-            return
-        request = NotificationRequest(
-            notification_id=f"disabled-{subscription.id}-{disabled.data['disabled_at']}",
-            webhook_type=SUBSCRIPTION_DISABLED,
-            recipient=subscription.owner,
-            email=email,
-            referral_id=None,
-            data={"subscription_id": subscription.id, "url": subscription.url,
-                  "failing_since": disabled.data.get("failing_since"), "disabled_at": disabled.data["disabled_at"]},
-        )
-        await self.schedule(conn, request, PlannedDelivery(Channel.EMAIL, email), at)
-
-
 class Dispatcher:
-    def __init__(self, runtime: Any, settings: NotificationSettings, deliveries: Deliveries,
-                 vault: SecretVault) -> None:
+    def __init__(self, runtime: NotificationRuntime) -> None:
         self.runtime = runtime
-        self.vault = vault
-        self.settings = settings
-        self.deliveries = deliveries
-        self.policy = settings.retry_policy()
-        self.smtp = SmtpConfig.from_settings(settings)
+        self.settings = runtime.config
+        self.smtp = SmtpConfig.from_settings(runtime.config)
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         self._random = random.Random()
@@ -205,10 +82,8 @@ class Dispatcher:
                         task.add_done_callback(finished)
                     if len(claimed) == free:
                         continue  # there may be more due: claim again once a slot frees
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.delivery_poll_seconds)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             for task in (*running, settler):
                 task.cancel()  # an attempt cancelled mid-way gives its lease back (_attempt_safely)
@@ -226,10 +101,7 @@ class Dispatcher:
 
     async def claim_due(self, limit: int) -> list[str]:
         """Take the lease on up to `limit` deliveries due now; return their ids."""
-        now = datetime.now(timezone.utc)
-        lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
-        async with self.runtime.db.transaction() as conn:
-            return await projections.claim_due(conn, format_time(now), format_time(lease), limit)
+        return await service.claim_due(self.runtime, limit=limit)
 
     async def run_due(self) -> int:
         """Attempt up to `delivery_concurrency` deliveries due now and wait for them; return how
@@ -252,32 +124,23 @@ class Dispatcher:
                           delivery_id=delivery_id)
 
     async def attempt(self, delivery_id: str) -> None:
-        store = self.runtime.store
-        subscription: Subscription | None = None
-        signing: list[str] = []
-        now = datetime.now(timezone.utc)
-        async with self.runtime.db.read() as conn:  # one connection for every read
-            delivery = await store.load(Delivery, delivery_id, conn)
-            if delivery.status is not DeliveryStatus.PENDING:
-                return
-            if delivery.channel is Channel.WEBHOOK:
-                assert delivery.subscription_id is not None
-                subscription = await store.load(Subscription, delivery.subscription_id, conn)
-                if subscription.status is SubscriptionStatus.ACTIVE:
-                    signing = await self.vault.signing_secrets(conn, subscription, now)
-        if delivery.channel is Channel.WEBHOOK:
-            assert subscription is not None
+        due = await service.due_attempt(self.runtime, delivery_id=delivery_id)
+        if due is None:
+            return
+        delivery, subscription = due.delivery, due.subscription
+        if subscription is not None:
             if subscription.status is not SubscriptionStatus.ACTIVE:
-                await self._abandon(delivery_id, f"subscription_{subscription.status.value}")
+                await service.abandon(self.runtime, delivery_id=delivery_id,
+                                      reason=f"subscription_{subscription.status.value}")
                 return
             assert self._client is not None
             outcome = await send_webhook(
                 self._client, url=subscription.url, body=delivery.body, message_id=delivery.message_id,
-                secrets=signing, allow_private=self.settings.webhook_allow_private,
+                secrets=due.secrets, allow_private=self.settings.webhook_allow_private,
                 timeout_seconds=self.settings.webhook_timeout_seconds,
             )
         else:
-            outcome = await send_email(self._message_for(delivery), self.smtp)
+            outcome = await send_email(message_for(delivery, sender=self.smtp.sender), self.smtp)
         if self._settling is not None:
             await self._settling.put((delivery_id, outcome))  # recorded by _settle_queued
         else:
@@ -294,35 +157,9 @@ class Dispatcher:
             await self.settle_many(batch)
             self._settling_now = []
 
-    def _message_for(self, delivery: Delivery) -> Any:
-        if delivery.webhook_type == SUBSCRIPTION_DISABLED:
-            rendered = render_endpoint_disabled(
-                subscription_id=delivery.data["subscription_id"], url=delivery.data["url"],
-                failing_since=delivery.data.get("failing_since"), disabled_at=delivery.data["disabled_at"])
-        else:
-            rendered = render_notification(
-                webhook_type=delivery.webhook_type, notification_id=delivery.notification_id,
-                referral_id=delivery.referral_id, data=delivery.data)
-        return build_message(rendered, sender=self.smtp.sender, to=delivery.target, message_key=delivery.message_id)
-
     async def settle(self, delivery_id: str, outcome: AttemptOutcome) -> None:
-        for attempt in range(3):
-            try:
-                async with self.runtime.db.transaction() as conn:
-                    delivery = await self.runtime.store.load(Delivery, delivery_id, conn)
-                    if delivery.status is not DeliveryStatus.PENDING:
-                        return
-                    endpoint = None
-                    if delivery.channel is Channel.WEBHOOK and delivery.subscription_id:
-                        # read before appending: the append lock is then held only for the writes
-                        subscription = await self.runtime.store.load(Subscription, delivery.subscription_id, conn)
-                        endpoint = (subscription, outcome.result is AttemptResult.SUCCEEDED, outcome.attempted_at)
-                    events = delivery.record_attempt(outcome, policy=self.policy, jitter_sample=self._random.random())
-                    await self.deliveries.record(conn, delivery, events, endpoint=endpoint)
-                return
-            except ConcurrencyError:
-                if attempt == 2:
-                    raise
+        await service.settle(self.runtime, delivery_id=delivery_id, outcome=outcome,
+                             jitter_sample=self._random.random())
 
     async def settle_many(self, items: Sequence[tuple[str, AttemptOutcome]]) -> None:
         """`settle` for several attempts in one transaction and one append. When that fails (e.g.
@@ -332,25 +169,7 @@ class Dispatcher:
         ids = [d for d, _ in items]
         if len(items) > 1 and len(set(ids)) == len(ids):
             try:
-                async with self.runtime.db.transaction() as conn:
-                    store = self.runtime.store
-                    deliveries = await store.load_many(Delivery, ids, conn)
-                    subscriptions = await store.load_many(Subscription, [
-                        d.subscription_id for d in deliveries.values()
-                        if d.channel is Channel.WEBHOOK and d.subscription_id], conn)
-                    records = []
-                    for delivery_id, outcome in items:
-                        delivery = deliveries[delivery_id]
-                        if delivery.status is not DeliveryStatus.PENDING:
-                            continue
-                        endpoint = None
-                        if delivery.channel is Channel.WEBHOOK and delivery.subscription_id:
-                            endpoint = (subscriptions[delivery.subscription_id],
-                                        outcome.result is AttemptResult.SUCCEEDED, outcome.attempted_at)
-                        events = delivery.record_attempt(outcome, policy=self.policy,
-                                                         jitter_sample=self._random.random())
-                        records.append((delivery, events, endpoint))
-                    await self.deliveries.record_many(conn, records)
+                await service.settle_many(self.runtime, outcomes=items, jitter=self._random.random)
                 return
             except asyncio.CancelledError:
                 raise
@@ -367,12 +186,4 @@ class Dispatcher:
                               delivery_id=delivery_id)
 
     async def _release(self, *delivery_ids: str) -> None:
-        async with self.runtime.db.transaction() as conn:
-            for delivery_id in delivery_ids:
-                await projections.release(conn, delivery_id)
-
-    async def _abandon(self, delivery_id: str, reason: str) -> None:
-        async with self.runtime.db.transaction() as conn:
-            delivery = await self.runtime.store.load(Delivery, delivery_id, conn)
-            events = delivery.abandon(reason=reason, at=datetime.now(timezone.utc))
-            await self.deliveries.record(conn, delivery, events)
+        await service.release(self.runtime, delivery_ids=delivery_ids)

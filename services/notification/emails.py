@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiosmtplib
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from .domain import AttemptOutcome, classify_smtp
+from shared.vocabulary import now_utc
+
+from .deliveries import Delivery
+from .domain import SUBSCRIPTION_DISABLED
+from .retries import AttemptOutcome, classify_smtp
+
+if TYPE_CHECKING:
+    from .settings import NotificationSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -144,6 +151,19 @@ def render_endpoint_disabled(
     )
 
 
+def message_for(delivery: Delivery, *, sender: str) -> EmailMessage:
+    """The email an email delivery sends: the endpoint-disabled notice, or the notification."""
+    if delivery.webhook_type == SUBSCRIPTION_DISABLED:
+        rendered = render_endpoint_disabled(
+            subscription_id=delivery.data["subscription_id"], url=delivery.data["url"],
+            failing_since=delivery.data.get("failing_since"), disabled_at=delivery.data["disabled_at"])
+    else:
+        rendered = render_notification(
+            webhook_type=delivery.webhook_type, notification_id=delivery.notification_id,
+            referral_id=delivery.referral_id, data=delivery.data)
+    return build_message(rendered, sender=sender, to=delivery.target, message_key=delivery.message_id)
+
+
 def build_message(rendered: RenderedEmail, *, sender: str, to: str, message_key: str | None = None) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
@@ -168,7 +188,7 @@ class SmtpConfig:
     timeout_seconds: float = 10.0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> SmtpConfig:
+    def from_settings(cls, settings: NotificationSettings) -> SmtpConfig:
         return cls(
             host=settings.smtp_host,
             port=settings.smtp_port,
@@ -176,14 +196,14 @@ class SmtpConfig:
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
-            timeout_seconds=getattr(settings, "webhook_timeout_seconds", 10.0),
+            timeout_seconds=settings.webhook_timeout_seconds,
         )
 
 
 async def send_email(message: EmailMessage, config: SmtpConfig) -> AttemptOutcome:
     """Send one message; the SMTP reply code decides success, retry or refusal."""
     started = time.perf_counter()
-    attempted_at = datetime.now(timezone.utc)
+    attempted_at = now_utc()
     code: int | None = None
     error: str | None = None
     try:

@@ -1,46 +1,44 @@
-"""What the notification service does with the events it consumes: `notification-requested`."""
+"""Which service function reacts to which consumed event, and notification's one consumer."""
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.consumers import PoisonEvent
 from shared.errors import RuleViolation
 from shared.events import Envelope
-from shared.logs import get_logger
+from shared.service import ConsumerSpec, ServiceRuntime
 
-from . import projections
-from .config import NotificationSettings
-from .dispatcher import Deliveries, Dispatcher
-from .domain import NotificationRequest, Subscription, parse_instant, plan_deliveries
+from . import service
+from .service import NotificationRuntime
 
-log = get_logger("placematch.notification.handlers")
+Reaction = Callable[[NotificationRuntime, AsyncConnection, Envelope], Awaitable[None]]
 
-Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
+REACTIONS: dict[str, Reaction] = {
+    # placematch.notifications
+    "notification-requested": service.on_notification_requested,
+}
+"""Other event types on this topic do not concern notification."""
 
 
-def make_handler(deliveries: Deliveries, dispatcher: Dispatcher, settings: NotificationSettings) -> Handler:
-    async def handle(conn: AsyncConnection, event: Envelope) -> None:
-        if event.type != "notification-requested":
-            return
-        try:
-            request = NotificationRequest.from_event(event.data)
-        except RuleViolation as bad:
-            raise PoisonEvent(f"malformed notification-requested {event.id}: {bad.detail}") from bad
-        at = parse_instant(event.time)
-        if request.email:
-            await projections.remember_email(conn, request.recipient, request.email, projections.stamp_dt(at))
-        if not settings.email_enabled:
-            request = NotificationRequest(**{**request.__dict__, "email": None})
-        ids = await projections.subscription_ids_for(conn, request.recipient)
-        subscriptions = [await deliveries.store.load(Subscription, sid, conn) for sid in ids]
-        planned = plan_deliveries(request, subscriptions, email_always=settings.email_always)
-        if not planned:
-            log.info("notification has no channel: no webhook subscription and no email",
-                        notification_id=request.notification_id, recipient=request.recipient.as_dict())
-        for plan in planned:
-            await deliveries.schedule(conn, request, plan, at)
-        # the consumer wakes the dispatcher once this is committed (app.py: on_commit)
+async def react(runtime: NotificationRuntime, conn: AsyncConnection, event: Envelope) -> None:
+    """The consumer's handler: the reaction to `event`, in the consumer's transaction."""
+    reaction = REACTIONS.get(event.type)
+    if reaction is None:
+        return
+    try:
+        await reaction(runtime, conn, event)
+    except RuleViolation as bad:
+        # a malformed request never gets better on retry: straight to the dead-letter topic
+        raise PoisonEvent(f"malformed {event.type} {event.id}: {bad.detail}") from bad
 
-    return handle
+
+def consumers(runtime: ServiceRuntime) -> list[ConsumerSpec]:
+    assert isinstance(runtime, NotificationRuntime)
+    # a backlog of requests is scheduled 20 a transaction (the dispatcher records outcomes in
+    # batches too, so it is not starved of the append lock these transactions hold); the
+    # dispatcher is woken once they are committed, when the deliveries they schedule are due
+    return [ConsumerSpec(["notifications"], partial(react, runtime), batch_size=20,
+                         on_commit=runtime.wake_dispatcher)]

@@ -2,20 +2,36 @@
 
 `deliveries.next_attempt_at` + `status = 'pending'` is the stored retry queue the dispatcher
 polls; it is derived from the delivery events, so it survives restarts and can be rebuilt.
-Instants are stored as fixed-width ISO text (`format_time`), so text order is time order.
+Instants are stored as fixed-width ISO text (the vocabulary's `format_instant`), so text order is time order.
 """
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, and_, or_, select, true, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import upsert
-from shared.events import Envelope, dumps, format_time, loads
+from shared.events import Envelope, dumps, loads
+from shared.vocabulary import format_instant
 
-from .domain import DeliveryFilter, Owner, parse_instant
+from .domain import Owner, parse_instant
+from .filters import DeliveryFilter
 
 metadata = MetaData()
 
@@ -98,11 +114,7 @@ recipient_emails = Table(
 
 def stamp(value: str | None) -> str | None:
     """Event instants (`...Z`, any precision) to the fixed-width stored form."""
-    return format_time(parse_instant(value)) if value else None
-
-
-def stamp_dt(value: datetime) -> str:
-    return format_time(value)
+    return format_instant(parse_instant(value)) if value else None
 
 
 async def project(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
@@ -264,14 +276,12 @@ def _delivery_view(row: Any, attempts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def list_deliveries(
-    conn: AsyncConnection, viewer: Owner | None, filters: DeliveryFilter, *, limit: int = 100,
-    before: str | None = None,
-) -> list[dict[str, Any]]:
+async def list_deliveries(conn: AsyncConnection, viewer: Owner | None, filters: DeliveryFilter) -> list[dict[str, Any]]:
     """Newest first; `viewer` None = everything (commissioners, auditors)."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if viewer is not None:
-        conditions.append((deliveries.c.recipient_role == viewer.role) & (deliveries.c.recipient_tenant == viewer.tenant))
+        conditions.append((deliveries.c.recipient_role == viewer.role)
+                          & (deliveries.c.recipient_tenant == viewer.tenant))
     if filters.subscription_id:
         conditions.append(deliveries.c.subscription_id == filters.subscription_id)
     if filters.status:
@@ -280,10 +290,10 @@ async def list_deliveries(
         conditions.append(deliveries.c.event_type == filters.event_type)
     if filters.channel:
         conditions.append(deliveries.c.channel == filters.channel.value)
-    if before:
-        conditions.append(deliveries.c.created_at < before)
+    if filters.before:
+        conditions.append(deliveries.c.created_at < format_instant(filters.before))
     query = select(deliveries).where(and_(true(), *conditions)).order_by(
-        deliveries.c.created_at.desc(), deliveries.c.id).limit(limit)
+        deliveries.c.created_at.desc(), deliveries.c.id).limit(filters.limit)
     rows = (await conn.execute(query)).all()
     attempts = await _attempts_of(conn, [r.id for r in rows])
     return [_delivery_view(r, attempts.get(r.id, [])) for r in rows]
@@ -316,7 +326,8 @@ async def claim_due(conn: AsyncConnection, now: str, lease_until: str, limit: in
     dispatchers never both take one delivery."""
     due = select(deliveries.c.id).where(_due(now)).order_by(deliveries.c.next_attempt_at).limit(limit)
     result = await conn.execute(update(deliveries).where(deliveries.c.id.in_(due) & _due(now))
-                                .values(lease_until=lease_until).returning(deliveries.c.id, deliveries.c.next_attempt_at))
+                                .values(lease_until=lease_until)
+                                .returning(deliveries.c.id, deliveries.c.next_attempt_at))
     return [r.id for r in sorted(result.all(), key=lambda r: r.next_attempt_at)]
 
 

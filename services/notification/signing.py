@@ -1,9 +1,9 @@
 """Standard Webhooks signing with the `standardwebhooks` package (no hand-made HMAC)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from math import floor
-from typing import Sequence
 
 from standardwebhooks import Webhook
 
@@ -16,7 +16,7 @@ def signature_headers(*, message_id: str, body: str, secrets: Sequence[str], at:
     """
     if not secrets:
         raise ValueError("at least one signing secret is required")
-    at = at.astimezone(timezone.utc) if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
     signatures = [Webhook(secret).sign(msg_id=message_id, timestamp=at, data=body) for secret in secrets]
     return {
         "webhook-id": message_id,

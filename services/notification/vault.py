@@ -13,31 +13,32 @@ serve` refuses to start without the setting. A key that does not open the stored
 changed) stops the service at start-up with a message saying so, rather than failing every delivery.
 
 Subscriptions created before secrets left the events (data version 1) still carry their secrets in
-clear in those old events; the upcasters in `domain.py` keep them signing (`legacy_secrets`). They
+clear in those old events; the upcasters in `subscriptions.py` keep them signing (`legacy_secrets`). They
 are not copied here: a copy would not take them out of the log, and rewriting the log would break
 its hash chain (`placematch verify`). Rotating such a subscription's secret retires the old one.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
-from shared.events import Envelope, format_time, now_utc
+from shared.events import Envelope
 from shared.logs import get_logger
 from shared.schema import events
 from shared.store import EventStore
+from shared.vocabulary import format_instant
 
-from .domain import SECRET_PREFIX, Subscription, SubscriptionStatus, parse_instant
+from .domain import parse_instant
 from .projections import subscription_secrets
+from .subscriptions import SECRET_PREFIX, Subscription, SubscriptionStatus
 
 log = get_logger("placematch.notification.vault")
 
@@ -133,7 +134,7 @@ class SecretVault:
     async def put(self, conn: AsyncConnection, subscription_id: str, secret_id: str, sealed: str, at: datetime) -> None:
         """Store a sealed secret, in the transaction that records the event naming it."""
         await conn.execute(subscription_secrets.insert().values(
-            secret_id=secret_id, subscription_id=subscription_id, sealed=sealed, created_at=format_time(at),
+            secret_id=secret_id, subscription_id=subscription_id, sealed=sealed, created_at=format_instant(at),
             retire_at=None))
 
     async def follow(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
@@ -148,14 +149,14 @@ class SecretVault:
                 if data.get("previous_secret_id"):
                     await conn.execute(update(subscription_secrets).where(
                         subscription_secrets.c.secret_id == data["previous_secret_id"]).values(
-                        retire_at=format_time(parse_instant(data["previous_valid_until"]))))
+                        retire_at=format_instant(parse_instant(data["previous_valid_until"]))))
             elif envelope.type == "subscription-deleted":
                 await conn.execute(delete(subscription_secrets).where(subscription_secrets.c.subscription_id == sid))
 
     async def retire_expired(self, conn: AsyncConnection, now: datetime) -> int:
         """Delete the secrets whose rotation overlap has ended; return how many."""
         result = await conn.execute(delete(subscription_secrets).where(
-            subscription_secrets.c.retire_at.is_not(None) & (subscription_secrets.c.retire_at <= format_time(now))))
+            subscription_secrets.c.retire_at.is_not(None) & (subscription_secrets.c.retire_at <= format_instant(now))))
         return result.rowcount or 0
 
     # -- reading ----------------------------------------------------------------------------
@@ -169,7 +170,8 @@ class SecretVault:
         for position, secret_id in enumerate(ids):
             secret = subscription.legacy_secrets.get(secret_id) or opened.get(secret_id)
             if secret is None and position == 0:
-                raise SecretMissing(f"subscription {subscription.id} signs with secret {secret_id}, which is not stored")
+                raise SecretMissing(
+                    f"subscription {subscription.id} signs with secret {secret_id}, which is not stored")
             if secret is not None:
                 found.append(secret)
         return found
@@ -205,16 +207,6 @@ async def warn_of_secrets_in_clear(store: EventStore) -> int:
                     "sealed; rotate their secrets (POST /subscriptions/{id}/rotate-secret)",
                     count=len(live), subscription_ids=live[:20])
     return len(live)
-
-
-async def retire_expired_secrets(vault: SecretVault, db: Database, every_seconds: float) -> None:
-    """Background task: delete secrets once their rotation overlap is over."""
-    while True:
-        async with db.transaction() as conn:
-            retired = await vault.retire_expired(conn, now_utc())
-        if retired:
-            log.info("retired webhook signing secrets after their rotation overlap", count=retired)
-        await asyncio.sleep(every_seconds)
 
 
 __all__ = ["SecretMissing", "SecretVault", "SecretsKeyError", "new_secret_id", "parse_keys", "subscription_secrets",

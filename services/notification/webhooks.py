@@ -5,23 +5,24 @@ import asyncio
 import dataclasses
 import socket
 import time
-from datetime import datetime, timezone
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from shared.errors import Forbidden
+from shared.vocabulary import now_utc
 
-from .domain import AttemptOutcome, AttemptResult, check_resolved_addresses, classify_http, parse_retry_after
+from .retries import AttemptOutcome, AttemptResult, classify_http, parse_retry_after
 from .signing import signature_headers
+from .ssrf import check_resolved_addresses
 
 USER_AGENT = "placematch-webhooks/1.0"
 
 
 async def resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 async def send_webhook(
@@ -40,7 +41,7 @@ async def send_webhook(
     request sent to the checked address itself (Host header and TLS SNI/verification keep the
     name), so a DNS answer that changes between check and connect cannot reach a private address.
     """
-    attempted_at = datetime.now(timezone.utc)
+    attempted_at = now_utc()
     started = time.perf_counter()
     parts = urlsplit(url)
 

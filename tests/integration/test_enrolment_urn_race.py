@@ -13,7 +13,7 @@ from services.enrolment.projections import ACTIVE_URN_INDEX
 from shared.settings import Settings
 from shared.testing import service_client
 from tests.helpers import read_whole_topic, wait_for
-from tests.unit.test_enrolment_urn import race_applications
+from tests.unit.enrolment.test_service import race_applications
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

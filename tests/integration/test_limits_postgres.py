@@ -13,7 +13,7 @@ from services.enrolment.app import create_app
 from shared.limits import DatabaseStorage
 from shared.schema import rate_limits
 from shared.settings import Settings
-from tests.unit.test_enrolment_api import application
+from tests.unit.enrolment.test_api import application
 
 pytestmark = [pytest.mark.postgres]
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.notification.app import create_app
-from services.notification.config import NotificationSettings
-from services.notification.testing import WebhookReceiver, run_mail_catcher, run_receiver
+from services.notification.settings import NotificationSettings
 from shared.events import Envelope
 from shared.testing import auth, service_client
 from tests.helpers import wait_for
+from tests.support.notification import WebhookReceiver, run_mail_catcher, run_receiver
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

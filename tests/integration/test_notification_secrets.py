@@ -11,13 +11,20 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from services.notification.projections import subscription_secrets
-from services.notification.testing import WebhookReceiver, run_receiver
 from services.notification.vault import SecretsKeyError
-from shared.schema import events, idempotency_keys
+from shared.idempotency import idempotency_keys
+from shared.schema import events
 from shared.testing import auth
 from tests.helpers import wait_for
-from tests.unit.test_notification_secrets import (PROVIDER, clear_forms, files_holding, make_settings,
-                                                  request_notification, running)
+from tests.support.notification import WebhookReceiver, run_receiver
+from tests.unit.notification.test_vault import (
+    PROVIDER,
+    clear_forms,
+    files_holding,
+    make_settings,
+    request_notification,
+    running,
+)
 
 pytestmark = [pytest.mark.postgres]
 
@@ -33,7 +40,8 @@ async def test_no_secret_in_clear_in_any_postgresql_row_and_signing_verifies(
                                     json={"url": receiver.url, "event_types": ["referral.invited"]})
         assert created.status_code == 201, created.text
         sid, first = created.json()["id"], created.json()["secret"]
-        rotated = await client.post(f"/subscriptions/{sid}/rotate-secret", headers={**headers, "Idempotency-Key": "pg-rot"})
+        rotated = await client.post(f"/subscriptions/{sid}/rotate-secret",
+                                    headers={**headers, "Idempotency-Key": "pg-rot"})
         assert rotated.status_code == 200, rotated.text
         second = rotated.json()["secret"]
 

@@ -76,8 +76,11 @@ Caller = tuple[str, str] | None
 
 
 def settings_for(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, relay_poll_seconds=0.05, webhook_allow_private=True,
-                    email_enabled=False, consumer_retry_base_seconds=0.01)
+    # notification's settings are the core ones plus its own (a Settings every service takes)
+    from services.notification.settings import NotificationSettings
+
+    return NotificationSettings(data_dir=data_dir, relay_poll_seconds=0.05, webhook_allow_private=True,
+                                email_enabled=False, consumer_retry_base_seconds=0.01)
 
 
 # --- who may call what -----------------------------------------------------------------------------
