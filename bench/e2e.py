@@ -268,7 +268,8 @@ async def _stages(stack: Stack, referral_ids: list[str]) -> str:
     for label, a, b in (("raised→matched", raised, matched), ("matched→scheduled", matched, scheduled),
                         ("scheduled→succeeded", scheduled, succeeded), ("raised→succeeded", raised, succeeded)):
         lags = [(b[r] - a[r]) * 1000 for r in referral_ids if r in a and r in b]
-        parts.append(f"{label} n={len(lags)} p50={percentile(lags, 0.5) or 0:.0f} p95={percentile(lags, 0.95) or 0:.0f}")
+        parts.append(f"{label} n={len(lags)} p50={percentile(lags, 0.5) or 0:.0f} "
+                     f"p95={percentile(lags, 0.95) or 0:.0f}")
     spans = [f"{label} {rate:.1f}/s" for label, rate in _throughputs(
         referral_ids, raised, matched, scheduled, succeeded).items() if rate is not None]
     return "; ".join(parts) + " | referrals through each stage: " + ", ".join(spans)
