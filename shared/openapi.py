@@ -67,7 +67,7 @@ OPERATION_IDS: dict[str, str] = {
     "referral.decline": "declineInvitation",
     "matching.eligible_providers": "listEligibleProviders",
     "matching.shortlist": "getShortlist",
-    "placement.create": "openPlacement",
+    "placement.create": "recordOffFrameworkPlacement",
     "matching.put_policy": "changePolicy",
     "placement.start": "startPlacement",
     "placement.end": "endPlacement",
@@ -296,6 +296,10 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
             responses.pop("422", None)  # FastAPI's HTTPValidationError: sent as problem+json instead
             for status in _statuses(route, method, auth):
                 responses[str(status)] = _problem_response(status)
+            for status, answer in list(responses.items()):
+                if status[:1] in ("4", "5"):  # a route's own note on an error keeps its description
+                    responses[status] = {**_problem_response(int(status)),
+                                         "description": answer.get("description") or DESCRIPTIONS.get(int(status))}
             for status, answer in responses.items():
                 if not status.startswith("2"):
                     continue

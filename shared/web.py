@@ -348,7 +348,8 @@ class IdempotencyMiddleware:
                 await conn.execute(update(idempotency_keys).where(mine).values(**_answer_lost(effect.named)))
             else:
                 kept = [(k, v) for k, v in captured["headers"]
-                        if k.lower() in ("content-type", "location", "retry-after")]
+                        if k.lower() in ("content-type", "location", "retry-after", "allow", "etag", "link",
+                                           "www-authenticate")]
                 values = {"status": captured["status"], "headers": orjson.dumps(kept).decode(),
                           "body": captured["body"], "sealed_under": None}
                 if effect is not None:
