@@ -261,6 +261,18 @@ ETAG_HEADER = {"ETag": {"description": "the resource's version (its stream versi
                         "schema": {"type": "string"}}}
 
 
+def _optional_body(operation: dict[str, Any]) -> None:
+    """An optional body is said as `required: false` and the model, not as `anyOf [model, null]`
+    (generators then send no body when none is given, rather than a JSON `null` they cannot write)."""
+    body = operation.get("requestBody")
+    if not body or body.get("required"):
+        return
+    for media in body.get("content", {}).values():
+        choices = media.get("schema", {}).get("anyOf")
+        if choices and len(choices) == 2 and {"type": "null"} in choices:
+            media["schema"] = next(c for c in choices if c != {"type": "null"})
+
+
 def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
                       description=app.description, routes=app.routes)
@@ -303,6 +315,9 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
             for status, answer in responses.items():
                 if not status.startswith("2"):
                     continue
+                if status == "204":
+                    answer.pop("content", None)
+                    continue
                 content = answer.setdefault("content", {"application/json": {}})
                 for media in content.values():
                     if not media.get("schema"):
@@ -313,6 +328,7 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
                 if (method, route.path_format) in ETAG_WRITES or ("PATCH", route.path_format) in ETAG_WRITES \
                         or ("PUT", route.path_format) in ETAG_WRITES:
                     answer.setdefault("headers", {}).update(ETAG_HEADER)
+            _optional_body(operation)
             parameters = operation.setdefault("parameters", [])
             if method in WRITES:
                 parameters.append(IDEMPOTENCY_KEY)
