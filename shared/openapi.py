@@ -21,8 +21,10 @@ OpenAPI document one a client can be generated from, without code in the service
 from __future__ import annotations
 
 import html
+import importlib
 import re
 import typing
+from collections.abc import Iterator
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
@@ -34,6 +36,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -273,6 +277,42 @@ def _optional_body(operation: dict[str, Any]) -> None:
             media["schema"] = next(c for c in choices if c != {"type": "null"})
 
 
+def response_models(app: FastAPI) -> dict[str, type[BaseModel]]:
+    """operationId -> the model of its 2xx body: `RESPONSES` of the service's `schemas` module."""
+    found: dict[str, type[BaseModel]] = {}
+    for route in api_routes(app):
+        module = getattr(route.endpoint, "__module__", "")
+        if module.startswith("services."):
+            try:
+                schemas = importlib.import_module(module.rsplit(".", 1)[0] + ".schemas")
+            except ModuleNotFoundError:
+                continue
+            found.update(getattr(schemas, "RESPONSES", {}))
+    return found
+
+
+def _attach_models(doc: dict[str, Any], models: dict[str, type[BaseModel]]) -> None:
+    if not models:
+        return
+    distinct = sorted(set(models.values()), key=lambda m: m.__name__)
+    refs, defs = models_json_schema([(m, "serialization") for m in distinct],
+                                    ref_template="#/components/schemas/{model}")
+    doc["components"]["schemas"].update(defs.get("$defs", {}))
+    for _, _, operation in _each_operation(doc):
+        model = models.get(operation.get("operationId", ""))
+        if model is None:
+            continue
+        for status, answer in operation["responses"].items():
+            if status.startswith("2") and status != "204":
+                answer["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
+
+
+def _each_operation(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, methods in doc.get("paths", {}).items():
+        for method, operation in methods.items():
+            yield path, method, operation
+
+
 def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
                       description=app.description, routes=app.routes)
@@ -336,6 +376,7 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
                 parameters.append(IF_MATCH)
             if not parameters:
                 operation.pop("parameters")
+    _attach_models(doc, response_models(app))
     shift_examples(doc, examples_delta(today))
     return doc
 

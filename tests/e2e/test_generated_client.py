@@ -77,7 +77,8 @@ async def tour(stack: Stack, enrolment: Any, referral: Any, matching: Any) -> No
 
     # 1. apply (open), inspect, approve
     applied = await _op(enrolment, "providers", "apply_to_join").asyncio_detailed(
-        client=enrolment.Client(base_url=stack.url("enrolment")), body=_model(enrolment, "ApplicationIn").from_dict(RIVERSIDE))
+        client=enrolment.Client(base_url=stack.url("enrolment")),
+        body=_model(enrolment, "ApplicationIn").from_dict(RIVERSIDE))
     assert applied.status_code == 201, applied.content
     provider_id = applied.parsed["id"]
     commissioner = authed(enrolment, "enrolment", "commissioner", "region")
@@ -107,7 +108,7 @@ async def tour(stack: Stack, enrolment: Any, referral: Any, matching: Any) -> No
                                                                                      client=croydon_matching)
         return answer.status_code == 200 and provider_id in [p["provider_id"] for p in answer.parsed["providers"]]
 
-    await wait_for(invited, timeout=30, message="the school to be invited")
+    await wait_for(invited, timeout=60, message="the school to be invited")
 
     # 3. the school offers (409 with Retry-After until its invitation reaches the referral service)
     school = authed(referral, "referral", "provider", provider_id)
@@ -115,21 +116,22 @@ async def tour(stack: Stack, enrolment: Any, referral: Any, matching: Any) -> No
         {"weekly_fee_pence": 425000, "start_date": "2027-09-01", "notes": "ASD unit"})
 
     async def offered() -> Any:
-        answer = await _op(referral, "referrals", "submit_offer").asyncio_detailed(referral_id, client=school, body=offer_body)
+        answer = await _op(referral, "referrals", "submit_offer").asyncio_detailed(referral_id, client=school,
+                                                                                    body=offer_body)
         if answer.status_code == 409:
             assert "retry-after" in answer.headers
             return None
         assert answer.status_code == 201, answer.content
         return answer.parsed
 
-    offer_id = (await wait_for(offered, timeout=30, message="the offer"))["id"]
+    offer_id = (await wait_for(offered, timeout=60, message="the offer"))["id"]
 
     # 4. the shortlist ranks it first; the borough awards it
     async def shortlisted() -> Any:
         answer = await _op(matching, "matching", "get_shortlist").asyncio_detailed(referral_id, client=croydon_matching)
         return answer.parsed if answer.status_code == 200 and answer.parsed["entries"] else None
 
-    shortlist = await wait_for(shortlisted, timeout=30, message="a shortlist")
+    shortlist = await wait_for(shortlisted, timeout=60, message="a shortlist")
     assert shortlist["entries"][0]["offer_id"] == offer_id
 
     async def awarded() -> Any:
@@ -140,6 +142,6 @@ async def tour(stack: Stack, enrolment: Any, referral: Any, matching: Any) -> No
         assert answer.status_code == 200, answer.content
         return answer.parsed
 
-    await wait_for(awarded, timeout=30, message="the award")
+    await wait_for(awarded, timeout=60, message="the award")
     seen = await _op(referral, "referrals", "get_referral").asyncio_detailed(referral_id, client=croydon)
     assert seen.status_code == 200 and seen.parsed["status"] == "awarded"

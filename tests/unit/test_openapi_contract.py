@@ -231,15 +231,17 @@ def test_schemathesis_all_checks_for_every_role(services: dict[str, Service], se
         strategies.append(params.flatmap(lambda pp: operation.as_strategy(GenerationMode.POSITIVE,
                                                                           path_parameters=pp)))
     for caller in _callers(svc, method, path):
-        headers = svc.headers(caller)
+        _fuzz(svc, strategies, svc.headers(caller))
 
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(case=st.one_of(strategies))
-        def run(case: Any) -> None:
-            response = case.call(headers=headers, timeout=60)
-            case.validate_response(response, headers=headers, excluded_checks=[positive_data_acceptance],
-                                   additional_checks=[domain_refusals_only, problem_json_for_4xx])
 
-        run()
+def _fuzz(svc: Service, strategies: list[Any], headers: dict[str, str]) -> None:
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=st.one_of(strategies))
+    def run(case: Any) -> None:
+        response = case.call(headers=headers, timeout=60)
+        case.validate_response(response, headers=headers, excluded_checks=[positive_data_acceptance],
+                               additional_checks=[domain_refusals_only, problem_json_for_4xx])
+
+    run()
 
