@@ -58,7 +58,7 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
             mode = "SQLite + local bus"
         results: dict[str, dict[str, Any]] = {}
         for name, args in (
-            ("placematch", [PYTHON, "-m", "shared.cli", "serve", "referral"]),
+            ("placematch", [PYTHON, "-m", "services.cli", "serve", "referral"]),
             ("bare", [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--log-level", "warning"]),
         ):
             port = free_port()

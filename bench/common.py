@@ -163,7 +163,7 @@ def _memory() -> str:
 
 def referral_bodies(count: int, seed: int = 11) -> list[tuple[str, dict[str, Any]]]:
     """(borough, POST /referrals body) pairs from the demo's realistic region."""
-    from shared.demo import plan_providers, plan_referrals
+    from services.demo import plan_providers, plan_referrals
 
     today = datetime.now(UTC).date()
     providers = plan_providers(seed, 40, today)
@@ -172,12 +172,14 @@ def referral_bodies(count: int, seed: int = 11) -> list[tuple[str, dict[str, Any
 
 def referral_raised_data(count: int, seed: int = 11) -> list[dict[str, Any]]:
     """`referral-raised` data as the referral domain records it (via the real aggregate)."""
+    from services.referral.api import ReferralIn
     from services.referral.domain import Referral
 
     now = datetime.now(UTC)
     out = []
     for borough, body in referral_bodies(count, seed):
-        out.append(Referral(str(uuid.uuid4())).raise_referral(borough, body, now)[0].data)
+        details = ReferralIn.model_validate(body).details()
+        out.append(Referral(str(uuid.uuid4())).raise_referral(borough, details, now)[0].data)
     return out
 
 

@@ -22,9 +22,10 @@ from typing import Any
 
 import httpx
 
+from services import SERVICES
+from services.demo import BOROUGHS, plan_providers, plan_referrals
 from shared.auth import mint_token
-from shared.demo import BOROUGHS, plan_providers, plan_referrals
-from shared.settings import SERVICES, Settings
+from shared.settings import Settings
 
 from .common import BENCH_RATE_LIMIT, Infra, Row, fresh_pg_database, percentile, today
 from .procs import PYTHON, Process, free_port
@@ -105,7 +106,7 @@ class Stack:
                    "PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_LOG_LEVEL": "WARNING",
                    "PLACEMATCH_EMAIL_ENABLED": "false", "PLACEMATCH_DATA_DIR": str(self.tmp / "var"),
                    "PLACEMATCH_RATE_LIMIT_EXPENSIVE": BENCH_RATE_LIMIT}
-            self.procs.append(Process([PYTHON, "-m", "shared.cli", "serve", service], env,
+            self.procs.append(Process([PYTHON, "-m", "services.cli", "serve", service], env,
                                       self.tmp / f"{service}.log"))
         for service, proc in zip(SERVICES, self.procs, strict=True):
             await proc.wait_http(self.ports[service])

@@ -40,14 +40,13 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
-
-from shared.settings import SERVICES
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -70,17 +69,17 @@ class StoreFile:
     schema_revision: str | None
 
 
-def stores_in(data_dir: Path) -> list[Path]:
-    """The SQLite stores at the top of `data_dir`: services' stores in service order, then the bus, then others."""
+def stores_in(data_dir: Path, services: Sequence[str] = ()) -> list[Path]:
+    """The SQLite stores at the top of `data_dir`: the `services`' stores in that order, then the bus, then others."""
     found = {p.name: p for p in data_dir.glob("*.db") if p.is_file()}
-    order = [f"{s}.db" for s in SERVICES] + ["bus.db"]
+    order = [f"{s}.db" for s in services] + ["bus.db"]
     return [found[n] for n in order if n in found] + [found[n] for n in sorted(found) if n not in order]
 
 
-def _kind(name: str) -> str:
+def _kind(name: str, services: Sequence[str]) -> str:
     if name == "bus.db":
         return "local bus"
-    return "service store" if name.removesuffix(".db") in SERVICES else "store"
+    return "service store" if name.removesuffix(".db") in services else "store"
 
 
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
@@ -160,7 +159,7 @@ def _schema_revision(conn: sqlite3.Connection, name: str) -> str | None:
     return row[0] if row else None
 
 
-def _copy_snapshot(reader: sqlite3.Connection, target: Path) -> StoreFile:
+def _copy_snapshot(reader: sqlite3.Connection, target: Path, services: Sequence[str]) -> StoreFile:
     """Copy one snapshot into `target` as a self-contained file (rollback journal, no -wal)."""
     dest = sqlite3.connect(target, isolation_level=None)
     try:
@@ -173,7 +172,7 @@ def _copy_snapshot(reader: sqlite3.Connection, target: Path) -> StoreFile:
     finally:
         dest.close()
     os.chmod(target, 0o600)
-    return StoreFile(target.name, target.stat().st_size, _sha256(target), _kind(target.name), revision)
+    return StoreFile(target.name, target.stat().st_size, _sha256(target), _kind(target.name, services), revision)
 
 
 def keys_in(data_dir: Path) -> list[Path]:
@@ -197,23 +196,25 @@ def _version() -> str:
         return "unknown"
 
 
-def backup(data_dir: Path, target: Path) -> dict[str, Any]:
+def backup(data_dir: Path, target: Path, *, services: Sequence[str] = ()) -> dict[str, Any]:
     """Copy every store of `data_dir` into the new directory `target`, consistently; return the manifest.
 
-    The manifest is written last: a directory without one is an unfinished backup.
+    The manifest is written last: a directory without one is an unfinished backup. `services`: the
+    names whose `<name>.db` are service stores, copied first in that order (`services.SERVICES`).
     """
-    paths = stores_in(data_dir)
+    paths = stores_in(data_dir, services)
     if not paths:
         raise BackupError(f"no stores (*.db) in {data_dir}")
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} is not empty: give a new directory for each backup")
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(target, 0o700)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     try:
         with consistent_snapshots(paths) as readers:
-            taken = datetime.now(timezone.utc)
-            files = [_copy_snapshot(reader, target / path.name) for reader, path in zip(readers, paths)]
+            taken = datetime.now(UTC)
+            files = [_copy_snapshot(reader, target / path.name, services)
+                     for reader, path in zip(readers, paths, strict=True)]
             files += [_copy_key(path, target / path.name) for path in keys_in(data_dir)]
     except BaseException:
         for leftover in target.iterdir():  # no half backup beside a good one
@@ -228,7 +229,7 @@ def backup(data_dir: Path, target: Path) -> dict[str, Any]:
         "placematch_version": _version(),
         "started_at": started.isoformat(),
         "snapshot_at": taken.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
         "source": str(data_dir.resolve()),
         "consistency": "every store's writers held back while one read snapshot per store began: one instant",
         "files": [vars(f) for f in files],

@@ -4,8 +4,19 @@ Each service's first Alembic migration creates them with `shared.migrations.crea
 """
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text,
-                        UniqueConstraint)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 Position = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -47,33 +58,6 @@ processed_events = Table(
 )
 Index("ix_processed_events_seq", processed_events.c.seq)
 
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("scope", String(300), primary_key=True, doc="principal + method + path"),
-    Column("key", String(200), primary_key=True),
-    Column("fingerprint", String(64), nullable=False, doc="sha256 of the request body"),
-    Column("status", Integer, nullable=True, doc="NULL while the first request is in progress"),
-    Column("headers", Text, nullable=True),
-    Column("body", LargeBinary, nullable=True),
-    Column("created_at", String(40), nullable=False,
-           doc="while in progress, when the owner was last heard from: it renews the claim (web.py)"),
-    Column("owner", String(36), nullable=True, doc="the process (runtime instance) that runs the first request"),
-    Column("sealed_under", String(100), nullable=True,
-           doc="the stream whose key seals `body` (the service's store opens it); NULL: kept as sent"),
-)
-
-idempotency_effects = Table(
-    "idempotency_effects",
-    metadata,
-    Column("scope", String(300), primary_key=True),
-    Column("key", String(200), primary_key=True),
-    Column("effect", String(100), nullable=False,
-           doc="stream id of the first event the request recorded, written in that event's transaction"),
-    Column("created", String(100), nullable=True,
-           doc="what the request created inside that stream (an offer), named instead of the stream"),
-)
-
 rate_limits = Table(
     "rate_limits",
     metadata,
@@ -82,3 +66,7 @@ rate_limits = Table(
     Column("expires_at", Float, nullable=False, doc="end of the fixed window, Unix seconds"),
 )
 Index("ix_rate_limits_expires_at", rate_limits.c.expires_at)
+
+# The Idempotency-Key protocol's tables are core tables too; shared.idempotency declares them on this
+# metadata (imported last: it needs `metadata`, and is imported by whoever imports this module).
+import shared.idempotency  # noqa: E402,F401

@@ -27,8 +27,8 @@ from shared.openapi import JSONContentMiddleware, install_contract, operation_id
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
-from shared.web import (CorrelationMiddleware, IdempotencyMiddleware, StrictJSONMiddleware, health_router,
-                        install_problem_handlers)
+from shared.idempotency import AnswerPolicy, IdempotencyMiddleware
+from shared.web import CorrelationMiddleware, StrictJSONMiddleware, health_router, install_problem_handlers
 
 log = get_logger("placematch.service")
 A = TypeVar("A", bound=Aggregate)
@@ -65,6 +65,7 @@ class ServiceRuntime:
         bus: Bus | None = None,
         migrate: Callable[[Database], Awaitable[None]] | None = None,
         store_class: type[EventStore] = EventStore,
+        answers: AnswerPolicy | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -72,6 +73,8 @@ class ServiceRuntime:
         """This process's identity, e.g. for orphaned Idempotency-Key claims."""
         self.db = Database(settings.database_url_for(name))
         self.store = store_class(self.db, f"placematch/{name}")
+        self.answers = answers or AnswerPolicy()
+        """How the answers of keyed requests are kept for their retries (`shared.idempotency`)."""
         self.bus: Bus = bus or make_bus(settings)
         self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
         self.publishes = [settings.topic(t) for t in publishes]
@@ -87,12 +90,12 @@ class ServiceRuntime:
 
     async def command(self, cls: type[A], stream_id: str, decide: Decide[A], *, topic: str | None,
                       project: Project[A] | None = None, journal: str | None = None,
-                      project_unchanged: bool = False) -> tuple[A, list[Envelope]]:
+                      project_unchanged: bool = False, created: str | None = None) -> tuple[A, list[Envelope]]:
         """Run a command on one aggregate in one transaction (see `shared.commands.run_command`);
         `topic` is the short name ("referral" -> placematch.referral), None to publish nothing."""
         return await run_command(self.db, self.store, cls, stream_id, decide,
                                  topic=None if topic is None else self.topic(topic), project=project,
-                                 journal=journal, project_unchanged=project_unchanged)
+                                 journal=journal, project_unchanged=project_unchanged, created=created)
 
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], *,
                           lock_journal: bool = False) -> T:

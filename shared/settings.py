@@ -7,8 +7,6 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("enrolment", "referral", "matching", "notification")
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PLACEMATCH_", extra="ignore")
@@ -32,11 +30,8 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(0.5, description="Outbox relay fallback poll when not woken.")
     consumer_max_attempts: int = Field(4, description="Attempts before an event goes to <topic>.dlq.")
     consumer_retry_base_seconds: float = 0.2
-    deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
     placement_review_check_seconds: float = Field(
         60.0, gt=0, description="placement: How often reviews coming due are looked for (placement-review-due).")
-    insights_min_providers: int = Field(
-        5, ge=3, description="matching: Fewest distinct providers with standing offers behind a fee figure providers see.")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; a larger one is "
                                 "answered 413 before the rest is read.")
     rate_limits_enabled: bool = Field(True, description="Per-client rate limits on the open and expensive "
@@ -80,6 +75,3 @@ class Settings(BaseSettings):
         """Full topic name, e.g. topic("enrolment") -> "placematch.enrolment"."""
         base = name if name.startswith("placematch.") else f"placematch.{name}"
         return f"{self.topic_prefix}{base}"
-
-    def port_for(self, service: str) -> int:
-        return self.port or (self.base_port + SERVICES.index(service) + 1)

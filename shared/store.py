@@ -17,13 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import context
+from shared import context, idempotency
 from shared.aggregate import Aggregate, NewEvent
-from shared.db import Database, insert_ignore, sqlite_url
-from shared.errors import ClaimTakenOver, ConcurrencyError
+from shared.db import Database, sqlite_url
+from shared.errors import ConcurrencyError
 from shared.events import Envelope, registry
 from shared.schema import events as events_table
-from shared.schema import idempotency_effects, idempotency_keys
 from shared.schema import outbox as outbox_table
 
 APPEND_LOCK_KEY = 0x706C6D61  # "plma": one advisory lock per database
@@ -89,7 +88,7 @@ class EventStore:
         batches = [b for b in batches if b[2]]
         if not batches:
             return []
-        await self._fence(conn)
+        await idempotency.fence(conn)
         # A transaction that appended before holds the lock still, and the chain's head is the hash
         # of its own last event: neither need asking for again (not inside a savepoint, which
         # could be rolled back on its own).
@@ -146,41 +145,8 @@ class EventStore:
                      for e, row, t in zip(recorded, rows, topics) if t]
         if published and self.publish:
             await conn.execute(outbox_table.insert(), published)
-        claim = context.idempotency_claim.get()
-        if claim is not None:
-            await insert_ignore(conn, idempotency_effects,
-                                {"scope": claim[0], "key": claim[1], "effect": batches[0][0], "created": created})
+        await idempotency.record_effect(conn, batches[0][0], created)
         return recorded
-
-    async def seal_answer(self, conn: AsyncConnection, stream_id: str, body: bytes) -> bytes | None:
-        """The form in which the stored answer of a keyed request that touched `stream_id` is kept:
-        `body` itself (here), sealed under that stream's key (a store that seals personal data),
-        or None when it may not be kept (that stream's personal data were erased): the key is then
-        answered 409 `answer_erased`. Runs in the transaction that stores the answer."""
-        return body
-
-    async def open_answer(self, conn: AsyncConnection, stream_id: str, sealed: bytes) -> bytes | None:
-        """`seal_answer` undone; None when the stream's key is gone (409 `answer_erased`)."""
-        return sealed
-
-    @staticmethod
-    async def _fence(conn: AsyncConnection) -> None:
-        """A keyed request appends only while its Idempotency-Key claim is still its own; one that
-        another instance took over after this run's lease lapsed is refused, so the request never
-        takes effect twice. The claim is share-locked until this transaction ends: a takeover
-        (an UPDATE) waits for it, and then finds the effect this transaction recorded."""
-        claim = context.idempotency_claim.get()
-        if claim is None:
-            return
-        scope, key, owner = claim
-        still_ours = (await conn.execute(
-            select(idempotency_keys.c.key).where(
-                (idempotency_keys.c.scope == scope) & (idempotency_keys.c.key == key)
-                & (idempotency_keys.c.owner == owner) & idempotency_keys.c.status.is_(None))
-            .with_for_update(read=True))).first()
-        if still_ours is None:
-            raise ClaimTakenOver("this request's Idempotency-Key was taken over by another instance after its "
-                                 "lease lapsed; that run takes effect, not this one", field="Idempotency-Key")
 
     async def _heads(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[int, str]]:
         """(version, stream_hash) of the last event of each stream that has any."""

@@ -7,6 +7,7 @@ from shared.service import ServiceRuntime, create_service_app
 from shared.settings import Settings
 
 from . import api, handlers
+from .settings import MatchingSettings
 
 DESCRIPTION = """Eligibility, ranked shortlists and market insights.
 
@@ -16,7 +17,7 @@ with their inputs to `placematch.audit`."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = MatchingSettings.of(settings)
     runtime = ServiceRuntime("matching", settings, publishes=["matching", "notifications", "audit"],
                              consumes=handlers.consumers)
     return create_service_app(runtime, [api.router], title="placematch matching", description=DESCRIPTION)

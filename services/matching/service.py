@@ -36,6 +36,7 @@ from .eligibility import ReferralFacts
 from .insights import insights as full_insights
 from .insights import market_insights
 from .ranking import POLICY_STREAM, Policy, RankingPolicy
+from .settings import MatchingSettings
 
 POLICY_JOURNAL = "matching-policy"
 """Journal name under which policy changes take their place in matching's input order (replay)."""
@@ -358,7 +359,7 @@ async def insights(runtime: ServiceRuntime, *, who: Principal, need: NeedCode | 
     records = [r for r in records if (need is None or r.primary_need == need) and (month is None or r.month == month)]
     scope = {"borough": "borough", "provider": "market"}.get(who.role, "partnership")
     if who.role == "provider":
-        rows = market_insights(records, min_providers=runtime.settings.insights_min_providers,
+        rows = market_insights(records, min_providers=MatchingSettings.of(runtime.settings).insights_min_providers,
                                today=now_utc().date())
     else:
         rows = full_insights(records, by_borough=who.role in READERS)

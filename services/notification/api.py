@@ -11,9 +11,9 @@ from pydantic_core import PydanticCustomError
 
 from shared.auth import Principal, require
 from shared.errors import RuleViolation
-from shared.events import dumps
+from shared.events import dumps, loads
+from shared.idempotency import AnswerPolicy
 from shared.vocabulary import WebhookType
-from shared.web import IdempotencyMiddleware
 
 from . import service
 from .deliveries import DeliveryStatus
@@ -104,12 +104,20 @@ def _runtime(request: Request) -> NotificationRuntime:
     return runtime
 
 
-def _shown_once(request: Request, kept: dict[str, Any]) -> None:
+class SecretShownOnce(AnswerPolicy):
     """A secret is shown in the first answer only: the answer an Idempotency-Key keeps for a retry
     has `secret` null and says so (rotate the secret if that first answer was lost)."""
-    note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
-            f"POST /subscriptions/{kept['id']}/rotate-secret.")
-    request.scope[IdempotencyMiddleware.STORED_ANSWER] = dumps({**kept, "secret_note": note})
+
+    def kept(self, status: int, body: bytes) -> bytes:
+        try:
+            answer = loads(body) if 200 <= status < 300 and body else None
+        except ValueError:
+            return body
+        if not isinstance(answer, dict) or answer.get("secret") is None:
+            return body
+        note = ("The secret is shown only in the first answer to this request; if that was lost, rotate it: "
+                f"POST /subscriptions/{answer['id']}/rotate-secret.")
+        return dumps({**answer, "secret": None, "secret_note": note})
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -122,7 +130,6 @@ async def create_subscription(
     view, secret = await service.create_subscription(_runtime(request), who=who, url=body.url,
                                                      event_types=body.event_types, contact_email=body.contact_email)
     response.headers["Location"] = f"/subscriptions/{view['id']}"
-    _shown_once(request, {**view, "secret": None})
     return {**view, "secret": secret}
 
 
@@ -164,7 +171,6 @@ async def rotate_secret(
     subscription_id: str, request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS))]
 ) -> dict[str, Any]:
     answer = await service.rotate_secret(_runtime(request), who=who, subscription_id=subscription_id)
-    _shown_once(request, {**answer, "secret": None})
     return answer
 
 

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # placematch.notifications.dlq comes with the consumed topic
     runtime = NotificationRuntime(config, vault, migrate=migrate, publishes=["audit"], consumes=handlers.consumers,
-                                  tasks=[dispatch, retire])
+                                  tasks=[dispatch, retire], answers=api.SecretShownOnce())
     dispatcher = Dispatcher(runtime)
     runtime.on_wake(dispatcher.wake)
 

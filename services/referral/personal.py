@@ -4,14 +4,15 @@
 `SealingEventStore` replaces them with a Fernet token under a key of their own referral, kept in
 `referral_personal_keys`. The read model (`referral_views`) holds the same sealed tokens and
 opens them on read, and stored Idempotency-Key answers are sealed whole under that key
-(`SealingEventStore.seal_answer`). Erasure destroys the key, and that is all it does. The events — and so the hash chain and every
+(`SealedAnswers`). Erasure destroys the key, and that is all it does. The events — and so the hash chain and every
 replay — stay exactly as recorded; the sealed values simply can no longer be opened, and read as
 None. Nothing downstream needs them: matching works from `age_at_start` and the district.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, MetaData, String, Table, select, update
@@ -20,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.aggregate import NewEvent
 from shared.errors import InvalidTransition
 from shared.events import Envelope, format_time, now_utc
+from shared.idempotency import AnswerPolicy
 from shared.store import EventStore
 
-from .domain import PERSONAL_FIELDS
+from .details import PERSONAL_FIELDS
 
 SEALED = "sealed"
 SEALED_TYPES = ("referral-raised", "referral-amended")
@@ -61,6 +63,7 @@ async def seal(conn: AsyncConnection, referral_id: str, data: dict[str, Any]) ->
     if not known:
         key = Fernet.generate_key().decode()
         await conn.execute(personal_keys.insert().values(referral_id=referral_id, key=key))
+    assert key is not None
     fernet = Fernet(key.encode())
     sealed = {**data}
     for name in ("referral", "changes"):
@@ -115,26 +118,29 @@ def open_bytes(key: str | None, sealed: bytes) -> bytes | None:
         return None
 
 
-class SealingEventStore(EventStore):
-    """The referral service's store: seals personal fields on append, opens them on read, and
-    seals the stored answer of every keyed request that touched a referral under its key (the
+class SealedAnswers(AnswerPolicy):
+    """The stored answer of every keyed request that touched a referral is sealed under its key (the
     answers quote the child's details), so that destroying the key is the whole erasure."""
 
-    async def seal_answer(self, conn: AsyncConnection, stream_id: str, body: bytes) -> bytes | None:
+    async def seal(self, conn: AsyncConnection, stream_id: str, body: bytes) -> bytes | None:
         known, key = await _key(conn, stream_id)
         if not known:  # nothing personal was ever recorded for this stream
             return body
         return seal_bytes(key, body)
 
-    async def open_answer(self, conn: AsyncConnection, stream_id: str, sealed: bytes) -> bytes | None:
+    async def open(self, conn: AsyncConnection, stream_id: str, sealed: bytes) -> bytes | None:
         _, key = await _key(conn, stream_id)
         return open_bytes(key, sealed)
+
+
+class SealingEventStore(EventStore):
+    """The referral service's store: seals personal fields on append, opens them on read."""
 
     async def append(self, conn: AsyncConnection, stream_id: str, expected_version: int | None,
                      new_events: Sequence[NewEvent], **kwargs: Any) -> list[Envelope]:
         sealed = [NewEvent(e.type, await seal(conn, stream_id, e.data)) for e in new_events]
         envelopes = await super().append(conn, stream_id, expected_version, sealed, **kwargs)
-        return [replace(envelope, data=new.data) for envelope, new in zip(envelopes, new_events)]
+        return [replace(envelope, data=new.data) for envelope, new in zip(envelopes, new_events, strict=False)]
 
     async def read_stream(self, stream_id: str, conn: AsyncConnection | None = None) -> list[Envelope]:
         if conn is None:

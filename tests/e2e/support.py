@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 
+from services import SERVICES
 from shared.auth import mint_token
-from shared.settings import SERVICES, Settings
+from shared.settings import Settings
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if k != "PLACEMATCH_SMTP_HOST"}
         env |= {"PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_RELAY_POLL_SECONDS": "0.2"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "up", "--base-port", str(self.base), "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "services.cli", "up", "--base-port", str(self.base), "--data-dir", str(self.data_dir)],
             cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
 
         async def all_healthy() -> bool:
@@ -85,7 +86,7 @@ class Stack:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run a `placematch` command as a user would, with a wide terminal for rich's tables."""
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "COLUMNS": "250"})
 
 

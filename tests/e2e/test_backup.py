@@ -12,7 +12,7 @@ import orjson
 import pytest
 from rich.console import Console
 
-from shared.demo import BOROUGHS, run_demo
+from services.demo import BOROUGHS, run_demo
 from tests.e2e.support import REFERRAL, Stack, bearer, cli, ok
 from tests.helpers import wait_for
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from shared.demo import BOROUGHS, run_demo
+from services.demo import BOROUGHS, run_demo
 from tests.e2e.support import Stack, bearer, cli
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from shared.settings import SERVICES
+from services import SERVICES
 from tests.conftest import KafkaBroker, _execute
 from tests.faults.harness import Audit, Client, Cluster, Ledger, ServiceProcess, WebhookReceiver, enrol_providers, service_env
 

@@ -24,8 +24,9 @@ from typing import Any
 
 import httpx
 
+from services import SERVICES
 from shared.auth import mint_token
-from shared.settings import SERVICES, Settings
+from shared.settings import Settings
 from tests.helpers import read_whole_topic, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def asyncpg_dsn(url: str) -> str:
 
 
 class ServiceProcess:
-    """One `python -m shared.cli serve SERVICE` process; the same port and database across restarts.
+    """One `python -m services.cli serve SERVICE` process; the same port and database across restarts.
     Replicas of a service share its database (and its consumer groups) and differ by port."""
 
     def __init__(self, name: str, env: dict[str, str], log_dir: Path, replica: int = 0) -> None:
@@ -86,7 +87,7 @@ class ServiceProcess:
         with self.log.open("ab") as out:
             out.write(f"\n===== {self.label} start #{self.starts + 1} =====\n".encode())
             out.flush()
-            self.process = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", self.name], cwd=ROOT,
+            self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", self.name], cwd=ROOT,
                                             env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.starts += 1
 

@@ -31,6 +31,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from services import SERVICES
 from shared.aggregate import NewEvent
 from shared.bus import KafkaBus
 from shared.db import Database
@@ -38,7 +39,6 @@ from shared.events import Envelope
 from shared.migrations import create_core_schema
 from shared.relay import OutboxRelay
 from shared.schema import events, outbox
-from shared.settings import SERVICES
 from shared.store import EventStore
 from tests.faults.cut import cut_write
 from tests.faults.harness import (
@@ -79,7 +79,7 @@ def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     """`placematch ARGS` with the cluster's Kafka and topic prefix."""
     env = {k: v for k, v in cluster.services["matching"].env.items()
            if k not in ("PLACEMATCH_PORT", "PLACEMATCH_DATABASE_URL")} | {"COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -207,7 +207,7 @@ def test_replicas_starting_together_migrate_one_fresh_database_once(fresh_databa
     migration lock, all but one failed (duplicate `alembic_version_*` / tables) and did not start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLACEMATCH_")} | {
         "PLACEMATCH_DATABASE_URL": fresh_database_url}
-    runs = [subprocess.Popen([sys.executable, "-m", "shared.cli", "migrate", "referral"], cwd=ROOT, env=env,
+    runs = [subprocess.Popen([sys.executable, "-m", "services.cli", "migrate", "referral"], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
     outputs = [run.communicate(timeout=120)[0] for run in runs]
     failed = [out[-1500:] for run, out in zip(runs, outputs) if run.returncode != 0]

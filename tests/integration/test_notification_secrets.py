@@ -12,7 +12,8 @@ from standardwebhooks import Webhook
 
 from services.notification.projections import subscription_secrets
 from services.notification.vault import SecretsKeyError
-from shared.schema import events, idempotency_keys
+from shared.idempotency import idempotency_keys
+from shared.schema import events
 from shared.testing import auth
 from tests.helpers import wait_for
 from tests.support.notification import WebhookReceiver, run_receiver

@@ -26,13 +26,12 @@ from services.referral.app import create_app
 from services.referral.audit import render_html
 from services.referral.personal import personal_keys
 from services.referral.projections import referral_views
-from shared.schema import idempotency_keys
+from shared.idempotency import IdempotencyMiddleware, idempotency_keys
 from shared.settings import Settings
 from shared.testing import service_client
-from shared.web import IdempotencyMiddleware
 from tests.helpers import wait_for
-from tests.unit.test_idempotency import LEASE, in_progress
-from tests.unit.test_referral_api import PROVIDER_A, PROVIDER_B, Harness, offer_body, referral_body
+from tests.unit.core.test_idempotency import LEASE, in_progress
+from tests.unit.referral.test_api import PROVIDER_A, PROVIDER_B, Harness, offer_body, referral_body
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD, BIRTH = "CR/2026-9042", "2013-11-17"
@@ -249,7 +248,7 @@ async def test_after_a_realistic_history_erasure_leaves_nothing_to_find(settings
             (data_dir / f"pack-{suffix}.html").write_text(render_html(pack))
             if database_url is None:  # `placematch audit` reads the embedded stores
                 written = subprocess.run(
-                    [sys.executable, "-m", "shared.cli", "audit", "referral", rid, "--data-dir", str(data_dir),
+                    [sys.executable, "-m", "services.cli", "audit", "referral", rid, "--data-dir", str(data_dir),
                      "--html", str(data_dir / f"pack-{suffix}-cli.html")],
                     cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
                 assert written.returncode == 0, written.stdout + written.stderr
@@ -289,6 +288,6 @@ async def test_after_a_realistic_history_erasure_leaves_nothing_to_find(settings
 @pytest.mark.postgres
 async def test_referral_0004_seals_what_an_older_postgresql_database_holds_in_clear(fresh_database_url: str) -> None:
     from shared.db import Database
-    from tests.unit.test_migrations import check_referral_0004
+    from tests.unit.core.test_migrations import check_referral_0004
 
     await check_referral_0004(Database(fresh_database_url))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from shared.settings import SERVICES, Settings
+from services import SERVICES, port_for
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN_PORTS = {"enrolment": 8001, "referral": 8002, "matching": 8003, "notification": 8004}  # the contract
@@ -20,7 +21,7 @@ def test_every_service_is_in_compose_with_its_port_and_command() -> None:
         spec = services[name]
         assert spec["command"] == ["serve", name]
         port = DESIGN_PORTS[name]
-        assert Settings(base_port=8000, port=None).port_for(name) == port
+        assert port_for(name, Settings(base_port=8000, port=None).base_port) == port
         assert spec["ports"] == [f"{port}:{port}"]
         assert spec["environment"]["PLACEMATCH_PORT"] == str(port)
         assert spec["environment"]["PLACEMATCH_DATABASE_URL"].endswith(f"/{name}")
@@ -76,4 +77,4 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck_and_the_cli() -> None:
     assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
     assert 'ENTRYPOINT ["placematch"]' in dockerfile
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'placematch\s*=\s*"shared\.cli:main"', pyproject)
+    assert re.search(r'placematch\s*=\s*"services\.cli:main"', pyproject)

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
+from services.cli import app as cli
 from services.notification.app import create_app
 from services.notification.projections import subscription_secrets
 from services.notification.settings import NotificationSettings
@@ -28,11 +29,11 @@ from services.notification.subscriptions import legacy_secret_id, new_signing_se
 from services.notification.vault import KEY_FILE, SecretsKeyError, warn_of_secrets_in_clear
 from shared.aggregate import NewEvent
 from shared.bus import Message
-from shared.cli import app as cli
 from shared.db import Database, sqlite_url
 from shared.events import Envelope, now_utc, registry
+from shared.idempotency import idempotency_keys
 from shared.integrity import verify_store
-from shared.schema import events, idempotency_keys
+from shared.schema import events
 from shared.testing import auth, service_client
 from tests.helpers import wait_for
 from tests.support.notification import WebhookReceiver, run_receiver

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 
 from shared.db import Database
 from shared.migrations import alembic_config, upgrade
-from tests.unit.test_migrations import test_migrations_match_the_declared_tables as check_declared
+from tests.unit.core.test_migrations import test_migrations_match_the_declared_tables as check_declared
 
 
 async def test_placement_migrations_match_the_declared_tables(tmp_path: Path) -> None:

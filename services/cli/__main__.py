@@ -1,0 +1,4 @@
+"""`python -m services.cli ...` is `placematch ...`."""
+from services.cli import main
+
+main()
