@@ -71,12 +71,12 @@ async def run_command(db: Database, store: EventStore, cls: type[A], stream_id: 
 
     async def work(conn: AsyncConnection) -> tuple[A, list[Envelope]]:
         aggregate = await store.load(cls, stream_id, conn)
-        preconditions.check(expected, aggregate.version, stream_id)
+        preconditions.check(expected, preconditions.etag_of(aggregate), stream_id)
         decided = decide(conn, aggregate)
         events = await decided if inspect.isawaitable(decided) else decided
         envelopes = await store.append(conn, stream_id, aggregate.version, events, topic=topic, created=created)
         aggregate.mutate(events)
-        preconditions.record_version(aggregate.version)
+        preconditions.record_version(preconditions.etag_of(aggregate))
         if journal is not None and envelopes:
             await journal_input(conn, journal, envelopes[0].id)
         if project is not None and (envelopes or project_unchanged):

@@ -86,8 +86,6 @@ OPERATION_IDS: dict[str, str] = {
     "shared.problem_type": "getProblemType",
 }
 
-ETAG_WRITES: set[tuple[str, str]] = set()
-"""(method, path) of writes that honour `If-Match` (a stale one is 412); see `etag_route`."""
 
 
 def _camel(name: str) -> str:
@@ -229,7 +227,7 @@ def examples_delta(today: date | None = None) -> timedelta:
 
 # --- the document -----------------------------------------------------------------------------------
 
-def _statuses(route: APIRoute, method: str, auth: str | None) -> list[int]:
+def _statuses(route: APIRoute, method: str, auth: str | None, etags: set[tuple[str, str]]) -> list[int]:
     has_body = route.body_field is not None
     params = route.dependant.path_params or route.dependant.query_params or route.dependant.header_params
     found = {429, 503}
@@ -245,7 +243,7 @@ def _statuses(route: APIRoute, method: str, auth: str | None) -> list[int]:
         found.add(404)
     if method in WRITES:
         found.add(409)
-    if (method, route.path_format) in ETAG_WRITES:
+    if method in WRITES and (method, route.path_format) in etags:
         found.add(412)
     return sorted(found)
 
@@ -277,17 +275,25 @@ def _optional_body(operation: dict[str, Any]) -> None:
             media["schema"] = next(c for c in choices if c != {"type": "null"})
 
 
+def _schemas_modules(app: FastAPI) -> list[Any]:
+    """The `schemas` module of each service whose routes the app serves (its contract declarations)."""
+    found: dict[str, Any] = {}
+    for route in api_routes(app):
+        module = getattr(route.endpoint, "__module__", "")
+        package = module.rsplit(".", 1)[0]
+        if module.startswith("services.") and package not in found:
+            try:
+                found[package] = importlib.import_module(package + ".schemas")
+            except ModuleNotFoundError:
+                found[package] = None
+    return [m for m in found.values() if m is not None]
+
+
 def response_models(app: FastAPI) -> dict[str, type[BaseModel]]:
     """operationId -> the model of its 2xx body: `RESPONSES` of the service's `schemas` module."""
     found: dict[str, type[BaseModel]] = {}
-    for route in api_routes(app):
-        module = getattr(route.endpoint, "__module__", "")
-        if module.startswith("services."):
-            try:
-                schemas = importlib.import_module(module.rsplit(".", 1)[0] + ".schemas")
-            except ModuleNotFoundError:
-                continue
-            found.update(getattr(schemas, "RESPONSES", {}))
+    for schemas in _schemas_modules(app):
+        found.update(getattr(schemas, "RESPONSES", {}))
     return found
 
 
@@ -316,6 +322,7 @@ def _each_operation(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
 def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
                       description=app.description, routes=app.routes)
+    etags: set[tuple[str, str]] = getattr(app.state, "etags", set())
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
@@ -346,7 +353,8 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
                                             f"\n\nRoles: {', '.join(roles)}.").strip()
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)  # FastAPI's HTTPValidationError: sent as problem+json instead
-            for status in _statuses(route, method, auth):
+            etagged = (method, route.path_format) in etags
+            for status in _statuses(route, method, auth, etags):
                 responses[str(status)] = _problem_response(status)
             for status, answer in list(responses.items()):
                 if status[:1] in ("4", "5"):  # a route's own note on an error keeps its description
@@ -365,14 +373,13 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
                 if status == "201":
                     answer.setdefault("headers", {})["Location"] = {
                         "description": "the created resource", "schema": {"type": "string"}}
-                if (method, route.path_format) in ETAG_WRITES or ("PATCH", route.path_format) in ETAG_WRITES \
-                        or ("PUT", route.path_format) in ETAG_WRITES:
+                if etagged:
                     answer.setdefault("headers", {}).update(ETAG_HEADER)
             _optional_body(operation)
             parameters = operation.setdefault("parameters", [])
             if method in WRITES:
                 parameters.append(IDEMPOTENCY_KEY)
-            if (method, route.path_format) in ETAG_WRITES:
+            if etagged and method in WRITES:
                 parameters.append(IF_MATCH)
             if not parameters:
                 operation.pop("parameters")
@@ -475,6 +482,10 @@ def install_contract(app: FastAPI) -> None:
     from shared.web import problem
 
     app.include_router(problems_router())
+    etags: set[tuple[str, str]] = app.state.etags if hasattr(app.state, "etags") else set()
+    for schemas in _schemas_modules(app):
+        etags.update(getattr(schemas, "ETAGS", set()))
+    app.state.etags = etags  # the set PreconditionMiddleware reads (shared.service)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -489,8 +500,3 @@ def install_contract(app: FastAPI) -> None:
                        f"allowed: {allow}", headers={"Allow": allow})
 
     app.add_exception_handler(405, method_not_allowed)
-
-
-def etag_route(method: str, path: str) -> None:
-    """Declare that `method path` honours If-Match (documented as such, 412 on a stale version)."""
-    ETAG_WRITES.add((method.upper(), path))

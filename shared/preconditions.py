@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from starlette.routing import compile_path
@@ -69,12 +70,19 @@ def check(expected: int | None, actual: int, stream_id: str) -> None:
     """Refuse (412) unless `actual` is what If-Match asked for."""
     if expected is None:
         return
-    if expected == ANY and actual > 0:
+    if expected == ANY and actual > 0:  # (a new stream is at 0: `*` asks that the resource exist)
         return
     if expected != actual:
         told = "*" if expected == ANY else "a tag that is not a version" if expected == NEVER else f'"{expected}"'
         raise PreconditionFailed(f"If-Match is {told} but {stream_id} is at version \"{actual}\"; read it again "
                                  "and decide on what it is now", field="If-Match", rule="stale_version")
+
+
+def etag_of(aggregate: Any) -> int:
+    """An aggregate's ETag: its `etag` if it names one (matching's policy: its policy version),
+    else its stream version."""
+    etag = getattr(aggregate, "etag", None)
+    return etag if isinstance(etag, int) else int(aggregate.version)
 
 
 def record_version(version: int) -> None:
@@ -88,10 +96,15 @@ class PreconditionMiddleware:
 
     def __init__(self, app: ASGIApp, routes: set[tuple[str, str]]) -> None:
         self.app = app
-        self.routes = [(method, compile_path(path)[0]) for method, path in routes]
+        self.declared = routes
+        """(method, path template): filled when the routers are in (shared.openapi.install_contract)."""
+        self._compiled: list[tuple[str, re.Pattern[str]]] | None = None
 
     def _declared(self, scope: Scope) -> bool:
-        return any(method == scope["method"] and regex.match(scope.get("path", "")) for method, regex in self.routes)
+        if self._compiled is None or len(self._compiled) != len(self.declared):
+            self._compiled = [(method, compile_path(path)[0]) for method, path in sorted(self.declared)]
+        return any(method == scope["method"] and regex.match(scope.get("path", ""))
+                   for method, regex in self._compiled)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._declared(scope):

@@ -24,6 +24,7 @@ from shared.events import Envelope
 from shared.logs import get_logger
 from shared.migrations import upgrade
 from shared.openapi import JSONContentMiddleware, install_contract, operation_id
+from shared.preconditions import PreconditionMiddleware
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
@@ -179,6 +180,8 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.state.runtime = runtime
     app.state.settings = runtime.settings
     install_problem_handlers(app)
+    app.state.etags = set()  # filled by install_contract from the services' schemas.py (ETAGS)
+    app.add_middleware(PreconditionMiddleware, routes=app.state.etags)  # inside Idempotency-Key: replays keep ETag
     app.add_middleware(IdempotencyMiddleware, fastapi_app=app)
     app.add_middleware(StrictJSONMiddleware)  # a body it refuses never claims an Idempotency-Key
     install_limits(app, runtime.settings, runtime.db)  # in front of Idempotency-Key, which reads whole bodies

@@ -97,3 +97,10 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "listProviders": ProviderPage,
     "getProviderHistory": ProviderHistory,
 }
+
+ETAGS: set[tuple[str, str]] = {
+    ("GET", "/providers/{provider_id}"), ("PATCH", "/providers/{provider_id}"),
+    *{("POST", f"/providers/{{provider_id}}/{action}") for action in (
+        "inspections", "outcomes", "approve", "reject", "suspend", "reinstate")},
+}
+"""Routes answering with the provider's ETag; the writes among them honour If-Match (shared.preconditions)."""

@@ -19,3 +19,6 @@ class PolicyView(BaseModel):
 
 
 RESPONSES: dict[str, type[BaseModel]] = {"getPolicy": PolicyView, "changePolicy": PolicyView}
+
+ETAGS: set[tuple[str, str]] = {("GET", "/policy"), ("PUT", "/policy")}
+"""The policy's ETag is its version; `PUT /policy` with a stale If-Match is 412 (shared.preconditions)."""

@@ -245,3 +245,66 @@ def _fuzz(svc: Service, strategies: list[Any], headers: dict[str, str]) -> None:
 
     run()
 
+
+
+# --- ETag / If-Match --------------------------------------------------------------------------------
+
+COMMISSIONER = ("commissioner", "region")
+
+
+def test_provider_etag_and_if_match(services: dict[str, Service]) -> None:
+    svc = services["enrolment"]
+    provider = svc.seeds["provider_id"][1]
+    read = svc.request("GET", f"/providers/{provider}", COMMISSIONER)
+    etag = read.headers["etag"]
+    assert etag == f'"{read.json()["version"]}"'
+    history = svc.request("GET", f"/providers/{provider}/history", COMMISSIONER).json()["events"]
+    for stale in ('"bogus"', "bogus", f'"{read.json()["version"] - 1}"', '"0"'):
+        refused = svc.request("PATCH", f"/providers/{provider}", COMMISSIONER, json={"capacity": 9},
+                              headers={"If-Match": stale})
+        assert refused.status_code == 412, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert (refused.json()["field"], refused.json()["rule"]) == ("If-Match", "stale_version")
+        assert refused.json()["type"] == "/problems/stale_version"
+    assert svc.request("GET", f"/providers/{provider}/history", COMMISSIONER).json()["events"] == history
+    changed = svc.request("PATCH", f"/providers/{provider}", COMMISSIONER, json={"capacity": 9},
+                          headers={"If-Match": etag})
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["etag"] == f'"{changed.json()["version"]}"' != etag
+    again = svc.request("PATCH", f"/providers/{provider}", COMMISSIONER, json={"capacity": 8},
+                        headers={"If-Match": etag})  # the version it was based on has passed
+    assert again.status_code == 412
+    assert svc.request("PATCH", f"/providers/{provider}", COMMISSIONER, json={"capacity": 7}).status_code == 200
+    assert svc.request("PATCH", f"/providers/{provider}", COMMISSIONER, json={"capacity": 6},
+                       headers={"If-Match": "*"}).status_code == 200
+
+
+def test_policy_if_match(services: dict[str, Service]) -> None:
+    svc = services["matching"]
+    read = svc.request("GET", "/policy", COMMISSIONER)
+    body = {"quality_weight": "0.70", "price_weight": "0.30"}
+    stale = f'"{read.json()["version"] + 5}"'
+    assert svc.request("PUT", "/policy", COMMISSIONER, json=body, headers={"If-Match": stale}).status_code == 412
+    assert svc.request("GET", "/policy", COMMISSIONER).json() == read.json()
+    changed = svc.request("PUT", "/policy", COMMISSIONER, json=body, headers={"If-Match": read.headers["etag"]})
+    assert changed.status_code == 200 and changed.headers["etag"] == f'"{changed.json()["version"]}"'
+
+
+def test_referral_if_match(services: dict[str, Service]) -> None:
+    svc = services["referral"]
+    borough = ("borough", "croydon")
+    referral = svc.seeds["referral_id"][0]
+    read = svc.request("GET", f"/referrals/{referral}", borough)
+    assert read.headers["etag"] == f'"{read.json()["version"]}"'
+    refused = svc.request("POST", f"/referrals/{referral}/amend", borough, json={"gender": "female"},
+                          headers={"If-Match": '"1"'})
+    assert refused.status_code == 412, refused.text
+    assert svc.request("GET", f"/referrals/{referral}", borough).json() == read.json()
+
+
+def test_documents_declare_if_match_and_412(documents: dict[str, dict[str, Any]]) -> None:
+    patch = documents["enrolment"]["paths"]["/providers/{provider_id}"]["patch"]
+    assert "If-Match" in {p["name"] for p in patch["parameters"]} and "412" in patch["responses"]
+    assert "ETag" in patch["responses"]["200"]["headers"]
+    put = documents["matching"]["paths"]["/policy"]["put"]
+    assert "If-Match" in {p["name"] for p in put["parameters"]} and "412" in put["responses"]
