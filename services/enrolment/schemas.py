@@ -83,6 +83,7 @@ class ProviderPage(Closed):
     total: int
     limit: int
     offset: int
+    next: str | None = Field(description="cursor of the next page (also in `Link: rel=next`); null on the last")
 
 
 class ProviderHistory(Closed):
