@@ -375,6 +375,10 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
                         "description": "the created resource", "schema": {"type": "string"}}
                 if etagged:
                     answer.setdefault("headers", {}).update(ETAG_HEADER)
+                if "cursor" in {p.name for p in route.dependant.query_params}:
+                    answer.setdefault("headers", {})["Link"] = {
+                        "description": 'the next page, `<url>; rel="next"` (absent on the last page)',
+                        "schema": {"type": "string"}}
             _optional_body(operation)
             parameters = operation.setdefault("parameters", [])
             if method in WRITES:

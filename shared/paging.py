@@ -22,6 +22,7 @@ from fastapi import Query, Request, Response
 
 from shared.errors import RuleViolation
 
+MAX_OFFSET = 1_000_000
 CURSOR = Query(None, max_length=500, description="the `next` of the previous page (opaque); omit for the first page")
 
 

@@ -140,7 +140,7 @@ async def list_subscriptions(
     limit: int = Query(100, ge=1, le=500), cursor: str | None = paging.CURSOR,
 ) -> dict[str, Any]:
     found = await service.list_subscriptions(_runtime(request), who=who)
-    offset = paging.offset_of(cursor, 0, maximum=len(found))
+    offset = paging.offset_of(cursor, 0, maximum=paging.MAX_OFFSET)
     page = found[offset:offset + limit]
     following = paging.offset_page(request, response, offset=offset, limit=limit, returned=len(page), total=len(found))
     return {"subscriptions": page, "next": following}

@@ -147,7 +147,7 @@ async def list_placements(
     limit: Annotated[int, Query(ge=1, le=500)] = 100, cursor: str | None = paging.CURSOR,
 ) -> dict[str, Any]:
     found = await service.list_placements(_runtime(request), who=who, status=status, referral_id=referral_id)
-    offset = paging.offset_of(cursor, 0, maximum=len(found))
+    offset = paging.offset_of(cursor, 0, maximum=paging.MAX_OFFSET)
     page = found[offset:offset + limit]
     following = paging.offset_page(request, response, offset=offset, limit=limit, returned=len(page), total=len(found))
     return {"placements": page, "next": following}

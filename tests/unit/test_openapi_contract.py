@@ -308,3 +308,56 @@ def test_documents_declare_if_match_and_412(documents: dict[str, dict[str, Any]]
     assert "ETag" in patch["responses"]["200"]["headers"]
     put = documents["matching"]["paths"]["/policy"]["put"]
     assert "If-Match" in {p["name"] for p in put["parameters"]} and "412" in put["responses"]
+
+
+# --- paging -----------------------------------------------------------------------------------------
+
+def _follow(svc: Service, caller: Caller, url: str, key: str) -> list[Any]:
+    """Every item of a list, page by page through `Link: rel="next"`; checks body `next` agrees."""
+    seen: list[Any] = []
+    while url:
+        response = svc.request("GET", url, caller)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        seen += body[key]
+        link = response.headers.get("link")
+        if body["next"] is None:
+            assert link is None
+            break
+        assert link is not None and link.endswith('>; rel="next"') and f"cursor={body['next']}" in link
+        url = link[1:link.index(">")]
+    return seen
+
+
+def test_one_paging_convention(services: dict[str, Service]) -> None:
+    enrolment = services["enrolment"]
+    everything = enrolment.request("GET", "/providers?limit=1000", COMMISSIONER).json()
+    assert everything["next"] is None and len(everything["items"]) >= 2
+    assert _follow(enrolment, COMMISSIONER, "/providers?limit=1", "items") == everything["items"]
+    old = enrolment.request("GET", "/providers?limit=1&offset=1", COMMISSIONER).json()  # deprecated, still works
+    assert old["items"] == everything["items"][1:2]
+    referral = services["referral"]
+    borough = ("borough", "croydon")
+    assert len(_follow(referral, borough, "/referrals?limit=1", "items")) == len(
+        referral.request("GET", "/referrals?limit=200", borough).json()["items"])
+    notification = services["notification"]
+    overseer = ("auditor", "region")
+    assert len(_follow(notification, overseer, "/subscriptions?limit=1", "subscriptions")) == len(
+        notification.request("GET", "/subscriptions", overseer).json()["subscriptions"])
+    _follow(notification, overseer, "/deliveries?limit=1", "deliveries")
+
+
+@pytest.mark.parametrize(("service", "url", "field", "rule"), [
+    ("enrolment", "/providers?cursor=garbage", "cursor", "invalid_cursor"),
+    ("enrolment", "/providers?cursor=eyJiIjoxfQ", "cursor", "invalid_cursor"),  # {"b":1}: not a providers cursor
+    ("referral", "/referrals?cursor=%7B%7D", "cursor", "invalid_cursor"),
+    ("notification", "/deliveries?cursor=eyJvIjoxfQ", "cursor", "invalid_cursor"),
+    ("notification", "/deliveries?before=yesterday", "before", None),
+    ("notification", "/subscriptions?cursor=eyJvIjotMX0", "cursor", "invalid_cursor"),  # {"o":-1}
+])
+def test_malformed_cursor_or_filter_is_422(services: dict[str, Service], service: str, url: str, field: str,
+                                           rule: str | None) -> None:
+    caller = {"enrolment": COMMISSIONER, "referral": ("borough", "croydon")}.get(service, ("auditor", "region"))
+    response = services[service].request("GET", url, caller)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field and (rule is None or response.json()["rule"] == rule)
