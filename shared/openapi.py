@@ -257,10 +257,29 @@ IDEMPOTENCY_KEY = {
 IF_MATCH = {
     "name": "If-Match", "in": "header", "required": False,
     "description": "the ETag of the version this write is based on: a stale one is 412 and changes nothing",
-    "schema": {"type": "string", "examples": ['"3"']},
+    "schema": {"type": "string", "pattern": '^(\\*|(W/)?"[0-9]{1,18}")$', "examples": ['"3"']},
 }
 ETAG_HEADER = {"ETag": {"description": "the resource's version (its stream version, quoted)",
                         "schema": {"type": "string"}}}
+
+
+DECIMAL_TEXT = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+"""What a decimal given as a string must look like (pydantic's Decimal parses it; `"abc"` is not one)."""
+
+
+def _decimal_strings(node: Any) -> None:
+    """Pydantic writes a Decimal as `anyOf [number, string]`: the string is given the decimal's syntax,
+    so that a schema-valid string is one the service parses."""
+    if isinstance(node, dict):
+        choices = node.get("anyOf")
+        if isinstance(choices, list) and {"type": "number"} in choices and {"type": "string"} in choices:
+            node["anyOf"] = [c if c != {"type": "string"} else {"type": "string", "pattern": DECIMAL_TEXT}
+                             for c in choices]
+        for value in node.values():
+            _decimal_strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            _decimal_strings(item)
 
 
 def _optional_body(operation: dict[str, Any]) -> None:
@@ -388,6 +407,7 @@ def contract_document(app: FastAPI, *, today: date | None = None) -> dict[str, A
             if not parameters:
                 operation.pop("parameters")
     _attach_models(doc, response_models(app))
+    _decimal_strings(doc["components"]["schemas"])
     shift_examples(doc, examples_delta(today))
     return doc
 

@@ -115,8 +115,8 @@ async def tour(stack: Stack, enrolment: Any, referral: Any, matching: Any) -> No
     croydon_matching = authed(matching, "matching", "borough", "croydon")
 
     async def invited() -> bool:
-        answer = await _op(matching, "matching", "list_eligible_providers").asyncio_detailed(referral_id,
-                                                                                     client=croydon_matching)
+        listing = _op(matching, "matching", "list_eligible_providers")
+        answer = await listing.asyncio_detailed(referral_id, client=croydon_matching)
         return answer.status_code == 200 and provider_id in [p["provider_id"] for p in _field(answer.parsed, "providers")]
 
     await wait_for(invited, timeout=60, message="the school to be invited")
