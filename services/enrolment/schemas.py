@@ -66,6 +66,8 @@ class ProviderView(Closed):
     genders: list[Gender]
     placement_types: list[PlacementType]
     capacity: int
+    vacancies: int = Field(description="places free now: capacity less the placements held (issue 16)")
+    placements_held: int = Field(description="placements awarded or started and not yet ended or collapsed")
     location: LocationOut | None
     boroughs_served: list[str]
     contact_email: str
@@ -89,6 +91,9 @@ class ProviderPage(Closed):
 class ProviderHistory(Closed):
     provider_id: str
     events: list[dict[str, Any]] = Field(description="the provider's CloudEvents, in stream order")
+    people: dict[str, dict[str, Any]] = Field(
+        description="who each event's `actorid` is (name, username, actor), from the audit record; a provider "
+                    "sees its own staff only")
 
 
 RESPONSES: dict[str, type[BaseModel]] = {
