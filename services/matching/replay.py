@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +26,7 @@ from shared.db import Database, sqlite_url
 from shared.events import Envelope, dumps
 from shared.migrations import upgrade
 from shared.settings import Settings
-from shared.store import EventStore, read_embedded
+from shared.store import EventStore
 
 from .fold import REFERRAL_EVENTS, Fold, owned, partition_of
 from .handlers import react
@@ -91,18 +92,49 @@ async def _decisions(store: EventStore) -> dict[str, list[str]]:
     return by_stream
 
 
+def _sqlite(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
 async def inputs_from_stores(data_dir: Path) -> ReplayInputs:
     """The embedded stores under `data_dir`: inputs from enrolment, referral and matching's own
-    policy changes; the order from matching's journal; the decisions from matching's store."""
-    live = Database(sqlite_url(data_dir / "matching.db"), inline=True)
+    policy changes; the order from matching's journal; the decisions from matching's store.
+
+    Read with one plain query per store (sqlite3, read-only): only the rows replay needs are
+    parsed — the decisions and policy changes of matching's store, not its notification and
+    audit records."""
+    conn = _sqlite(data_dir / "matching.db")
     try:
-        async with live.read() as conn:
-            order = await input_order(conn)
-        recorded = await _decisions(EventStore(live, "placematch/matching"))
+        order = conn.execute("SELECT consumer, event_id FROM processed_events ORDER BY seq, processed_at").fetchall()
+        recorded: dict[str, list[str]] = {}
+        own: list[Envelope] = []
+        marks = ",".join("?" * len(DECISIONS))
+        for position, type_, body in conn.execute(
+                f"SELECT position, type, body FROM events WHERE type IN ({marks}, 'policy-changed') ORDER BY position",
+                DECISIONS):
+            envelope = Envelope.from_json(body, position=position)
+            if type_ == "policy-changed":
+                own.append(envelope)
+            else:
+                recorded.setdefault(envelope.subject, []).append(_decision_line(envelope))
     finally:
-        await live.dispose()
+        conn.close()
+    order = [(consumer, event_id) for consumer, event_id in order]
     wanted = {event_id for _, event_id in order}
-    inputs = {e.id: e for e in await read_embedded(data_dir, ("enrolment", "referral", "matching"), wanted)}
+    inputs: dict[str, Envelope] = {}
+    for name in ("enrolment", "referral"):
+        path = data_dir / f"{name}.db"
+        if not path.exists():
+            continue
+        conn = _sqlite(path)
+        try:
+            for event_id, position, body in conn.execute("SELECT event_id, position, body FROM events "
+                                                         "ORDER BY position"):
+                if event_id in wanted:
+                    inputs[event_id] = Envelope.from_json(body, position=position)
+        finally:
+            conn.close()
+    inputs.update((e.id, e) for e in own if e.id in wanted)
     return ReplayInputs(inputs, order, recorded, f"stores in {data_dir}")
 
 
