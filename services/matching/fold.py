@@ -179,7 +179,10 @@ class Fold:
                str(data.get("submitted_at") or ""), max((r[4] for r in rows), default=0) + 1, False]
         self._set(self.offers, referral_id, [*rows, row])
         self._set(self.offer_rows, row[0], row)
-        self._set(self.offered_by, row[1], self.offered_by.get(row[1], set()) | {referral_id})
+        offered = self.offered_by.setdefault(row[1], set())
+        if referral_id not in offered:
+            offered.add(referral_id)
+            self._undo.append(lambda: offered.discard(referral_id))
 
     # ------------------------------------------------------------------ decisions (service.match / rank)
 
