@@ -31,7 +31,7 @@ from .service import RERANKING, WIDENING
 
 DECISIONS = ("referral-matched", "shortlist-ranked")
 PROVIDER_EVENTS = frozenset({"provider-approved", "provider-reinstated", "provider-updated", "provider-suspended",
-                             "provider-rescored", "provider-rejected"})
+                             "provider-rescored", "provider-rejected", "provider-vacancies-changed"})
 REFERRAL_EVENTS = frozenset({"referral-raised", "referral-amended", "referral-withdrawn", "offer-submitted",
                              "offer-withdrawn", "invitation-declined", "placement-awarded", "referral-closed"})
 
@@ -44,17 +44,19 @@ def _roundtrip(events: list[NewEvent]) -> list[NewEvent]:
 class _Provider:
     """A `matching_providers` row; `facts` as `projections._provider` builds it from the row."""
 
-    __slots__ = ("provider_id", "status", "profile", "quality_score", "_facts")
+    __slots__ = ("provider_id", "status", "profile", "quality_score", "placements_held", "_facts")
 
-    def __init__(self, provider_id: str, status: str, profile: str, quality_score: str | None) -> None:
+    def __init__(self, provider_id: str, status: str, profile: str, quality_score: str | None,
+                 placements_held: int | None = None) -> None:
         self.provider_id, self.status, self.profile, self.quality_score = provider_id, status, profile, quality_score
+        self.placements_held = placements_held
         self._facts: ProviderFacts | None = None
 
     @property
     def facts(self) -> ProviderFacts:
         if self._facts is None:
             self._facts = ProviderFacts.from_profile(self.provider_id, self.status, loads(self.profile),
-                                                     self.quality_score)
+                                                     self.quality_score, self.placements_held)
         return self._facts
 
 
@@ -148,12 +150,15 @@ class Fold:
 
     def _save_provider(self, provider_id: str, status: str, profile: dict[str, Any], quality_score: Any) -> None:
         kept = {k: profile.get(k) for k in PROFILE_FIELDS}
+        existing = self.providers.get(provider_id)  # an upsert: the places held stay as they were
         self._set(self.providers, provider_id, _Provider(provider_id, status, dumps(kept).decode(),
-                                                         None if quality_score is None else str(quality_score)))
+                                                         None if quality_score is None else str(quality_score),
+                                                         existing.placements_held if existing else None))
 
     def _replace_provider(self, provider_id: str, **changes: Any) -> None:
         row = self.providers[provider_id]
-        values = {"status": row.status, "profile": row.profile, "quality_score": row.quality_score} | changes
+        values = {"status": row.status, "profile": row.profile, "quality_score": row.quality_score,
+                  "placements_held": row.placements_held} | changes
         self._set(self.providers, provider_id, _Provider(provider_id, **values))
 
     def _open_referrals(self, ids: Iterable[str] | None = None) -> list[ReferralFacts]:
@@ -249,6 +254,15 @@ class Fold:
     def on_provider_approved(self, event: Envelope) -> None:
         data = event.data
         self._save_provider(event.subject, "approved", data, data.get("quality_score"))
+        if data.get("placements_held") is not None:
+            self._replace_provider(event.subject, placements_held=int(data["placements_held"]))
+        self._after_provider_change(event)
+
+    def on_provider_vacancies_changed(self, event: Envelope) -> None:
+        held = int(event.data["placements_held"])
+        if event.subject not in self.providers:
+            return  # not in the directory until approved; approval carries the places held
+        self._replace_provider(event.subject, placements_held=held)
         self._after_provider_change(event)
 
     def on_provider_updated(self, event: Envelope) -> None:
@@ -349,6 +363,7 @@ _REACTIONS: dict[str, Callable[[Fold, Envelope], None]] = {
     "provider-suspended": Fold.on_provider_suspended,
     "provider-rescored": Fold.on_provider_rescored,
     "provider-rejected": Fold.on_provider_rejected,
+    "provider-vacancies-changed": Fold.on_provider_vacancies_changed,
     "referral-raised": Fold.on_referral_raised,
     "referral-amended": Fold.on_referral_amended,
     "referral-withdrawn": Fold.on_referral_withdrawn,

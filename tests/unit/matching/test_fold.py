@@ -66,3 +66,61 @@ async def test_a_tampered_decision_is_named(recorded_log: Path, tmp_path: Path) 
         assert [d.stream_id for d in report.differences] == [stream_id]
         assert '"rank":9' in (report.differences[0].recorded or "")
         assert '"rank":1' in (report.differences[0].replayed or "")
+
+
+def test_the_fold_reacts_to_what_live_matching_reacts_to() -> None:
+    """A reaction added to service.py without its counterpart in fold.py would replay as ignored."""
+    from services.matching import fold, handlers
+
+    assert set(fold._REACTIONS) == set(handlers.REACTIONS)
+    assert set(handlers.REACTIONS) == fold.PROVIDER_EVENTS | fold.REFERRAL_EVENTS
+
+
+async def test_live_capacity_folds_as_live_matching_decides(tmp_path: Path) -> None:
+    """provider-vacancies-changed (issue 16), an upsert keeping the places held, an offer and a
+    rescore: the live reactions over a database and the fold give the same decision lines."""
+    from services.matching.fold import Fold
+    from services.matching.handlers import react
+    from services.matching.replay import DECISIONS, ReplayRecorder, _decision_line
+    from services.matching.service import POLICY_JOURNAL
+    from shared.db import Database, sqlite_url
+    from shared.migrations import upgrade
+    from shared.store import EventStore
+    from tests.unit.matching.test_service import PROFILE, REF
+    from tests.unit.matching.test_vacancies import ev
+
+    log = [
+        ev("provider-vacancies-changed", "p1", {"placements_held": 1}, "enrolment"),
+        ev("provider-approved", "p1", {**PROFILE, "capacity": 1, "quality_score": "80.00", "placements_held": 1},
+           "enrolment"),
+        ev("referral-raised", "r1", REF, "referral"),
+        ev("provider-vacancies-changed", "p1", {"placements_held": 0, "vacancies": 1, "capacity": 1}, "enrolment"),
+        ev("provider-updated", "p1", {"changes": {"capacity": 2}, "profile": {**PROFILE, "capacity": 2},
+                                      "quality_score": "80.00"}, "enrolment"),
+        ev("offer-submitted", "r1", {"offer_id": "o1", "provider_id": "p1", "weekly_fee_pence": 250000,
+                                     "start_date": "2027-01-04", "submitted_at": "2026-12-01T10:00:00Z"}, "referral"),
+        ev("provider-rescored", "p1", {"quality_score": "70.00"}, "enrolment"),
+        ev("provider-vacancies-changed", "p1", {"placements_held": "many"}, "enrolment"),  # unusable: dead-lettered
+    ]
+    db = Database(sqlite_url(tmp_path / "matching.db"))
+    await upgrade(db, "matching")
+    store = EventStore(db, "placematch/matching")
+    try:
+        for envelope in log:
+            try:
+                async with db.transaction() as conn:
+                    await react(ReplayRecorder(store), conn, envelope)
+            except Exception as error:
+                assert type(error).__name__ == "PoisonEvent"
+        live = [_decision_line(e) async for e in store.iter_all(types=DECISIONS)]
+    finally:
+        await db.dispose()
+    fold, poisoned = Fold(), 0
+    for envelope in log:
+        try:
+            fold.feed("matching-main", envelope, POLICY_JOURNAL)
+        except Exception as error:
+            assert type(error).__name__ == "PoisonEvent"
+            poisoned += 1
+    assert poisoned == 1
+    assert len(live) >= 3 and fold.decisions["r1"] == live
