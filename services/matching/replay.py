@@ -9,20 +9,26 @@ is reported.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sqlite3
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.aggregate import NewEvent
 from shared.bus import Bus
 from shared.consumers import PoisonEvent, input_order, journal
 from shared.db import Database, sqlite_url
 from shared.events import Envelope, dumps
 from shared.migrations import upgrade
 from shared.settings import Settings
-from shared.store import EventStore, read_embedded
+from shared.store import EventStore
 
+from .fold import REFERRAL_EVENTS, Fold, owned, partition_of
 from .handlers import react
 from .ranking import POLICY_STREAM, RankingPolicy
 from .service import POLICY_JOURNAL, replay_policy_change
@@ -86,18 +92,49 @@ async def _decisions(store: EventStore) -> dict[str, list[str]]:
     return by_stream
 
 
+def _sqlite(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
 async def inputs_from_stores(data_dir: Path) -> ReplayInputs:
     """The embedded stores under `data_dir`: inputs from enrolment, referral and matching's own
-    policy changes; the order from matching's journal; the decisions from matching's store."""
-    live = Database(sqlite_url(data_dir / "matching.db"), inline=True)
+    policy changes; the order from matching's journal; the decisions from matching's store.
+
+    Read with one plain query per store (sqlite3, read-only): only the rows replay needs are
+    parsed — the decisions and policy changes of matching's store, not its notification and
+    audit records."""
+    conn = _sqlite(data_dir / "matching.db")
     try:
-        async with live.read() as conn:
-            order = await input_order(conn)
-        recorded = await _decisions(EventStore(live, "placematch/matching"))
+        order = conn.execute("SELECT consumer, event_id FROM processed_events ORDER BY seq, processed_at").fetchall()
+        recorded: dict[str, list[str]] = {}
+        own: list[Envelope] = []
+        marks = ",".join("?" * len(DECISIONS))
+        for position, type_, body in conn.execute(
+                f"SELECT position, type, body FROM events WHERE type IN ({marks}, 'policy-changed') ORDER BY position",
+                DECISIONS):
+            envelope = Envelope.from_json(body, position=position)
+            if type_ == "policy-changed":
+                own.append(envelope)
+            else:
+                recorded.setdefault(envelope.subject, []).append(_decision_line(envelope))
     finally:
-        await live.dispose()
+        conn.close()
+    order = [(consumer, event_id) for consumer, event_id in order]
     wanted = {event_id for _, event_id in order}
-    inputs = {e.id: e for e in await read_embedded(data_dir, ("enrolment", "referral", "matching"), wanted)}
+    inputs: dict[str, Envelope] = {}
+    for name in ("enrolment", "referral"):
+        path = data_dir / f"{name}.db"
+        if not path.exists():
+            continue
+        conn = _sqlite(path)
+        try:
+            for event_id, position, body in conn.execute("SELECT event_id, position, body FROM events "
+                                                         "ORDER BY position"):
+                if event_id in wanted:
+                    inputs[event_id] = Envelope.from_json(body, position=position)
+        finally:
+            conn.close()
+    inputs.update((e.id, e) for e in own if e.id in wanted)
     return ReplayInputs(inputs, order, recorded, f"stores in {data_dir}")
 
 
@@ -159,6 +196,30 @@ async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url:
 
 async def replay_matching(
     data_dir: Path,
+    output: Path | None = None,
+    *,
+    quality_weight: str | None = None,
+    price_weight: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    source: ReplayInputs | None = None,
+    workers: int | None = None,
+) -> ReplayReport:
+    """Re-derive every decision as an in-memory fold (fold.py) and compare them with the recorded ones.
+
+    Inputs come from the embedded stores under `data_dir`, or from `source` (e.g. `inputs_from_bus`).
+    With `quality_weight`/`price_weight`, the replay starts from that policy instead of the
+    default: a way to see which decisions a different weighting would have changed. Nothing is
+    written (`output` is accepted for the callers of the database rebuild, and ignored). The log is
+    folded by referral in `workers` processes (default: the usable cores, for logs large enough
+    to pay for them); the report is the same as one fold over the whole log's.
+    """
+    source = source or await inputs_from_stores(data_dir)
+    return fold_matching(source, quality_weight=quality_weight, price_weight=price_weight, progress=progress,
+                         workers=workers)
+
+
+async def rebuild_matching(
+    data_dir: Path,
     output: Path,
     *,
     quality_weight: str | None = None,
@@ -166,7 +227,11 @@ async def replay_matching(
     progress: Callable[[int, int], None] | None = None,
     source: ReplayInputs | None = None,
 ) -> ReplayReport:
-    """Replay into a fresh database at `output` and compare the decisions with the recorded ones.
+    """Replay through the live reactions (service.py) into a fresh database at `output`, and
+    compare the decisions with the recorded ones: every read model built, notification and audit
+    records appended, as matching itself would. `replay_matching` (the in-memory fold) is what
+    `placematch replay` runs; this one writes a matching store from a log (bench/replay.py's
+    recording pass) and is the reference the fold is tested against.
 
     Inputs come from the embedded stores under `data_dir`, or from `source` (e.g. `inputs_from_bus`).
     With `quality_weight`/`price_weight`, the replay starts from that policy instead of the
@@ -221,7 +286,11 @@ async def replay_matching(
     finally:
         await fresh.dispose()
 
-    recorded = source.recorded
+    _compare(report, source.recorded, replayed)
+    return report
+
+
+def _compare(report: ReplayReport, recorded: dict[str, list[str]], replayed: dict[str, list[str]]) -> None:
     report.decisions_recorded = sum(map(len, recorded.values()))
     report.decisions_replayed = sum(map(len, replayed.values()))
     for stream_id in sorted(set(recorded) | set(replayed)):
@@ -231,9 +300,112 @@ async def replay_matching(
             b = right[i] if i < len(right) else None
             if a != b:
                 report.differences.append(Difference(stream_id, i, a, b))
-    return report
 
 
 def difference_summary(diff: Difference, width: int = 160) -> dict[str, Any]:
     return {"referral": diff.stream_id, "decision": diff.index + 1,
             "recorded": (diff.recorded or "—")[:width], "replayed": (diff.replayed or "—")[:width]}
+
+
+# --------------------------------------------------------------------------- the in-memory fold
+
+PARALLEL_FROM = 20_000
+"""Inputs from which the fold is split across processes (below, forking costs more than it saves)."""
+
+
+@dataclass
+class _PartResult:
+    inputs: int = 0
+    decisions_replayed: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    dead_lettered: list[tuple[int, str]] = field(default_factory=list)  # (position in the order, event id)
+    shared_dead: set[str] = field(default_factory=set)  # provider and policy inputs dead-lettered here
+
+
+_SHARED: tuple[ReplayInputs, dict[str, int], list[NewEvent]] | None = None
+"""What the forked workers inherit (the inputs are not pickled to them)."""
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _fold_part(part: int, parts: int, progress: Callable[[int, int], None] | None = None) -> _PartResult:
+    assert _SHARED is not None
+    source, partition, policy_events = _SHARED
+    fold = Fold()
+    if policy_events:
+        fold.change_policy(policy_events)
+    result = _PartResult()
+    inputs, order = source.inputs, source.order
+    for index, (consumer, event_id) in enumerate(order):
+        envelope = inputs.get(event_id)
+        if envelope is None:
+            continue
+        own = owned(envelope, partition, part)
+        if not own:
+            continue
+        shared = envelope.type not in REFERRAL_EVENTS
+        try:
+            fold.feed(consumer, envelope, POLICY_JOURNAL)
+            if not shared or part == 0:
+                result.inputs += 1
+        except PoisonEvent:  # live sent it to the dead-letter topic; so does replay
+            if shared:
+                result.shared_dead.add(event_id)
+            if not shared or part == 0:
+                result.dead_lettered.append((index, event_id))
+        if progress and index % 1000 == 0:
+            progress(index, len(order))
+    replayed = fold.decisions
+    recorded = source.recorded
+    mine = [r for r in recorded if partition.get(r, 0) == part] if parts > 1 else list(recorded)
+    compared = ReplayReport()
+    _compare(compared, {r: recorded[r] for r in mine}, replayed)
+    result.decisions_replayed = compared.decisions_replayed
+    result.differences = compared.differences
+    return result
+
+
+def fold_matching(source: ReplayInputs, *, quality_weight: str | None = None, price_weight: str | None = None,
+                  progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> ReplayReport:
+    """`replay_matching` on inputs already read: fold, partitioned by referral across `workers` processes."""
+    global _SHARED
+    report = ReplayReport(source=source.source)
+    report.missing_inputs = [event_id for _, event_id in source.order if event_id not in source.inputs]
+    policy_events: list[NewEvent] = []
+    if quality_weight is not None or price_weight is not None:
+        policy_events = RankingPolicy().change(quality_weight or "0.60", price_weight or "0.40")
+    parts = workers if workers is not None else usable_cores() if len(source.order) >= PARALLEL_FROM else 1
+    parts = max(1, parts)
+    partition = partition_of(source.order, source.inputs, parts) if parts > 1 else {}
+    _SHARED = (source, partition, policy_events)
+    try:
+        if parts == 1:
+            results = [_fold_part(0, 1, progress)]
+        else:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=parts, mp_context=context) as pool:
+                futures = [pool.submit(_fold_part, part, parts) for part in range(parts)]
+                results = []
+                for done, future in enumerate(futures, start=1):
+                    results.append(future.result())
+                    if progress:
+                        progress(len(source.order) * done // parts, len(source.order))
+            if any(r.shared_dead != results[0].shared_dead for r in results):
+                # a provider or policy input failed in some partitions only (on one referral's data):
+                # live rolled it back for all of them, so the partitions' folds do not add up; fold once
+                results = [_fold_part(0, 1, progress)]
+    finally:
+        _SHARED = None
+    report.inputs = sum(r.inputs for r in results)
+    report.decisions_recorded = sum(map(len, source.recorded.values()))
+    report.decisions_replayed = sum(r.decisions_replayed for r in results)
+    report.differences = sorted((d for r in results for d in r.differences), key=lambda d: (d.stream_id, d.index))
+    report.dead_lettered = [event_id for _, event_id in sorted(d for r in results for d in r.dead_lettered)]
+    if progress:
+        progress(len(source.order), len(source.order))
+    return report
