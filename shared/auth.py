@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from collections.abc import MutableMapping
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 import jwt
 from fastapi import Request

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, func, select
@@ -116,7 +117,7 @@ class LocalBus:
                  "headers": orjson.dumps({k: v.decode() for k, v in m.headers.items()}).decode()} for m in messages])
         self.published.set()
 
-    def subscribe(self, group: str, topics: Sequence[str]) -> "LocalSubscription":
+    def subscribe(self, group: str, topics: Sequence[str]) -> LocalSubscription:
         return LocalSubscription(self, group, list(topics))
 
     async def ping(self) -> bool:
@@ -174,7 +175,7 @@ class LocalSubscription:
                 return []
             try:
                 await asyncio.wait_for(published.wait(), min(remaining, self.bus.poll_seconds))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def commit(self, message: Message) -> None:
@@ -266,7 +267,7 @@ class KafkaBus:
                 await producer.stop()
             raise
 
-    def subscribe(self, group: str, topics: Sequence[str]) -> "KafkaSubscription":
+    def subscribe(self, group: str, topics: Sequence[str]) -> KafkaSubscription:
         return KafkaSubscription(self, group, list(topics))
 
     async def read_topics(self, topics: Sequence[str], group: str, timeout: float = 600) -> list[Message]:
@@ -275,7 +276,6 @@ class KafkaBus:
         `group`. Nothing is committed: live consumer groups are not touched. A topic that does not
         exist is a LookupError."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
-
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 import traceback
-from typing import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection

@@ -99,7 +99,7 @@ def alembic_config(service: str, url: str | None = None) -> Config:
     return cfg
 
 
-_alembic_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+_alembic_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 """Alembic keeps the running migration in module globals (`alembic.op`, `alembic.context`), so
 services started in one process (`placematch up`) must migrate one at a time."""
 

@@ -99,7 +99,7 @@ class OutboxRelay:
                     continue
                 try:
                     await asyncio.wait_for(self.db.committed.wait(), self.poll_seconds)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             except asyncio.CancelledError:
                 raise

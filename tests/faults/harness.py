@@ -414,7 +414,7 @@ class WebhookReceiver:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         self.thread.start()
         return self
 
@@ -553,7 +553,7 @@ class Load:
             task.add_done_callback(self._done)
             try:
                 await asyncio.wait_for(self._stop.wait(), self.interval)  # pacing only
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _done(self, task: asyncio.Task[None]) -> None:
