@@ -131,7 +131,8 @@ class LocalBus:
         """Every message of `topics` from the beginning, in log order (replay; no offsets kept)."""
         assert self.db is not None, "LocalBus not started"
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(_log).where(_log.c.topic.in_(list(topics))).order_by(_log.c.offset))).all()
+            query = select(_log).where(_log.c.topic.in_(list(topics))).order_by(_log.c.offset)
+            rows = (await conn.execute(query)).all()
         return [Message(r.topic, r.key, r.value, _headers(r.headers), offset=r.offset) for r in rows]
 
 
@@ -173,10 +174,8 @@ class LocalSubscription:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return []
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(published.wait(), min(remaining, self.bus.poll_seconds))
-            except TimeoutError:
-                pass
 
     async def commit(self, message: Message) -> None:
         assert self.bus.db is not None
@@ -235,11 +234,9 @@ class KafkaBus:
             existing = set(await admin.list_topics())
             wanted = [t for t in dict.fromkeys(topics) if t not in existing]
             if wanted:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
                         [NewTopic(name=t, num_partitions=self.partitions, replication_factor=1) for t in wanted])
-                except TopicAlreadyExistsError:
-                    pass
         finally:
             await admin.close()
 

@@ -143,7 +143,10 @@ def run_env(target_metadata: MetaData | None = None) -> None:
         return
 
     async def _standalone() -> None:
-        engine = create_async_engine(cfg.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+        url = cfg.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic_config needs a database URL or a connection in cfg.attributes")
+        engine = create_async_engine(url, poolclass=pool.NullPool)
         async with engine.begin() as conn:
             await conn.run_sync(_migrate)
         await engine.dispose()

@@ -190,7 +190,8 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     install_limits(app, runtime.settings, runtime.db)  # in front of Idempotency-Key, which reads whole bodies
     app.add_middleware(CorrelationMiddleware)
     app.add_middleware(tracing.TracingMiddleware, service=runtime.name)
-    app.add_middleware(metrics.MetricsMiddleware, metrics=runtime.metrics, router=app.router)  # outermost: every answer counts
+    # outermost: every answer counts
+    app.add_middleware(metrics.MetricsMiddleware, metrics=runtime.metrics, router=app.router)
     app.include_router(health_router())
     app.include_router(metrics.metrics_router())
     for router in routers:
