@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from .common import Infra, Row, kafka_version, machine_facts, pg_version
@@ -67,8 +67,10 @@ def _ratio(row: Row) -> str:
 
 def table(rows: list[Row], title: str) -> Table:
     t = Table(title=title, show_lines=False)
-    for col, justify in (("section", "left"), ("metric", "left"), ("placematch", "right"), ("baseline", "right"),
-                         ("unit", "left"), ("ours/baseline", "right"), ("baseline is", "left"), ("note", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("section", "left"), ("metric", "left"), ("placematch", "right"), ("baseline", "right"),
+        ("unit", "left"), ("ours/baseline", "right"), ("baseline is", "left"), ("note", "left"))
+    for col, justify in columns:
         t.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         t.add_row(r.section, r.metric, _fmt(r.ours, r.unit), _fmt(r.baseline, r.unit), r.unit, _ratio(r),

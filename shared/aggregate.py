@@ -1,8 +1,9 @@
 """Event-sourced aggregate base: commands check rules and return events; `apply` folds them."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Self
+from typing import Any, Self
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from collections.abc import MutableMapping
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 import jwt
 from fastapi import Request
@@ -79,8 +79,17 @@ def mint_token(settings: Settings, role: str, tenant: str, sub: str | None = Non
     now = int(time.time())
     claims = {"sub": sub, "role": role, "tenant": tenant, "iat": now,
               "exp": now + ttl_seconds, "jti": str(uuid.uuid4())}
-    key = settings.jwt_private_key if settings.jwt_algorithm == "RS256" else settings.jwt_secret
+    key = _local_key(settings, settings.jwt_private_key, "PLACEMATCH_JWT_PRIVATE_KEY")
     return jwt.encode(claims, key, algorithm=settings.jwt_algorithm)
+
+
+def _local_key(settings: Settings, pem: str | None, variable: str) -> str:
+    """The shared HS256 secret, or the static RS256 key `pem` (which RS256 needs)."""
+    if settings.jwt_algorithm != "RS256":
+        return settings.jwt_secret
+    if pem is None:
+        raise RuntimeError(f"{variable} is required when PLACEMATCH_JWT_ALGORITHM=RS256")
+    return pem
 
 
 def decode_token(settings: Settings, token: str) -> Principal:
@@ -98,7 +107,7 @@ def decode_token(settings: Settings, token: str) -> Principal:
 
 def decode_local_token(settings: Settings, token: str) -> Principal:
     """A token of `placematch token`: the shared HS256 secret, or the static RS256 key."""
-    key = settings.jwt_public_key if settings.jwt_algorithm == "RS256" else settings.jwt_secret
+    key = _local_key(settings, settings.jwt_public_key, "PLACEMATCH_JWT_PUBLIC_KEY")
     try:
         claims = jwt.decode(token, key, algorithms=[settings.jwt_algorithm],
                             options={"require": ["sub", "role", "tenant", "exp"]})

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, func, select
@@ -116,7 +117,7 @@ class LocalBus:
                  "headers": orjson.dumps({k: v.decode() for k, v in m.headers.items()}).decode()} for m in messages])
         self.published.set()
 
-    def subscribe(self, group: str, topics: Sequence[str]) -> "LocalSubscription":
+    def subscribe(self, group: str, topics: Sequence[str]) -> LocalSubscription:
         return LocalSubscription(self, group, list(topics))
 
     async def ping(self) -> bool:
@@ -130,7 +131,8 @@ class LocalBus:
         """Every message of `topics` from the beginning, in log order (replay; no offsets kept)."""
         assert self.db is not None, "LocalBus not started"
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(_log).where(_log.c.topic.in_(list(topics))).order_by(_log.c.offset))).all()
+            query = select(_log).where(_log.c.topic.in_(list(topics))).order_by(_log.c.offset)
+            rows = (await conn.execute(query)).all()
         return [Message(r.topic, r.key, r.value, _headers(r.headers), offset=r.offset) for r in rows]
 
 
@@ -172,10 +174,8 @@ class LocalSubscription:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return []
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(published.wait(), min(remaining, self.bus.poll_seconds))
-            except asyncio.TimeoutError:
-                pass
 
     async def commit(self, message: Message) -> None:
         assert self.bus.db is not None
@@ -234,11 +234,9 @@ class KafkaBus:
             existing = set(await admin.list_topics())
             wanted = [t for t in dict.fromkeys(topics) if t not in existing]
             if wanted:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
                         [NewTopic(name=t, num_partitions=self.partitions, replication_factor=1) for t in wanted])
-                except TopicAlreadyExistsError:
-                    pass
         finally:
             await admin.close()
 
@@ -266,7 +264,7 @@ class KafkaBus:
                 await producer.stop()
             raise
 
-    def subscribe(self, group: str, topics: Sequence[str]) -> "KafkaSubscription":
+    def subscribe(self, group: str, topics: Sequence[str]) -> KafkaSubscription:
         return KafkaSubscription(self, group, list(topics))
 
     async def read_topics(self, topics: Sequence[str], group: str, timeout: float = 600) -> list[Message]:
@@ -275,7 +273,6 @@ class KafkaBus:
         `group`. Nothing is committed: live consumer groups are not touched. A topic that does not
         exist is a LookupError."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
-
         from aiokafka.admin import AIOKafkaAdminClient
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")

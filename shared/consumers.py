@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 import traceback
-from typing import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -244,9 +244,7 @@ class EventConsumer:
                 except Exception as exc:  # commit failed, rebalance, bus away: go back, redeliveries are no-ops
                     log.warning("%s: %s; resuming from the last committed offset", self.name, exc)
                     await asyncio.sleep(0.5)
-                    try:
+                    with contextlib.suppress(Exception):
                         await subscription.rewind()
-                    except Exception:
-                        pass
         finally:
             await asyncio.shield(subscription.stop())

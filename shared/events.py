@@ -6,9 +6,10 @@ package builds and parses the Kafka form; orjson writes the canonical bytes we h
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from cloudevents.core.bindings import kafka as ce_kafka
@@ -101,7 +102,7 @@ class Envelope:
         return ce_kafka.KafkaMessage(headers=message.headers, key=message.key, value=self.to_json())
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], *, position: int | None = None) -> "Envelope":
+    def from_dict(cls, doc: dict[str, Any], *, position: int | None = None) -> Envelope:
         envelope = cls(
             id=doc["id"],
             source=doc["source"],
@@ -123,11 +124,11 @@ class Envelope:
         return registry.upcast(envelope)
 
     @classmethod
-    def from_json(cls, raw: bytes | str, *, position: int | None = None) -> "Envelope":
+    def from_json(cls, raw: bytes | str, *, position: int | None = None) -> Envelope:
         return cls.from_dict(loads(raw), position=position)
 
     @classmethod
-    def from_kafka(cls, value: bytes, headers: dict[str, bytes] | None = None, key: bytes | None = None) -> "Envelope":
+    def from_kafka(cls, value: bytes, headers: dict[str, bytes] | None = None, key: bytes | None = None) -> Envelope:
         """Parse with the CloudEvents Kafka binding (validates the envelope), keep our exact data."""
         message = ce_kafka.KafkaMessage(headers=headers or {"content-type": b"application/cloudevents+json"},
                                         key=key, value=value)

@@ -1,8 +1,9 @@
 """Input rules every service shares: a strict JSON body, visible text, plausible dates.
 
-`decode_json` (run by `shared.web.StrictJSONMiddleware` on every JSON request body) decodes every JSON request body once more, strictly, before any route
-runs, and refuses what Python's `json` (and so FastAPI) would let through but no service can
-store: a body that is not UTF-8 or not JSON (`NaN`, `Infinity`), a key given twice (the last
+`decode_json` (run by `shared.web.StrictJSONMiddleware` on every JSON request body) decodes every
+JSON request body once more, strictly, before any route runs, and refuses what Python's `json`
+(and so FastAPI) would let through but no service can store: a body that is not UTF-8 or not
+JSON (`NaN`, `Infinity`), a key given twice (the last
 would silently win), a NUL (PostgreSQL text cannot hold one) or a lone surrogate (not encodable
 as UTF-8: the event store could not write the event), an integer outside 64 bits, a number too
 large for a double, nesting deeper than any request model. Query strings and paths with a NUL
@@ -43,7 +44,7 @@ class InputRefused(Exception):
         self.detail = detail
 
 
-class _Duplicated(dict):  # type: ignore[type-arg]
+class _Duplicated(dict[str, Any]):
     """An object in which `key` was given more than once (found with its path by `_check`)."""
 
     def __init__(self, pairs: list[tuple[str, Any]], key: str) -> None:

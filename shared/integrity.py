@@ -53,6 +53,6 @@ async def verify_store(db: Database, batch: int = 5000) -> VerifyReport:
                                                           "content does not match its stream hash"))
                 chain = link_hash(chain, row.body)
                 if row.chain_hash != chain:
-                    return VerifyReport(count, BrokenLink(row.position, row.stream_id, row.version,
-                                                          "global chain broken (an event was removed or inserted before it)"))
+                    why = "global chain broken (an event was removed or inserted before it)"
+                    return VerifyReport(count, BrokenLink(row.position, row.stream_id, row.version, why))
                 stream_heads[row.stream_id] = (row.version, row.stream_hash)

@@ -19,8 +19,9 @@ import ipaddress
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import sqlalchemy.exc
 from fastapi import FastAPI

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, Processor
 
 REDACTED = "[redacted]"
 
@@ -87,13 +88,13 @@ def _redact_item(key: Any, value: Any, depth: int) -> Any:
     return redact_value(value, depth + 1)
 
 
-def redact(_: object, __: str, event_dict: dict) -> dict:
+def redact(_: object, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: drop personal data and credentials from every key and string."""
     return {key: value if key.startswith("_") else _redact_item(key, value, 0)
             for key, value in event_dict.items()}
 
 
-def _add_correlation(_: object, __: str, event_dict: dict) -> dict:
+def _add_correlation(_: object, __: str, event_dict: EventDict) -> EventDict:
     from shared import context
 
     cid = context.correlation_id.get()
@@ -107,12 +108,13 @@ def _renderers(fmt: str) -> list[Any]:
     if fmt == "json":
         exceptions: Any = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
         return [exceptions, redact, structlog.processors.JSONRenderer()]
-    return [structlog.processors.format_exc_info, redact,
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback)]
+    console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                            exception_formatter=structlog.dev.plain_traceback)
+    return [structlog.processors.format_exc_info, redact, console]
 
 
 def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         _add_correlation,
         structlog.processors.add_log_level,

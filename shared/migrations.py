@@ -99,7 +99,7 @@ def alembic_config(service: str, url: str | None = None) -> Config:
     return cfg
 
 
-_alembic_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
+_alembic_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 """Alembic keeps the running migration in module globals (`alembic.op`, `alembic.context`), so
 services started in one process (`placematch up`) must migrate one at a time."""
 
@@ -143,7 +143,10 @@ def run_env(target_metadata: MetaData | None = None) -> None:
         return
 
     async def _standalone() -> None:
-        engine = create_async_engine(cfg.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+        url = cfg.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic_config needs a database URL or a connection in cfg.attributes")
+        engine = create_async_engine(url, poolclass=pool.NullPool)
         async with engine.begin() as conn:
             await conn.run_sync(_migrate)
         await engine.dispose()

@@ -9,6 +9,7 @@ relay publishes at a time (the others find the lock taken and wait for their nex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from sqlalchemy import delete, select
@@ -97,10 +98,8 @@ class OutboxRelay:
                 if await self.publish_pending():
                     backoff = 0.2
                     continue
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.db.committed.wait(), self.poll_seconds)
-                except asyncio.TimeoutError:
-                    pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database away: keep the rows, try again

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,10 +19,11 @@ from shared import metrics, tracing
 from shared.aggregate import Aggregate
 from shared.bus import Bus, make_bus
 from shared.commands import Decide, Project, in_transaction, run_command
-from shared.limits import install_limits
 from shared.consumers import EventConsumer, Handler
 from shared.db import Database
 from shared.events import Envelope
+from shared.idempotency import AnswerPolicy, IdempotencyMiddleware
+from shared.limits import install_limits
 from shared.logs import get_logger
 from shared.migrations import upgrade
 from shared.openapi import JSONContentMiddleware, install_contract, operation_id
@@ -29,7 +31,6 @@ from shared.preconditions import PreconditionMiddleware
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
-from shared.idempotency import AnswerPolicy, IdempotencyMiddleware
 from shared.web import CorrelationMiddleware, StrictJSONMiddleware, health_router, install_problem_handlers
 
 log = get_logger("placematch.service")
@@ -195,7 +196,8 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.add_middleware(JSONContentMiddleware)  # a body that is not JSON is 415 before anything reads it
     app.add_middleware(CorrelationMiddleware)
     app.add_middleware(tracing.TracingMiddleware, service=runtime.name)
-    app.add_middleware(metrics.MetricsMiddleware, metrics=runtime.metrics, router=app.router)  # outermost: every answer counts
+    # outermost: every answer counts
+    app.add_middleware(metrics.MetricsMiddleware, metrics=runtime.metrics, router=app.router)
     app.include_router(health_router())
     app.include_router(metrics.metrics_router())
     for router in routers:

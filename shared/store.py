@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -385,36 +385,6 @@ class EventStore:
         for r in rows:
             histories[r.stream_id].append(Envelope.from_json(r.body))
         return {i: cls.replay(i, ((e.type, e.data) for e in history)) for i, history in histories.items()}
-
-    async def execute(
-        self,
-        cls: type[A],
-        stream_id: str,
-        command: Callable[[A], list[NewEvent]],
-        *,
-        topic: str | None,
-        attempts: int = 3,
-        after: Callable[[AsyncConnection, A, list[Envelope]], Awaitable[Any]] | None = None,
-    ) -> tuple[A, list[Envelope]]:
-        """Load, decide, append in one transaction; retry on a concurrent append.
-
-        `after(conn, aggregate, envelopes)` runs in the same transaction (e.g. to update a read
-        model). Domain errors from `command` propagate and nothing is recorded.
-        """
-        for attempt in range(attempts):
-            try:
-                async with self.db.transaction() as conn:
-                    aggregate = await self.load(cls, stream_id, conn)
-                    new_events = command(aggregate)
-                    envelopes = await self.append(conn, stream_id, aggregate.version, new_events, topic=topic)
-                    aggregate.mutate(new_events)
-                    if after is not None:
-                        await after(conn, aggregate, envelopes)
-                return aggregate, envelopes
-            except ConcurrencyError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
 
 
 async def read_embedded(data_dir: Path, services: Iterable[str],

@@ -13,7 +13,16 @@ from sqlalchemy.engine import make_url
 
 from services import SERVICES
 from tests.conftest import KafkaBroker, _execute
-from tests.faults.harness import Audit, Client, Cluster, Ledger, ServiceProcess, WebhookReceiver, enrol_providers, service_env
+from tests.faults.harness import (
+    Audit,
+    Client,
+    Cluster,
+    Ledger,
+    ServiceProcess,
+    WebhookReceiver,
+    enrol_providers,
+    service_env,
+)
 
 FEES = [425000, 520000, 300000]  # one provider each, all eligible for every referral
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.server
 import json
 import os
@@ -414,7 +415,7 @@ class WebhookReceiver:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         self.thread.start()
         return self
 
@@ -551,10 +552,8 @@ class Load:
             task = asyncio.create_task(self._referral_with_offers())
             self._writes.add(task)
             task.add_done_callback(self._done)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)  # pacing only
-            except asyncio.TimeoutError:
-                pass
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._writes.discard(task)
@@ -622,7 +621,8 @@ async def enrol_providers(client: Client, receiver: WebhookReceiver, fees: list[
                                       {**SCHOOL, "name": f"Fault School {i}", "urn": f"90{i:04d}"}, {}, expect=201)
         pid = provider["id"]
         await client.write("enrolment", f"/providers/{pid}/inspections",
-                           {"framework": "ofsted_legacy", "overall": "good", "inspected_on": "2024-03-01"}, commissioner)
+                           {"framework": "ofsted_legacy", "overall": "good", "inspected_on": "2024-03-01"},
+                           commissioner)
         await client.write("enrolment", f"/providers/{pid}/approve", None, commissioner)
         await client.write("notification", "/subscriptions",
                            {"url": f"{receiver.base}/hooks/provider/{pid}",
@@ -824,7 +824,8 @@ class Audit:
             lines.append(f"    accepted by replica: {dict(sorted(self.ledger.accepted_by.items()))}; "
                          f"{self.ledger.across_replicas} writes answered by two replicas across their retries")
         for name, t in self.tallies.items():
-            lines.append(f"    {name:42} expected {t.expected:5}  lost {len(t.lost):3}  duplicated {len(t.duplicated):3}")
+            lines.append(f"    {name:42} expected {t.expected:5}  lost {len(t.lost):3}  "
+                         f"duplicated {len(t.duplicated):3}")
         lines.append(f"    webhook redeliveries of one webhook-id (receivers de-duplicate): {self.redelivered}")
         return "\n".join(lines)
 

@@ -26,7 +26,8 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest

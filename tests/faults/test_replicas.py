@@ -192,7 +192,7 @@ async def test_two_replicas_of_each_service_crash_and_roll_under_load(
                               cluster.services[name].database_url) for name in SERVICES),
             asyncio.to_thread(cli, cluster, "replay", "--data-dir", str(tmp_path), "--from", "topics",
                               "--journal", cluster.services["matching"].database_url))
-        for name, run in zip(SERVICES, verified):
+        for name, run in zip(SERVICES, verified, strict=True):
             assert run.returncode == 0 and "intact" in run.stdout, f"verify {name}:\n{run.stdout}{run.stderr}"
         assert replayed.returncode == 0, f"replay:\n{replayed.stdout}{replayed.stderr}"
         assert "every decision reproduced byte for byte" in replayed.stdout, replayed.stdout
@@ -210,7 +210,7 @@ def test_replicas_starting_together_migrate_one_fresh_database_once(fresh_databa
     runs = [subprocess.Popen([sys.executable, "-m", "services.cli", "migrate", "referral"], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
     outputs = [run.communicate(timeout=120)[0] for run in runs]
-    failed = [out[-1500:] for run, out in zip(runs, outputs) if run.returncode != 0]
+    failed = [out[-1500:] for run, out in zip(runs, outputs, strict=True) if run.returncode != 0]
     assert not failed, f"{len(failed)} of {len(runs)} concurrent migrations failed:\n" + "\n---\n".join(failed)
 
 
@@ -255,7 +255,7 @@ async def test_two_relays_on_one_outbox_publish_each_event_once_in_order(
           f"{len(records)} records of {len(positions)} events")
     assert len(ids) == len(set(ids)) == len(positions), f"{len(ids) - len(set(ids))} events published twice"
     for partition in {r.partition for r in records}:
-        published = [positions[i] for r, i in zip(records, ids) if r.partition == partition]
+        published = [positions[i] for r, i in zip(records, ids, strict=True) if r.partition == partition]
         assert published == sorted(published), f"partition {partition} out of position order"
 
 

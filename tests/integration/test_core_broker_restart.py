@@ -99,7 +99,8 @@ def broker(kafka_bootstrap: str) -> Broker:
 
 
 @pytest.fixture
-async def runtime(kafka_bootstrap: str, fresh_database_url: str, kafka_topic_prefix: str) -> AsyncIterator[ServiceRuntime]:
+async def runtime(kafka_bootstrap: str, fresh_database_url: str,
+                  kafka_topic_prefix: str) -> AsyncIterator[ServiceRuntime]:
     settings = Settings(kafka_bootstrap=kafka_bootstrap, database_url=fresh_database_url,
                         topic_prefix=kafka_topic_prefix, relay_poll_seconds=0.1)
     service = ServiceRuntime("restart", settings, publishes=["restart"],

@@ -58,7 +58,8 @@ async def migrate(db: Database) -> None:
 
 
 @pytest.fixture
-async def runtime(kafka_bootstrap: str, fresh_database_url: str, kafka_topic_prefix: str) -> AsyncIterator[ServiceRuntime]:
+async def runtime(kafka_bootstrap: str, fresh_database_url: str,
+                  kafka_topic_prefix: str) -> AsyncIterator[ServiceRuntime]:
     settings = Settings(kafka_bootstrap=kafka_bootstrap, database_url=fresh_database_url,
                         topic_prefix=kafka_topic_prefix, relay_poll_seconds=0.1,
                         consumer_max_attempts=2, consumer_retry_base_seconds=0.01)
@@ -174,7 +175,8 @@ async def test_poison_and_failing_events_go_to_the_dlq_and_later_events_still_ap
         assert marker in headers["placematch-error"]
         assert headers["placematch-consumer"] == consumer.name.encode()
         assert record.key == (b"agg-poison" if event_id == poison.id else b"agg-fail")
-    originals = {Envelope.from_kafka(r.value, dict(r.headers)).id: r for r in await read_whole_topic(kafka_bootstrap, topic)}
+    whole_topic = await read_whole_topic(kafka_bootstrap, topic)
+    originals = {Envelope.from_kafka(r.value, dict(r.headers)).id: r for r in whole_topic}
     for event_id, record in by_id.items():
         assert record.value == originals[event_id].value, "the DLQ keeps the event exactly as it was"
         assert dict(record.headers)["placematch-origin-offset"] == str(originals[event_id].offset).encode()

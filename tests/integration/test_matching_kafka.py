@@ -78,14 +78,17 @@ async def test_matching_on_kafka_and_postgres(kafka_bootstrap: str, fresh_databa
             inviting = [a for a in audit if a.data["output"]["newly_invited"]]
             assert inviting and all(a.data["output"]["referral_id"] == rid for a in audit)
             assert all(a.data["inputs"]["providers"] for a in inviting)
-            invitation = next(e for e in reader.events[t("notifications")] if e.data["webhook_type"] == "referral.invited")
+            invitation = next(e for e in reader.events[t("notifications")]
+                              if e.data["webhook_type"] == "referral.invited")
             assert invitation.data["referral_id"] == rid and "child_ref" not in invitation.data["data"]
 
             await runtime.bus.publish([
-                msg("referral", "offer-submitted", rid, {"offer_id": "o1", "provider_id": p1, "weekly_fee_pence": 425000,
-                                                         "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T10:00:00Z"}),
-                msg("referral", "offer-submitted", rid, {"offer_id": "o2", "provider_id": p2, "weekly_fee_pence": 400000,
-                                                         "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T11:00:00Z"}),
+                msg("referral", "offer-submitted", rid, {
+                    "offer_id": "o1", "provider_id": p1, "weekly_fee_pence": 425000,
+                    "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T10:00:00Z"}),
+                msg("referral", "offer-submitted", rid, {
+                    "offer_id": "o2", "provider_id": p2, "weekly_fee_pence": 400000,
+                    "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T11:00:00Z"}),
             ])
 
             async def ranked_both() -> Envelope:
@@ -105,7 +108,8 @@ async def test_matching_on_kafka_and_postgres(kafka_bootstrap: str, fresh_databa
                            for e in reader.events[t("audit")])
             await wait_for(ranked_audited, timeout=30)
 
-            body = (await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough", "croydon"))).json()
+            shortlist = await client.get(f"/referrals/{rid}/shortlist", headers=auth(settings, "borough", "croydon"))
+            body = shortlist.json()
             assert body["entries"] == ranked.data["entries"]
             ready = await client.get("/ready")
             assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "bus": True}

@@ -63,12 +63,12 @@ async def test_replay_from_kafka_topics_reproduces_every_decision(
         await runtime.consumers_ready(60)
         # phases one after another: event time is then the order matching took them in
         await runtime.bus.publish([msg("enrolment", "provider-approved", p, {**PROFILE, "quality_score": q})
-                                   for p, q in zip(providers, ("80.00", "90.00", "70.00"))])
+                                   for p, q in zip(providers, ("80.00", "90.00", "70.00"), strict=True)])
         await settle(3)
         raised = [msg("referral", "referral-raised", r, REFERRAL) for r in referrals]
         await runtime.bus.publish(raised)
         await settle(5)
-        for i, (p, fee) in enumerate(zip(providers, (400000, 350000, 300000))):
+        for i, (p, fee) in enumerate(zip(providers, (400000, 350000, 300000), strict=True)):
             await runtime.bus.publish([msg("referral", "offer-submitted", referrals[i % 2], {
                 "offer_id": str(uuid.uuid4()), "provider_id": p, "weekly_fee_pence": fee,
                 "start_date": "2026-09-01", "notes": "", "submitted_at": "2026-05-02T10:00:00Z"})])

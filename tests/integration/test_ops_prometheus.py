@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.support.notification import WebhookReceiver, run_receiver
 from tests.helpers import wait_for
 from tests.ops_stack import approved_provider, embedded_settings, embedded_stack, raise_referral, subscribe
+from tests.support.notification import WebhookReceiver, run_receiver
 
 
 async def test_prometheus_scrapes_every_service_after_a_small_load(tmp_path: Path, prometheus: Any) -> None:

@@ -6,7 +6,7 @@ on `placematch.matching` is what enables the provider's offer (before it: 409 + 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ PROVIDER = "0d1f6c9e-6f0a-4f1e-8a55-0f1d9b7e2a01"
 
 
 def referral_body() -> dict[str, Any]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {
         "child_ref": "CR-2026-0042", "birth_date": "2014-05-02", "gender": "male",
         "primary_need": "ASD", "secondary_needs": ["SLCN"], "placement_type": "day",

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +293,7 @@ class Service:
 # --- seeds -------------------------------------------------------------------------------------------
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def application(urn: str) -> dict[str, Any]:
@@ -337,8 +337,10 @@ def seed_referral(svc: Service) -> None:
             "referral_id": rid, "borough": "croydon", "invited": [PROVIDER], "newly_invited": [PROVIDER],
             "results": [], "trigger": "referral-raised"}, "placematch/matching")
         provider = ("provider", PROVIDER)
-        svc.until(lambda: svc.request("GET", f"/referrals/{rid}", provider).status_code == 200,
-                  "the invitation to reach the referral service")
+
+        def invited(rid: str = rid, provider: Caller = provider) -> bool:
+            return svc.request("GET", f"/referrals/{rid}", provider).status_code == 200
+        svc.until(invited, "the invitation to reach the referral service")
         offer = svc.expect(201, "POST", f"/referrals/{rid}/offers", provider, json={
             "weekly_fee_pence": 425000, "start_date": (_now() + timedelta(days=90)).date().isoformat()})
         svc.feed("matching", "shortlist-ranked", rid, {
@@ -408,7 +410,8 @@ def templates() -> dict[tuple[str, str, str], Callable[[], dict[str, Any]]]:
 
 wild_values = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False, allow_infinity=False, places=5).map(str), st.text(max_size=30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.decimals(allow_nan=False, allow_infinity=False, places=5).map(str), st.text(max_size=30),
     st.sampled_from(["", " ", "2026-02-30", "0001-01-01", "9999-12-31", "9999-12-31T23:59:59Z",
                      "2026-07-01T17:00:00", "2026-07-01T17:00:00+14:00", "1e309", "-1", "-0.01", "1.001",
                      "NaN", "Infinity", "asd", "ASD", "\x00", "ñ" * 300, "x" * 5000, "http://127.0.0.1:1/",
@@ -668,7 +671,8 @@ def _path(svc: Service, path: str) -> str:
     """`path` with fresh resources where the fuzzing may have changed the seeded ones' state."""
     ids = {"provider_id": svc.provider, "borough_subscription_id": svc.seeds.get("subscription_id", ["", ""])[-1]}
     if "{applied_id}" in path:
-        ids["applied_id"] = svc.expect(201, "POST", "/providers", json=application(f"{uuid.uuid4().int % 10**6:06d}"))["id"]
+        urn = f"{uuid.uuid4().int % 10**6:06d}"
+        ids["applied_id"] = svc.expect(201, "POST", "/providers", json=application(urn))["id"]
     if "{referral_id}" in path:
         ids["referral_id"] = svc.expect(201, "POST", "/referrals", BOROUGH, json=referral_body())["id"]
     return path.format(**ids)

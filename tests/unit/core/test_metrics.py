@@ -6,7 +6,6 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.support.notification import WebhookReceiver, run_receiver
 from shared import tracing
 from tests.helpers import wait_for
 from tests.ops_stack import (
@@ -18,6 +17,7 @@ from tests.ops_stack import (
     settled,
     subscribe,
 )
+from tests.support.notification import WebhookReceiver, run_receiver
 
 
 async def test_each_service_shows_its_own_metrics_by_route_template_without_ids(tmp_path: Path) -> None:
