@@ -126,7 +126,10 @@ class Placements:
             decision = _weighted(rng, (("agreed", 50), ("agreed_in_part", 30), ("declined", 20)))
             body: dict[str, Any] = {"decision": decision}
             if decision == "agreed_in_part":
-                body["weekly_fee_pence"] = (fee + asked) // 2
+                body |= {"weekly_fee_pence": (fee + asked) // 2,
+                         "note": "The panel agreed the pay award, not the rest of the uplift"}
+            elif decision == "declined":
+                body["note"] = "Within the fee agreed at award for this year; to be looked at again at the review"
             await api.call("POST", "placement", f"{path}/fee-changes/{change['change_id']}/decision", borough_token,
                            body, key=f"placement-uplift-decision:{key}")
             self.counts[f"fee_changes_{decision}"] += 1

@@ -16,7 +16,7 @@ from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
-SCHOOLS = (("Riverside School", "good", 425000), ("Oakfield Academy", "outstanding", 520000))
+SCHOOLS = (("Riverside School", "good", 425000), ("Oakfield Academy", "good", 520000))  # Riverside ranks top
 
 
 async def award_a_referral(http: httpx.AsyncClient, stack: Stack) -> dict[str, Any]:
@@ -111,7 +111,8 @@ async def test_award_to_unplanned_ending_then_audit_and_replay(stack: Stack) -> 
             "reason": "Annual inflationary uplift"}), 201)
         change_id = uplift["fee_changes"][0]["change_id"]
         decided = ok(await http.post(f"{placements}/{pid}/fee-changes/{change_id}/decision", headers=croydon,
-                                     json={"decision": "agreed_in_part", "weekly_fee_pence": 435000}))
+                                     json={"decision": "agreed_in_part", "weekly_fee_pence": 435000,
+                                           "note": "Panel agreed the pay award, not the agency cover"}))
         assert [f["weekly_fee_pence"] for f in decided["fee_history"]] == [425000, 435000]
 
         ended_on = (today + timedelta(days=150)).isoformat()
