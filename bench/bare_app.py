@@ -18,5 +18,5 @@ app.state.settings = Settings()
 @app.post("/referrals", status_code=201)
 async def raise_referral(body: ReferralIn, who: Principal = Depends(borough_only)) -> JSONResponse:
     referral_id = str(uuid.uuid4())
-    view = {"id": referral_id, "status": "open", "borough": who.tenant, **body.model_dump(exclude_unset=True)}
+    view = {"id": referral_id, "status": "open", "borough": who.tenant, **body.model_dump(mode="json", exclude_unset=True)}
     return JSONResponse(view, status_code=201, headers={"Location": f"/referrals/{referral_id}"})

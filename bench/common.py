@@ -172,12 +172,14 @@ def referral_bodies(count: int, seed: int = 11) -> list[tuple[str, dict[str, Any
 
 def referral_raised_data(count: int, seed: int = 11) -> list[dict[str, Any]]:
     """`referral-raised` data as the referral domain records it (via the real aggregate)."""
+    from services.referral.api import ReferralIn
     from services.referral.domain import Referral
 
     now = datetime.now(UTC)
     out = []
     for borough, body in referral_bodies(count, seed):
-        out.append(Referral(str(uuid.uuid4())).raise_referral(borough, body, now)[0].data)
+        details = ReferralIn.model_validate(body).details()
+        out.append(Referral(str(uuid.uuid4())).raise_referral(borough, details, now)[0].data)
     return out
 
 

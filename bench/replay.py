@@ -28,6 +28,7 @@ from services.demo import plan_providers, plan_referrals
 from services.enrolment.domain import Provider
 from services.enrolment.requests import ApplicationIn, InspectionIn, OutcomesIn
 from services.matching.replay import replay_matching
+from services.referral.api import ReferralIn
 from services.referral.domain import Referral
 from shared.aggregate import NewEvent
 from shared.db import Database
@@ -129,7 +130,8 @@ async def generate(data_dir: Path, referrals: int, seed: int = 5) -> int:
     bodies = plan_referrals(seed, referrals, plans, day)
     for step, rplan in enumerate(bodies):
         rid = str(uuid.uuid4())
-        raised = Referral(rid).raise_referral(rplan.borough, rplan.body, datetime.now(UTC))[0]
+        raised = Referral(rid).raise_referral(rplan.borough, ReferralIn.model_validate(rplan.body).details(),
+                                              datetime.now(UTC))[0]
         journal.append(referral_store.append(rid, raised.type, raised.data, tick()).id)
         need, ptype = rplan.body["primary_need"], rplan.body["placement_type"]
         fits = [(pid, p) for pid, p in approved if need in p.lots and ptype in p.placement_types]

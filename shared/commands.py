@@ -52,20 +52,23 @@ async def in_transaction(db: Database, work: Callable[[AsyncConnection], Awaitab
 
 async def run_command(db: Database, store: EventStore, cls: type[A], stream_id: str, decide: Decide[A], *,
                       topic: str | None, project: Project[A] | None = None, journal: str | None = None,
-                      project_unchanged: bool = False, attempts: int = ATTEMPTS) -> tuple[A, list[Envelope]]:
+                      project_unchanged: bool = False, created: str | None = None,
+                      attempts: int = ATTEMPTS) -> tuple[A, list[Envelope]]:
     """Load `cls` `stream_id` (version 0 if new), decide, append with the expected version (to the
     outbox for `topic`), fold the events into the aggregate and `project` — all in one transaction.
 
     Domain errors from `decide` propagate and nothing is recorded. `journal=NAME` records the first
     new event as the next input of this service under NAME (replay feeds it back in that order).
     `project` runs only when events were recorded, unless `project_unchanged`.
+    `created`: the id of what the events create inside the stream (an offer in a referral), which a
+    keyed request's `answer_lost` names instead of the stream (see `EventStore.append`).
     Returns the aggregate as changed, so the caller answers from it (no read-back of a view).
     """
     async def work(conn: AsyncConnection) -> tuple[A, list[Envelope]]:
         aggregate = await store.load(cls, stream_id, conn)
         decided = decide(conn, aggregate)
         events = await decided if inspect.isawaitable(decided) else decided
-        envelopes = await store.append(conn, stream_id, aggregate.version, events, topic=topic)
+        envelopes = await store.append(conn, stream_id, aggregate.version, events, topic=topic, created=created)
         aggregate.mutate(events)
         if journal is not None and envelopes:
             await journal_input(conn, journal, envelopes[0].id)

@@ -52,6 +52,8 @@ class Envelope:
     correlationid: str | None = None
     causationid: str | None = None
     actor: str | None = None
+    actorid: str | None = None
+    """Extension `actorid`: the `sub` of the token behind `actor` (the person who did it)."""
     dataversion: int = 1
     position: int | None = None
     """Position in the store that recorded it; local to that store, never on the wire."""
@@ -68,7 +70,7 @@ class Envelope:
             "sequence": self.sequence,
             "dataversion": self.dataversion,
         }
-        for name in ("correlationid", "causationid", "actor"):
+        for name in ("correlationid", "causationid", "actor", "actorid"):
             value = getattr(self, name)
             if value is not None:
                 attrs[name] = value
@@ -104,6 +106,7 @@ class Envelope:
             correlationid=doc.get("correlationid"),
             causationid=doc.get("causationid"),
             actor=doc.get("actor"),
+            actorid=doc.get("actorid"),
             dataversion=int(doc.get("dataversion") or 1),
             position=position,
         )

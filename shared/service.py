@@ -89,12 +89,12 @@ class ServiceRuntime:
 
     async def command(self, cls: type[A], stream_id: str, decide: Decide[A], *, topic: str | None,
                       project: Project[A] | None = None, journal: str | None = None,
-                      project_unchanged: bool = False) -> tuple[A, list[Envelope]]:
+                      project_unchanged: bool = False, created: str | None = None) -> tuple[A, list[Envelope]]:
         """Run a command on one aggregate in one transaction (see `shared.commands.run_command`);
         `topic` is the short name ("referral" -> placematch.referral), None to publish nothing."""
         return await run_command(self.db, self.store, cls, stream_id, decide,
                                  topic=None if topic is None else self.topic(topic), project=project,
-                                 journal=journal, project_unchanged=project_unchanged)
+                                 journal=journal, project_unchanged=project_unchanged, created=created)
 
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], *,
                           lock_journal: bool = False) -> T:

@@ -30,7 +30,6 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(0.5, description="Outbox relay fallback poll when not woken.")
     consumer_max_attempts: int = Field(4, description="Attempts before an event goes to <topic>.dlq.")
     consumer_retry_base_seconds: float = 0.2
-    deadline_check_seconds: float = Field(5.0, description="How often referral closes passed deadlines.")
     placement_review_check_seconds: float = Field(
         60.0, gt=0, description="placement: How often reviews coming due are looked for (placement-review-due).")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body accepted; a larger one is "
@@ -47,6 +46,33 @@ class Settings(BaseSettings):
         "PLACEMATCH_DATABASE_URL is set (shared by replicas), else memory.")
     trusted_proxies: str = Field("", description="Comma-separated IPs or CIDRs of reverse proxies whose "
                                  "X-Forwarded-For names the client; unset = X-Forwarded-For is ignored.")
+
+
+    # --- council sign-on: an OpenID Connect identity provider (shared/oidc.py, issue 17) ---------
+    oidc_issuer: str | None = Field(None, description="OIDC issuer whose access tokens are accepted (its `iss`, "
+                                    "e.g. https://login.microsoftonline.com/<tenant-id>/v2.0); unset = none.")
+    oidc_audience: str | None = Field(None, description="The `aud` those tokens must carry (the API's client id "
+                                      "or application ID URI). Required with oidc_issuer.")
+    oidc_jwks_url: str | None = Field(None, description="The issuer's JWKS; unset = the `jwks_uri` of "
+                                      "<issuer>/.well-known/openid-configuration.")
+    oidc_role_claim: str = Field("role", description="Claim (dotted path, e.g. roles or realm_access.roles) "
+                                 "holding the role; a list is searched for exactly one known role.")
+    oidc_role_prefix: str = Field("", description="Prefix of role values in the role claim, e.g. `placematch.` "
+                                  "for Entra app roles placematch.borough; values without it are ignored.")
+    oidc_tenant_claim: str = Field("tenant", description="Claim (dotted path) holding the tenant: borough code, "
+                                   "region or provider id.")
+    oidc_groups_claim: str = Field("groups", description="Claim listing the caller's groups, read through "
+                                   "oidc_group_map when the role or tenant claim is absent.")
+    oidc_group_map: Path | None = Field(None, description="TOML or JSON file: group → tenant, or group → "
+                                        "{role, tenant} (e.g. an Entra group object id → croydon).")
+    oidc_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    oidc_jwks_cache_seconds: int = Field(300, ge=1, description="How long fetched keys are trusted before "
+                                         "the JWKS is fetched again.")
+    oidc_jwks_min_refresh_seconds: float = Field(10.0, ge=0, description="Least time between two fetches "
+                                                 "caused by a token naming a key id the cache lacks.")
+    local_tokens_enabled: bool = Field(True, description="Also accept tokens of `placematch token` (shared "
+                                       "secret or static RS256 key); set false when every caller signs on "
+                                       "through oidc_issuer.")
 
     @field_validator("rate_limit_open", "rate_limit_expensive")
     @classmethod

@@ -29,6 +29,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.support.oidc import oidc_provider  # noqa: F401 (the real OpenID Connect provider, Keycloak)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # `placematch serve` refuses the published default secret; tests and the services they start share this one

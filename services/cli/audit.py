@@ -23,11 +23,11 @@ def audit_referral(
     history of the placements it led to (start, funding, reviews, fee changes, ending or collapse)."""
     import orjson
 
-    from shared.store import read_embedded
+    from shared.store import read_embedded, read_embedded_people
 
     audit = services.module("referral", "audit")
     events = asyncio.run(read_embedded(data_dir, SERVICES))
-    pack = audit.build_audit_pack(referral_id, events)
+    pack = audit.build_audit_pack(referral_id, events, asyncio.run(read_embedded_people(data_dir, SERVICES)))
     if pack["raised"] is None:
         console.print(f"[red]no referral {referral_id} in the stores under {data_dir}[/]")
         raise typer.Exit(1)

@@ -1,12 +1,14 @@
-"""Wiring of the referral service: store, outbox to placematch.referral, consumers, deadline closer."""
+"""Wiring of the referral service: `create_app(settings)`."""
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.referral import api, deadlines, handlers
-from services.referral.personal import SealedAnswers, SealingEventStore
-from shared.service import ConsumerSpec, ServiceRuntime, create_service_app
+from shared.service import ServiceRuntime, create_service_app
 from shared.settings import Settings
+
+from . import api, deadlines, handlers
+from .personal import SealedAnswers, SealingEventStore
+from .settings import ReferralSettings
 
 DESCRIPTION = """Boroughs raise referrals; invited providers offer or decline; the borough awards.
 
@@ -16,16 +18,7 @@ age instead of birth date, location to district) and only its own offers. Every 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    runtime = ServiceRuntime(
-        "referral",
-        settings,
-        publishes=["referral"],
-        # ~25 consumed events per referral (invitations, shortlists, audit and notification records):
-        # a backlog is worked off 20 events a transaction
-        consumes=[ConsumerSpec(["matching", "enrolment", "audit", "notifications"], handlers.handle, batch_size=20)],
-        tasks=[deadlines.close_passed_deadlines],
-        store_class=SealingEventStore,
-        answers=SealedAnswers(),
-    )
+    runtime = ServiceRuntime("referral", ReferralSettings.of(settings), publishes=["referral"],
+                             consumes=handlers.consumers, tasks=[deadlines.close_passed_deadlines],
+                             store_class=SealingEventStore, answers=SealedAnswers())
     return create_service_app(runtime, [api.router], title="placematch referral", description=DESCRIPTION)

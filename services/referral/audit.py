@@ -7,8 +7,9 @@ closure, and every notification sent and what became of it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -31,9 +32,13 @@ def select_events(referral_id: str, events: Iterable[Envelope]) -> list[Envelope
     return [e for e in events if relevant(referral_id, e, notification_ids)]
 
 
-def _step(envelope: Envelope) -> dict[str, Any] | None:
+def _step(envelope: Envelope, people: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     d = envelope.data
+    person = people.get(envelope.actorid or "") or {}
+    # who did it: the role:tenant, the token's sub, and (from the actors table, never from the event) the name
     base = {"time": envelope.time, "type": envelope.type, "source": envelope.source, "actor": envelope.actor,
+            "actorid": envelope.actorid, "by": {"sub": envelope.actorid, "name": person.get("name"),
+                                                "username": person.get("username")} if envelope.actorid else None,
             "event_id": envelope.id}
     t = envelope.type
     if t == "referral-raised":
@@ -60,14 +65,15 @@ def _step(envelope: Envelope) -> dict[str, Any] | None:
         return base | {"what": f"Offer {d.get('offer_id')} withdrawn by provider {d.get('provider_id')}", "details": d}
     if t == "shortlist-ranked":
         return base | {"what": f"Shortlist ranked under policy version {d.get('policy_version')}: "
-                                f"{len(d.get('entries', []))} offer(s)", "details": d, "shortlist": d.get("entries", [])}
+                                f"{len(d.get('entries', []))} offer(s)",
+                       "details": d, "shortlist": d.get("entries", [])}
     if t == "decision-recorded":
         return base | {"what": f"Decision record ({d.get('decision')}) with its inputs", "details": d.get("inputs")}
     if t == "placement-awarded":
         override = d.get("top_ranked_offer_id") not in (None, d.get("offer_id"))
         why = f" — justification: {d.get('justification')}" if d.get("justification") else ""
-        return base | {"what": f"Awarded offer {d.get('offer_id')} (provider {d.get('provider_id')})"
-                                f"{' over the top-ranked offer ' + str(d.get('top_ranked_offer_id')) if override else ''}{why}",
+        over = f" over the top-ranked offer {d.get('top_ranked_offer_id')}" if override else ""
+        return base | {"what": f"Awarded offer {d.get('offer_id')} (provider {d.get('provider_id')}){over}{why}",
                        "details": d}
     if t == "referral-withdrawn":
         return base | {"what": f"Referral withdrawn: {d.get('reason') or 'no reason given'}", "details": d}
@@ -85,12 +91,14 @@ def _step(envelope: Envelope) -> dict[str, Any] | None:
     return None
 
 
-def build_audit_pack(referral_id: str, events: Iterable[Envelope]) -> dict[str, Any]:
-    """The evidence pack as JSON-ready data. Events are ordered by time, then source order."""
+def build_audit_pack(referral_id: str, events: Iterable[Envelope],
+                     people: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The evidence pack as JSON-ready data. Events are ordered by time, then source order.
+    `people`: who each `actorid` is (`shared.store.people_of`), named in each step's `by`."""
     chosen = select_events(referral_id, events)
     ordered = sorted(enumerate(chosen), key=lambda pair: (pair[1].time, pair[0]))
-    timeline = [step for _, e in ordered if (step := _step(e)) is not None]
-    by_type: dict[str, list[dict[str, Any]]] = {}
+    timeline = [step for _, e in ordered if (step := _step(e, people or {})) is not None]
+    by_type: dict[str, list[dict[str, Any] | None]] = {}
     for step in timeline:
         by_type.setdefault(step["type"], []).append(step)
     award = (by_type.get("placement-awarded") or [None])[-1]
@@ -103,7 +111,7 @@ def build_audit_pack(referral_id: str, events: Iterable[Envelope]) -> dict[str, 
         "offers": by_type.get("offer-submitted", []) + by_type.get("offer-withdrawn", []),
         "shortlists": by_type.get("shortlist-ranked", []),
         "award": award,
-        "justification": award["details"].get("justification") if award else None,
+        "justification": award["details"].get("justification") if award is not None else None,
         "closure": (by_type.get("referral-closed") or by_type.get("referral-withdrawn") or [None])[-1],
         "notifications": by_type.get("notification-requested", []),
         "deliveries": by_type.get("delivery-recorded", []),

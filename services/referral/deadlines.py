@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from services.referral import projections, service
-from services.referral.domain import format_instant
 from shared import context
 from shared.errors import DomainError
-from shared.events import now_utc
 from shared.logs import get_logger
 from shared.service import ServiceRuntime
+from shared.vocabulary import now_utc
+
+from . import service
+from .settings import ReferralSettings
 
 log = get_logger("placematch.referral.deadlines")
 ACTOR = "system:referral"
@@ -25,12 +26,10 @@ ACTOR = "system:referral"
 
 async def close_due(runtime: ServiceRuntime, now: datetime) -> list[str]:
     """One pass: close every referral due at `now`; returns the ids closed."""
-    async with runtime.db.read() as conn:
-        due = await projections.referrals_due_for_closing(conn, format_instant(now))
     closed: list[str] = []
-    for referral_id in due:
+    for referral_id in await service.due_for_closing(runtime, now=now):
         try:
-            if await service.close_unfilled(runtime, referral_id, now):
+            if await service.close_unfilled(runtime, referral_id=referral_id, now=now):
                 closed.append(referral_id)
         except DomainError as exc:  # an offer or the borough got there first
             log.info("referral no longer due for closing", referral_id=referral_id, reason=exc.detail)
@@ -42,6 +41,7 @@ async def close_due(runtime: ServiceRuntime, now: datetime) -> list[str]:
 async def close_passed_deadlines(runtime: ServiceRuntime) -> None:
     """Background task (ServiceRuntime `tasks`): a pass at start-up, then every few seconds."""
     context.actor.set(ACTOR)
+    every = ReferralSettings.of(runtime.settings).deadline_check_seconds
     while True:
         await close_due(runtime, now_utc())
-        await asyncio.sleep(runtime.settings.deadline_check_seconds)
+        await asyncio.sleep(every)

@@ -1,46 +1,45 @@
-"""What the referral service does with the events it consumes.
+"""Which service function reacts to which consumed event, and the referral service's one consumer.
 
-- `placematch.matching` `referral-matched`: who is invited (cumulative), so invited providers
-  may offer and everyone else gets 403; `shortlist-ranked`: the ranking an award is judged against.
-- `placematch.enrolment` `provider-suspended` / `provider-reinstated`: a suspended provider may
-  not offer and may not be awarded.
-
+- `placematch.matching` `referral-matched`: who is invited; `shortlist-ranked`: the current ranking.
+- `placematch.enrolment` `provider-suspended` / `provider-reinstated`: the providers' standing.
 - `placematch.audit` and `placematch.notifications`: decision records, notification requests and
   delivery outcomes about a referral are kept whole for its evidence pack (`GET /referrals/{id}/audit`).
 
-Decisions use the event's own `time`, never the wall clock, so a replay gives the same tables.
 Unknown event types are ignored.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.referral import projections
-from shared.consumers import PoisonEvent
 from shared.events import Envelope
+from shared.service import ConsumerSpec, ServiceRuntime
+
+from . import service
+
+Reaction = Callable[[AsyncConnection, Envelope], Awaitable[None]]
+
+REACTIONS: dict[str, Reaction] = {
+    # placematch.matching
+    "referral-matched": service.on_referral_matched,
+    "shortlist-ranked": service.on_shortlist_ranked,
+    # placematch.enrolment
+    "provider-suspended": service.on_provider_suspended,
+    "provider-reinstated": service.on_provider_reinstated,
+}
+"""Other event types on these topics only go to the audit trail (`service.keep_for_audit`), if at all."""
 
 
-async def handle(conn: AsyncConnection, event: Envelope) -> None:
-    data = event.data
-    await projections.record_for_audit(conn, event)
-    match event.type:
-        case "referral-matched":
-            referral_id = data.get("referral_id") or event.subject
-            invited = data.get("invited")
-            if not referral_id or not isinstance(invited, list):
-                raise PoisonEvent(f"referral-matched {event.id} lacks referral_id or invited")
-            await projections.record_match(conn, referral_id, data.get("borough"), [str(p) for p in invited],
-                                           event.time)
-        case "shortlist-ranked":
-            referral_id = data.get("referral_id") or event.subject
-            entries = data.get("entries")
-            if not referral_id or not isinstance(entries, list):
-                raise PoisonEvent(f"shortlist-ranked {event.id} lacks referral_id or entries")
-            await projections.record_shortlist(conn, referral_id, data.get("policy_version"), entries,
-                                               data.get("excluded") or [], event.time)
-        case "provider-suspended":
-            await projections.record_standing(conn, event.subject, True, data.get("reason"), event.time)
-        case "provider-reinstated":
-            await projections.record_standing(conn, event.subject, False, None, event.time)
-        case _:
-            return
+async def react(conn: AsyncConnection, event: Envelope) -> None:
+    """The consumer's handler (and replay's): the reactions to `event`, in the consumer's transaction."""
+    await service.keep_for_audit(conn, event)
+    reaction = REACTIONS.get(event.type)
+    if reaction is not None:
+        await reaction(conn, event)
+
+
+def consumers(runtime: ServiceRuntime) -> list[ConsumerSpec]:
+    # ~25 consumed events per referral (invitations, shortlists, audit and notification records), none
+    # of which appends: a backlog is worked off 20 events a transaction
+    return [ConsumerSpec(["matching", "enrolment", "audit", "notifications"], react, batch_size=20)]

@@ -10,8 +10,9 @@ None. Nothing downstream needs them: matching works from `age_at_start` and the 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Column, MetaData, String, Table, select, update
@@ -23,7 +24,7 @@ from shared.events import Envelope, format_time, now_utc
 from shared.idempotency import AnswerPolicy
 from shared.store import EventStore
 
-from .domain import PERSONAL_FIELDS
+from .details import PERSONAL_FIELDS
 
 SEALED = "sealed"
 SEALED_TYPES = ("referral-raised", "referral-amended")
@@ -62,6 +63,7 @@ async def seal(conn: AsyncConnection, referral_id: str, data: dict[str, Any]) ->
     if not known:
         key = Fernet.generate_key().decode()
         await conn.execute(personal_keys.insert().values(referral_id=referral_id, key=key))
+    assert key is not None
     fernet = Fernet(key.encode())
     sealed = {**data}
     for name in ("referral", "changes"):
@@ -138,7 +140,7 @@ class SealingEventStore(EventStore):
                      new_events: Sequence[NewEvent], **kwargs: Any) -> list[Envelope]:
         sealed = [NewEvent(e.type, await seal(conn, stream_id, e.data)) for e in new_events]
         envelopes = await super().append(conn, stream_id, expected_version, sealed, **kwargs)
-        return [replace(envelope, data=new.data) for envelope, new in zip(envelopes, new_events)]
+        return [replace(envelope, data=new.data) for envelope, new in zip(envelopes, new_events, strict=False)]
 
     async def read_stream(self, stream_id: str, conn: AsyncConnection | None = None) -> list[Envelope]:
         if conn is None:

@@ -16,17 +16,20 @@ provider's own offers — until its offer is awarded, when the placement needs t
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, and_, exists,
-                        select)
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.referral import personal
-from services.referral.domain import Invitation, Referral, Shortlist, age_in_years
 from shared.db import upsert
 from shared.events import Envelope, dumps, loads
+from shared.vocabulary import age_in_years
+
+from . import personal
+from .domain import Referral
+from .offers import Invitation, Shortlist
 
 metadata = MetaData()
 
@@ -284,6 +287,25 @@ def _offer_view(row: Any) -> dict[str, Any]:
         "notes": row.notes,
         "status": row.status,
         "submitted_at": row.submitted_at,
+    }
+
+
+def borough_view_of(referral: Referral) -> dict[str, Any]:
+    """`borough_view` from the aggregate itself: what a command that just changed it answers, the
+    same object the view's rows give: the referral and its outcome as stored (through the same JSON,
+    so keys in the same order), offers in submission order, declines by provider."""
+    offers = sorted(referral.offers.values(), key=lambda o: (o.submitted_at, o.offer_id))
+    return {
+        "id": referral.id,
+        "status": referral.status,
+        "version": referral.version,
+        "raised_at": referral.raised_at,
+        **loads(_json(referral.to_data())),
+        **loads(_json(_outcome(referral))),
+        "offers": [{"id": o.offer_id, "provider_id": o.provider_id, "weekly_fee_pence": o.weekly_fee_pence,
+                    "start_date": o.start_date.isoformat(), "notes": o.notes, "status": o.status,
+                    "submitted_at": o.submitted_at} for o in offers],  # as `_offer_view` gives them
+        "declines": [d.to_view() for d in sorted(referral.declines.values(), key=lambda d: d.provider_id)],
     }
 
 

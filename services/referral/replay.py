@@ -7,9 +7,10 @@ one row for row.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 
@@ -65,8 +66,8 @@ async def replay_referral(data_dir: Path, output: Path,
     try:
         await upgrade(fresh, "referral")
         async with live.read() as conn:
-            referral_ids = [r.stream_id for r in (await conn.execute(
-                select(events.c.stream_id).where(events.c.type == "referral-raised").order_by(events.c.position))).all()]
+            raised = select(events.c.stream_id).where(events.c.type == "referral-raised").order_by(events.c.position)
+            referral_ids = [r.stream_id for r in (await conn.execute(raised)).all()]
             order = await input_order(conn)
             keys = [dict(r._mapping) for r in (await conn.execute(select(personal_keys))).all()]
         inputs = {e.id: e for e in await read_embedded(data_dir, SOURCES, {event_id for _, event_id in order})}
@@ -86,14 +87,14 @@ async def replay_referral(data_dir: Path, output: Path,
                 if envelope is None:
                     continue
                 await journal(conn, consumer, event_id)
-                await handlers.handle(conn, envelope)
+                await handlers.react(conn, envelope)
                 report.inputs += 1
                 if progress:
                     progress(index, total)
         for table in projections.metadata.sorted_tables:
             a, b = await _rows(live, table), await _rows(fresh, table)
             if a != b:
-                first = next((f"live {x!r:.200} / rebuilt {y!r:.200}" for x, y in zip(a, b) if x != y),
+                first = next((f"live {x!r:.200} / rebuilt {y!r:.200}" for x, y in zip(a, b, strict=False) if x != y),
                              f"{len(a)} live rows, {len(b)} rebuilt")
                 report.differences.append(TableDifference(table.name, len(a), len(b), first))
     finally:

@@ -31,7 +31,7 @@ from shared.settings import Settings
 from shared.testing import service_client
 from tests.helpers import wait_for
 from tests.unit.core.test_idempotency import LEASE, in_progress
-from tests.unit.test_referral_api import PROVIDER_A, PROVIDER_B, Harness, offer_body, referral_body
+from tests.unit.referral.test_api import PROVIDER_A, PROVIDER_B, Harness, offer_body, referral_body
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD, BIRTH = "CR/2026-9042", "2013-11-17"

@@ -11,7 +11,7 @@ import pytest
 from services.referral.app import create_app
 from shared.settings import Settings
 from tests.helpers import forged_token
-from tests.unit.test_referral_api import referral_body
+from tests.unit.referral.test_api import referral_body
 
 pytestmark = [pytest.mark.postgres]
 

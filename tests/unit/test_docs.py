@@ -11,8 +11,9 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def test_every_setting_is_in_the_configuration_table() -> None:
     from services.matching.settings import MatchingSettings
     from services.notification.settings import NotificationSettings
+    from services.referral.settings import ReferralSettings
 
-    for name in [*NotificationSettings.model_fields, *MatchingSettings.model_fields]:
+    for name in [*NotificationSettings.model_fields, *MatchingSettings.model_fields, *ReferralSettings.model_fields]:
         assert f"`PLACEMATCH_{name.upper()}`" in README, f"PLACEMATCH_{name.upper()} missing from README"
 
 

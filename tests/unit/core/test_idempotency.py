@@ -59,18 +59,20 @@ async def test_a_retry_after_try_again_later_is_run_again(tmp_path) -> None:
 
 
 class Gate:
-    """Holds the first call of `service.<name>` until `release` is set; counts the calls."""
+    """Holds the first call of `service.<name>` until `release` is set — before it runs, or with
+    `after`, once it has taken effect, before the answer — and counts the calls."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, *, after: bool = False) -> None:
         self.entered, self.release, self.calls = asyncio.Event(), asyncio.Event(), 0
         original = getattr(service, name)
 
         async def gated(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
+            result = await original(*args, **kwargs) if after else None
             if self.calls == 1:
                 self.entered.set()
                 await self.release.wait()
-            return await original(*args, **kwargs)
+            return result if after else await original(*args, **kwargs)
 
         monkeypatch.setattr(service, name, gated)
 
@@ -127,7 +129,7 @@ async def test_a_claim_whose_owner_stopped_is_taken_over_once_the_lease_lapses(
     settings = Settings(data_dir=tmp_path, relay_poll_seconds=0.05)
     croydon = auth(settings, "borough", "croydon")
     keyed = {**croydon, "Idempotency-Key": "gone-1"}
-    gate = Gate(monkeypatch, "raise_referral" if moment == "before-effect" else "view_for")
+    gate = Gate(monkeypatch, "raise_referral", after=moment == "after-effect")
     app_a, app_b = create_app(settings), create_app(settings)
     async with service_client(app_a) as a, service_client(app_b) as b:
         db_a = app_a.state.runtime.db

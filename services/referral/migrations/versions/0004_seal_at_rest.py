@@ -36,8 +36,9 @@ def _keys(bind: Any) -> dict[str, str | None]:
 
 def _stored_answers(bind: Any, sealed: bool) -> list[Any]:
     return bind.execute(sa.text(
-        "SELECT k.scope, k.key, k.body, k.sealed_under, e.effect, e.created FROM idempotency_keys k JOIN idempotency_effects e "
-        "ON e.scope = k.scope AND e.key = k.key WHERE k.status IS NOT NULL AND k.body IS NOT NULL AND "
+        "SELECT k.scope, k.key, k.body, k.sealed_under, e.effect, e.created FROM idempotency_keys k "
+        "JOIN idempotency_effects e ON e.scope = k.scope AND e.key = k.key "
+        "WHERE k.status IS NOT NULL AND k.body IS NOT NULL AND "
         + ("k.sealed_under IS NOT NULL" if sealed else "k.sealed_under IS NULL"))).all()
 
 
