@@ -76,6 +76,7 @@ class WebhookType(StrEnum):
     OFFER_NOT_SELECTED = "offer.not_selected"
     REFERRAL_CLOSED_UNFILLED = "referral.closed_unfilled"
     PROVIDER_SUSPENDED = "provider.suspended"
+    REFERRAL_REOPENED = "referral.reopened"  # referral writes it: an award collapsed, the referral takes offers again
 
 
 def values(codes: type[StrEnum]) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ from tests.helpers import read_whole_topic, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 CONSUMER_TOPICS = {  # consumer group (after the prefix) -> the topics it reads (short names)
     "matching-main": ["enrolment", "referral"],
-    "referral-main": ["matching", "enrolment", "audit", "notifications"],
+    "referral-main": ["matching", "enrolment", "audit", "notifications", "placement"],
     "notification-main": ["notifications"],
     "placement-main": ["referral", "matching"],
 }
