@@ -156,3 +156,56 @@ async def test_award_to_unplanned_ending_then_audit_and_replay(stack: Stack) -> 
     tampered = cli("replay", "--data-dir", str(stack.data_dir), "--service", "placement")
     assert tampered.returncode == 1 and "view placement_placements" in tampered.stdout, tampered.stdout
     assert final["ending"]["reason"] == "breakdown"
+
+
+async def test_a_collapsed_award_goes_to_the_next_offer(stack: Stack) -> None:
+    """The awarded school withdraws before the start: the borough awards the next offer; referral
+    records it, placement opens the next placement, matching tells the next school it was accepted."""
+    croydon, auditor = bearer("borough", "croydon"), bearer("auditor", "region")
+    await stack.start()
+    async with httpx.AsyncClient(timeout=15) as http:
+        history = await award_a_referral(http, stack)
+        referral_id, top = history["referral_id"], history["top"]
+        [runner_up] = [e for e in history["entries"] if e["offer_id"] != top["offer_id"]]
+        first = await opened_placement(http, stack, referral_id)
+        placements = f"{stack.url('placement')}/placements"
+
+        async def collapsed() -> dict[str, Any] | None:
+            response = await http.post(f"{placements}/{first['id']}/collapse", headers=croydon, json={
+                "reason": "provider_withdrew", "note": "The school's residential unit closed",
+                "next": "award_next_offer", "next_offer_id": runner_up["offer_id"]})
+            if response.status_code == 409 and response.json().get("rule") == "shortlist_unknown":
+                return None
+            return ok(response)
+        view = await wait_for(collapsed, timeout=30, message="the collapse")
+        assert view["status"] == "collapsed" and view["collapse"]["next"] == "award_next_offer"
+
+        second = await opened_placement(http, stack, referral_id)
+        assert second["id"] != first["id"] and second["offer_id"] == runner_up["offer_id"]
+        assert second["provider_id"] == runner_up["provider_id"]
+        referral = ok(await http.get(f"{stack.url('referral')}/referrals/{referral_id}", headers=croydon))
+        assert referral["status"] == "awarded"
+        assert {o["id"]: o["status"] for o in referral["offers"]} == {
+            top["offer_id"]: "collapsed", runner_up["offer_id"]: "awarded"}
+
+        async def accepted_notified() -> dict[str, Any] | None:
+            pack = ok(await http.get(f"{stack.url('referral')}/referrals/{referral_id}/audit", headers=auditor))
+            told = [n["what"] for n in pack["notifications"]]
+            return pack if f"Notification offer.accepted to provider {runner_up['provider_id']}" in told else None
+        pack = await wait_for(accepted_notified, timeout=60, message="offer.accepted to the next school")
+        assert pack["award"]["details"]["offer_id"] == runner_up["offer_id"]
+        assert pack["award"]["details"]["after_collapse_of"] == top["offer_id"]
+        assert "award-revoked" in [s["type"] for s in pack["timeline"]]
+    stack.stop()
+
+    audit = cli("audit", "referral", referral_id, "--data-dir", str(stack.data_dir))
+    assert audit.returncode == 0, audit.stderr
+    offline = json.loads(audit.stdout[: audit.stdout.rindex("}") + 1])
+    assert [(p["placement_id"], p["outcome"]) for p in offline["placements"]] == [
+        (first["id"], "collapsed"), (second["id"], "open")]
+    replayed = cli("replay", "--data-dir", str(stack.data_dir))
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "referral: every read model rebuilt identical" in replayed.stdout
+    assert "placement: every placement stream and view reproduced byte for byte" in replayed.stdout
+    verified = cli("verify", "--data-dir", str(stack.data_dir))
+    assert verified.returncode == 0 and "BROKEN" not in verified.stdout, verified.stdout
