@@ -14,3 +14,5 @@ it on every event of the request as the CloudEvents extension `actorid`."""
 person: ContextVar[Any] = ContextVar("person", default=None)
 """The request's `shared.auth.Principal` when its token names the person (`name`,
 `preferred_username`): the store keeps that in its `actors` table for the audit record, never in events."""
+origin_time: ContextVar[str | None] = ContextVar("origin_time", default=None)
+"""`time` of the first event of the causal chain being handled (an event's `origintime` extension)."""

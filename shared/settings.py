@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         "PLACEMATCH_DATABASE_URL is set (shared by replicas), else memory.")
     trusted_proxies: str = Field("", description="Comma-separated IPs or CIDRs of reverse proxies whose "
                                  "X-Forwarded-For names the client; unset = X-Forwarded-For is ignored.")
+    otlp_endpoint: str | None = Field(None, description="OpenTelemetry collector (OTLP over HTTP, e.g. "
+                                      "http://127.0.0.1:4318) that receives the traces; unset (and no "
+                                      "OTEL_EXPORTER_OTLP_ENDPOINT) = tracing off.")
 
 
     # --- council sign-on: an OpenID Connect identity provider (shared/oidc.py, issue 17) ---------
