@@ -13,7 +13,7 @@ PYTEST_ARGS ?= -q -x tests/
 
 help:
 	@echo "make install      create .venv and install placematch with test extras (skipped if up to date)"
-	@echo "make run          placematch up: all four services, embedded (SQLite, in-process bus)"
+	@echo "make run          placematch up: all five services, embedded (SQLite, in-process bus)"
 	@echo "make lint         ruff (style, imports, bugbear) and mypy (types) over the code: 0 findings"
 	@echo "make test         all tests against a real Kafka and PostgreSQL (deploy/test-env.sh)"
 	@echo "make unit         tests/unit only, no infrastructure"

@@ -9,7 +9,7 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-SERVICES = ("enrolment", "referral", "matching", "notification")
+SERVICES = ("enrolment", "referral", "matching", "notification", "placement")
 """The services, in port order: `placematch up` serves SERVICES[i] on base port + i + 1."""
 
 

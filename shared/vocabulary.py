@@ -83,6 +83,7 @@ class WebhookType(StrEnum):
     FEE_CHANGE_REQUESTED = "fee_change.requested"
     FEE_CHANGE_DECIDED = "fee_change.decided"
     AWARD_COLLAPSED = "award.collapsed"
+    REFERRAL_REOPENED = "referral.reopened"  # referral writes it: an award collapsed, the referral takes offers again
 
 
 def values(codes: type[StrEnum]) -> tuple[str, ...]:

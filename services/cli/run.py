@@ -37,12 +37,12 @@ def _uvicorn_server(fastapi_app: Any, host: str, port: int) -> Any:
 
 def up(
     base_port: int = typer.Option(8000, envvar="PLACEMATCH_BASE_PORT",
-                                  help="Services listen on BASE+1 (enrolment) .. BASE+4 (notification)."),
+                                  help="Services listen on BASE+1 (enrolment) .. BASE+5 (placement)."),
     data_dir: Path = typer.Option(Path("var"), envvar="PLACEMATCH_DATA_DIR",
                                   help="Where the SQLite files and the local bus live."),
     host: str = typer.Option("127.0.0.1", envvar="PLACEMATCH_HOST", help="Interface to listen on."),
 ) -> None:
-    """Run all four services on this machine: SQLite under DATA_DIR, in-process bus, no Kafka."""
+    """Run all five services on this machine: SQLite under DATA_DIR, in-process bus, no Kafka."""
     from services.notification.settings import NotificationSettings
     from shared.logs import configure_logging
 
@@ -109,7 +109,10 @@ def up(
             maildrop.stop()
 
 
-def serve(service: str = typer.Argument(..., help="enrolment | referral | matching | notification")) -> None:
+SERVICE_NAMES = " | ".join(SERVICES)
+
+
+def serve(service: str = typer.Argument(..., help=SERVICE_NAMES)) -> None:
     """Run one service alone, configured from the environment (Kafka + PostgreSQL in production)."""
     import uvicorn
 
@@ -146,7 +149,7 @@ def _check_secrets_key(settings: Any) -> None:
         raise typer.Exit(2) from None
 
 
-def migrate(service: str = typer.Argument(..., help="enrolment | referral | matching | notification")) -> None:
+def migrate(service: str = typer.Argument(..., help=SERVICE_NAMES)) -> None:
     """Bring a service's database to the newest schema (also done by `serve` at start-up)."""
     from shared.db import Database
     from shared.migrations import upgrade
@@ -167,7 +170,7 @@ def migrate(service: str = typer.Argument(..., help="enrolment | referral | matc
 
 def demo(
     base_port: int = typer.Option(8000, envvar="PLACEMATCH_BASE_PORT",
-                                  help="Where `placematch up` listens (services at BASE+1..BASE+4)."),
+                                  help="Where `placematch up` listens (services at BASE+1..BASE+5)."),
     seed: int = typer.Option(7, help="Same seed, same requests in the same order."),
     referrals: int = typer.Option(300, help="How many referrals to raise."),
     providers: int = typer.Option(100, help="How many providers apply."),

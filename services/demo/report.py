@@ -14,8 +14,27 @@ COUNT_ROWS: tuple[tuple[str, str], ...] = (
     ("referrals_no_eligible", "  of which no eligible provider"), ("referrals_open", "referrals left open"),
     ("referrals_amended", "referrals amended"), ("invitations", "invitations"), ("offers", "offers"),
     ("offers_withdrawn", "offers withdrawn"), ("declines", "declines"), ("subscriptions", "webhook subscriptions"),
-    ("webhooks_received", "webhooks received (signature checked)"), ("errors", "errors"),
+    ("webhooks_received", "webhooks received (signature checked)"),
+    ("placements_opened", "placements opened by awards"), ("placements_off_framework", "off-framework placements"),
+    ("placements_started", "placements started"), ("funding_agreed", "funding agreed by panels"),
+    ("placement_reviews", "placement reviews"), ("fee_changes_requested", "fee uplifts requested"),
+    ("fee_changes_agreed", "  agreed"), ("fee_changes_agreed_in_part", "  agreed in part"),
+    ("fee_changes_declined", "  declined"), ("placements_ended", "placements ended"),
+    ("placements_ended_unplanned", "  of which unplanned"),
+    ("placement_spend_pence", "placement spend, a year either side of today"),
+    ("placement_spend_off_framework_pence", "  of which off-framework"),
+    ("errors", "errors"),
 )
+MONEY = {"placement_spend_pence", "placement_spend_off_framework_pence"}
+
+
+def _shown(key: str, counts: dict[str, int]) -> str:
+    value = counts.get(key, 0)
+    if key in MONEY:
+        return f"£{value / 100:,.2f}"
+    if key == "placements_ended_unplanned" and counts.get("placements_ended"):
+        return f"{value} ({100 * value / counts['placements_ended']:.0f}%)"
+    return str(value)
 
 
 def counts_table(counts: dict[str, int], seconds: float, requests: int) -> Table:
@@ -24,5 +43,5 @@ def counts_table(counts: dict[str, int], seconds: float, requests: int) -> Table
     table.add_column("count", justify="right")
     for key, label in COUNT_ROWS:
         style = "red" if key == "errors" and counts.get(key) else None
-        table.add_row(label, str(counts.get(key, 0)), style=style)
+        table.add_row(label, _shown(key, counts), style=style)
     return table

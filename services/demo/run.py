@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.demo.client import HTTP_CONCURRENCY, Api, DemoError, Unexpected, WebhookReceiver, poll_until, problem_rule
+from services.demo.placements import Placements
 from services.demo.plan import ProviderPlan, ReferralPlan, plan_providers, plan_referrals, round_fee, weighted
 from services.demo.region import (
     BOROUGHS,
@@ -48,6 +49,7 @@ class Demo:
         self.by_id: dict[str, ProviderPlan] = {}
         self.standing_offers: Counter[int] = Counter()  # provider index -> offers on referrals left open
         self.receiver = WebhookReceiver()
+        self.placements = Placements(api, seed, today, self.counts)
 
     def provider_token(self, provider_id: str) -> str:
         if provider_id not in self._provider_tokens:
@@ -330,6 +332,9 @@ class Demo:
         self.counts["referrals_awarded"] += 1
         if justification:
             self.counts["awards_with_justification"] += 1
+        # the placement the award opens: start, funding, review, uplift, ending
+        await self.placements.after_award(plan.index, rid, token,
+                                          self.provider_token(str(chosen["provider_id"])))
 
     # ---- phase 4: the commissioners act on providers
 
@@ -411,7 +416,7 @@ async def run_demo(base_url: Callable[[str], str], *, seed: int = 7, referrals: 
     limits = httpx.Limits(max_connections=HTTP_CONCURRENCY * 2, max_keepalive_connections=HTTP_CONCURRENCY * 2)
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0), limits=limits) as client:
         api = Api(client, base_url, seed)
-        for service in ("enrolment", "referral", "matching", "notification"):
+        for service in ("enrolment", "referral", "matching", "notification", "placement"):
             try:
                 await api.call("GET", service, "/health", None)
             except httpx.HTTPError as error:
@@ -427,6 +432,12 @@ async def run_demo(base_url: Callable[[str], str], *, seed: int = 7, referrals: 
                 await demo.subscribe(watched)
                 await demo.run_referrals(referral_plans)
                 await demo.oversee(watched)
+                try:
+                    await demo.placements.off_framework(demo.borough_tokens, max(1, referrals // 30))
+                    demo.counts.update(await demo.placements.figures(demo.commissioner))
+                except (DemoError, httpx.HTTPError) as error:
+                    demo.counts["errors"] += 1
+                    demo.errors.append(f"placements: {error}")
                 await asyncio.sleep(1.0)  # let the last notifications reach the portals
             finally:
                 await demo.receiver.stop()

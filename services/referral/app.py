@@ -18,7 +18,7 @@ age instead of birth date, location to district) and only its own offers. Every 
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    runtime = ServiceRuntime("referral", ReferralSettings.of(settings), publishes=["referral"],
+    runtime = ServiceRuntime("referral", ReferralSettings.of(settings), publishes=["referral", "notifications"],
                              consumes=handlers.consumers, tasks=[deadlines.close_passed_deadlines],
                              store_class=SealingEventStore, answers=SealedAnswers())
     return create_service_app(runtime, [api.router], title="placematch referral", description=DESCRIPTION)

@@ -75,6 +75,12 @@ def _step(envelope: Envelope, people: Mapping[str, Mapping[str, Any]]) -> dict[s
         over = f" over the top-ranked offer {d.get('top_ranked_offer_id')}" if override else ""
         return base | {"what": f"Awarded offer {d.get('offer_id')} (provider {d.get('provider_id')}){over}{why}",
                        "details": d}
+    if t == "award-revoked":
+        return base | {"what": f"Award of offer {d.get('offer_id')} revoked: it collapsed before the start "
+                                f"({d.get('reason')}); next: {d.get('next')}", "details": d}
+    if t == "referral-reopened":
+        return base | {"what": f"Reopened for offers until {d.get('offer_deadline')} ({d.get('reason')})",
+                       "details": d}
     if t == "referral-withdrawn":
         return base | {"what": f"Referral withdrawn: {d.get('reason') or 'no reason given'}", "details": d}
     if t == "referral-closed":

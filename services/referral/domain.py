@@ -10,6 +10,7 @@ declines and the award rules in `offers.py`.
 Lifecycle::
 
     raised -> (amended)* -> awarded | withdrawn | closed
+    awarded -> (award collapses before the start) -> awarded (the next offer) | open (reopened)
 
 Offers live inside the referral (submitted -> withdrawn); invited providers may instead decline
 with a reason code, which is kept as market intelligence.
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import date, datetime
-from typing import Any, Literal
+from datetime import date, datetime, timedelta
+from typing import Any, Final, Literal
 
 from shared.aggregate import Aggregate, NewEvent
 from shared.errors import Forbidden, InvalidTransition, NotFound
-from shared.vocabulary import DeclineReason, format_instant
+from shared.vocabulary import DeclineReason, format_instant, parse_instant
 
 from .details import PERSONAL_FIELDS, ReferralDetails, violation
 from .offers import (
@@ -40,6 +41,10 @@ from .offers import (
 
 ReferralStatus = Literal["new", "open", "awarded", "withdrawn", "closed"]
 CloseReason = Literal["unfilled", "by_borough"]
+
+
+REOPEN_DAYS: Final = 14
+"""A referral reopened after a collapsed award takes offers for at least this long from the collapse."""
 
 
 def _at(now: datetime) -> str:
@@ -191,6 +196,56 @@ class Referral(Aggregate):
             "awarded_at": _at(now),
         })]
 
+    def after_collapse(self, *, collapse: Mapping[str, Any], placement_id: str, suspended_providers: frozenset[str],
+                       at: datetime) -> list[NewEvent]:
+        """Placement's `award-collapsed` about this referral's award: before the start the provider
+        withdrew or the start failed, and the borough said what comes next. The award is revoked
+        (`award-revoked`: the offer is `collapsed`, the offers not selected stand again), then
+
+        - `award_next_offer`: the next offer is awarded (`placement-awarded` again, `after_collapse_of`
+          the collapsed offer). Placement has applied DESIGN.md's justification rule against the
+          remaining ranking; what only the referral knows is checked here: the offer is one of this
+          referral's that stood at the award (not withdrawn, not the collapsed one) and its provider is
+          not suspended. If it is not, the referral reopens instead (`reason: next_offer_unavailable`);
+        - `reopen`: the referral reopens for new offers (`referral-reopened`) with a new deadline,
+          the later of the old one and `REOPEN_DAYS` after the collapse.
+
+        A collapse of an award that is not the current one (already handled, or of an older award)
+        changes nothing. `at` is the collapse event's time (replay decides the same)."""
+        collapsed_id = str(collapse.get("offer_id") or "")
+        if self.status != "awarded" or self.awarded_offer_id != collapsed_id or collapsed_id not in self.offers:
+            return []
+        collapsed = self.offers[collapsed_id]
+        next_step = str(collapse.get("next") or "reopen")
+        revoked = NewEvent("award-revoked", {
+            "offer_id": collapsed_id, "provider_id": collapsed.provider_id, "placement_id": placement_id,
+            "reason": collapse.get("reason"), "next": next_step, "borough": self.borough, "revoked_at": _at(at)})
+        standing = [o for o in self.offers.values() if o.status == "not_selected"]
+        if next_step == "award_next_offer":
+            chosen = self.offers.get(str(collapse.get("next_offer_id") or ""))
+            if chosen is not None and chosen.status == "not_selected" and chosen.provider_id not in suspended_providers:
+                return [revoked, NewEvent("placement-awarded", {
+                    "offer_id": chosen.offer_id,
+                    "provider_id": chosen.provider_id,
+                    "weekly_fee_pence": chosen.weekly_fee_pence,
+                    "justification": collapse.get("justification"),
+                    "top_ranked_offer_id": collapse.get("top_remaining_offer_id"),
+                    "not_selected": [{"offer_id": o.offer_id, "provider_id": o.provider_id}
+                                     for o in standing if o.offer_id != chosen.offer_id],
+                    "borough": self.borough,
+                    "awarded_at": _at(at),
+                    "after_collapse_of": collapsed_id,
+                })]
+            reason = "next_offer_unavailable"
+        else:
+            reason = "reopened_by_borough"
+        assert self.details is not None
+        deadline = max(self.details.offer_deadline, at + timedelta(days=REOPEN_DAYS))
+        return [revoked, NewEvent("referral-reopened", {
+            "offer_deadline": _at(deadline), "reason": reason, "collapsed_offer_id": collapsed_id,
+            "standing_offers": [{"offer_id": o.offer_id, "provider_id": o.provider_id} for o in standing],
+            "borough": self.borough})]
+
     def close(self, borough: str) -> list[NewEvent]:
         """The borough stops the process without placing: the demand stays on record as unfilled."""
         self._require_owner(borough)
@@ -278,6 +333,20 @@ class Referral(Aggregate):
                         offer.status = "awarded"
                     elif offer.status == "submitted":
                         offer.status = "not_selected"
+            case "award-revoked":
+                self.status = "open"
+                self.awarded_offer_id = None
+                self.justification = None
+                for offer in self.offers.values():
+                    if offer.offer_id == data["offer_id"]:
+                        offer.status = "collapsed"
+                        offer.withdrawal_reason = data.get("reason")
+                    elif offer.status == "not_selected":
+                        offer.status = "submitted"
+            case "referral-reopened":
+                self.status = "open"
+                if self.details is not None:
+                    self.details = replace(self.details, offer_deadline=parse_instant(data["offer_deadline"]))
             case "referral-closed":
                 self.status = "closed"
                 self.close_reason = data["reason"]

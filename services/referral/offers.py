@@ -26,7 +26,8 @@ MAX_JUSTIFICATION: Final = 4000
 MAX_OFFER_ID: Final = 64
 INVITATION_RETRY_AFTER_SECONDS: Final = 1
 
-OfferStatus = Literal["submitted", "withdrawn", "awarded", "not_selected"]
+OfferStatus = Literal["submitted", "withdrawn", "awarded", "not_selected", "collapsed"]
+"""`collapsed`: awarded, then the award collapsed before the placement started (placement's `award-collapsed`)."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from . import handlers, projections
 from .domain import Referral
 from .personal import SealingEventStore, personal_keys
 
-SOURCES = ("enrolment", "matching", "notification")
+SOURCES = ("enrolment", "matching", "notification", "placement", "referral")
+"""The stores holding what referral consumed (its own: the `referral.reopened` requests it wrote)."""
 
 
 @dataclass

@@ -27,7 +27,15 @@ from shared.errors import NotFound
 from shared.events import Envelope
 from shared.service import ServiceRuntime
 from shared.store import people_of
-from shared.vocabulary import DeclineReason, format_instant, now_utc
+from shared.vocabulary import (
+    DeclineReason,
+    NotificationRequest,
+    Recipient,
+    WebhookType,
+    format_instant,
+    now_utc,
+    parse_instant,
+)
 
 from . import personal, projections
 from .audit import build_audit_pack
@@ -35,6 +43,8 @@ from .details import ReferralDetails
 from .domain import Referral
 
 TOPIC = "referral"
+NOTIFICATIONS = "notifications"
+NOTIFICATION_NAMESPACE = uuid.UUID("8a4f3c1e-3b7d-5f0a-9c2e-6d1b4a7e9f30")
 
 async def _run(runtime: ServiceRuntime, referral_id: str, decide: Decide[Referral], *, created: str | None = None,
                then: Callable[[AsyncConnection, Referral], Awaitable[None]] | None = None) -> Referral:
@@ -186,6 +196,56 @@ async def on_provider_suspended(conn: AsyncConnection, event: Envelope) -> None:
 
 async def on_provider_reinstated(conn: AsyncConnection, event: Envelope) -> None:
     await projections.record_standing(conn, event.subject, False, None, event.time)
+
+
+async def on_award_collapsed(runtime: ServiceRuntime, conn: AsyncConnection, event: Envelope) -> None:
+    """Placement's `award-collapsed` (placematch.placement): the award is revoked and the next offer
+    awarded, or the referral reopened (`Referral.after_collapse`), in the consumer's transaction.
+    The next award's `placement-awarded` notifies the providers as every award does (matching's
+    `offer.accepted` / `offer.not_selected`); a reopening notifies the borough and every provider
+    whose offer stands again (`referral.reopened`). An off-framework placement has no referral."""
+    data = event.data
+    referral_id = data.get("referral_id")
+    if not referral_id or data.get("next") == "none":
+        return
+    if not data.get("offer_id"):
+        raise PoisonEvent(f"award-collapsed {event.id} names no offer")
+    referral = await runtime.store.load(Referral, str(referral_id), conn)
+    if referral.version == 0:
+        return
+    suspended = await projections.suspended_among(conn, [o.provider_id for o in referral.offers.values()])
+    events = referral.after_collapse(collapse=data, placement_id=event.subject, suspended_providers=suspended,
+                                     at=parse_instant(event.time))
+    if not events:
+        return
+    envelopes = await runtime.store.append(conn, referral.id, referral.version, events, topic=runtime.topic(TOPIC))
+    referral.mutate(events)
+    await projections.update_referral_view(conn, referral, envelopes)
+    reopened = next((e for e in events if e.type == "referral-reopened"), None)
+    if reopened is not None:
+        requests = reopen_notifications(event.id, referral.id, referral.borough, reopened.data)
+        await runtime.store.append_many(conn, [(r.notification_id, None, [r.as_event()]) for r in requests],
+                                        topic=runtime.topic(NOTIFICATIONS))
+
+
+def reopen_notifications(cause: str, referral_id: str, borough: str,
+                         reopened: Mapping[str, Any]) -> list[NotificationRequest]:
+    """`referral.reopened` to the borough (why, the new deadline, how many offers stand) and to each
+    provider whose offer stands again (its own offer only: no rival is named)."""
+    kind = WebhookType.REFERRAL_REOPENED.value
+
+    def request(role: str, tenant: str, data: dict[str, Any]) -> NotificationRequest:
+        notification_id = str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{cause}|{referral_id}|{kind}|{role}|{tenant}"))
+        return NotificationRequest(notification_id, kind, Recipient(role, tenant), None, referral_id, data)
+
+    standing = list(reopened.get("standing_offers") or [])
+    requests = [request("borough", borough, {
+        "referral_id": referral_id, "offer_deadline": reopened["offer_deadline"], "reason": reopened["reason"],
+        "collapsed_offer_id": reopened["collapsed_offer_id"], "standing_offers": len(standing)})]
+    for offer in sorted(standing, key=lambda o: (o["provider_id"], o["offer_id"])):
+        requests.append(request("provider", offer["provider_id"], {
+            "referral_id": referral_id, "offer_id": offer["offer_id"], "offer_deadline": reopened["offer_deadline"]}))
+    return requests
 
 
 # --- queries -----------------------------------------------------------------------------------

@@ -20,21 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_base_port() -> int:
-    """A base port N such that N+1..N+4 are free."""
+    """A base port N such that N+1..N+len(SERVICES) are free."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1] - 1
-        if base + 4 >= 65535:
+        if base + len(SERVICES) >= 65535:
             continue
         try:
-            for offset in range(1, 5):
+            for offset in range(1, len(SERVICES) + 1):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", base + offset))
             return base
         except OSError:
             continue
-    raise RuntimeError("no four consecutive free ports")
+    raise RuntimeError(f"no {len(SERVICES)} consecutive free ports")
 
 
 class Stack:

@@ -66,7 +66,8 @@ async def test_backup_of_a_running_stack_restores_replays_verifies_and_runs(stac
     manifest = orjson.loads((backup_dir / "manifest.json").read_bytes())
     names = {entry["name"] for entry in manifest["files"]}
     # the generated secrets key too: without it notification could not open its sealed webhook secrets
-    assert names == {"enrolment.db", "referral.db", "matching.db", "notification.db", "bus.db", "secrets.key"}
+    assert names == {"enrolment.db", "referral.db", "matching.db", "notification.db", "placement.db", "bus.db",
+                     "secrets.key"}
     assert all(len(entry["sha256"]) == 64 and entry["bytes"] > 0 for entry in manifest["files"])
     assert {e["name"]: e["schema_revision"] for e in manifest["files"]}["referral.db"]
 

@@ -37,8 +37,14 @@ async def test_demo_fills_a_running_system_through_its_apis(running: Callable[[s
     assert counts["offers"] >= counts["referrals_awarded"]
     assert counts["referrals_closed_unfilled"] >= 1 and counts["referrals_withdrawn"] >= 1
     assert counts["webhooks_received"] >= 1
+    # every award opened a placement, started and reviewed; some ended (the share unplanned is random)
+    assert counts["placements_opened"] == counts["referrals_awarded"]
+    assert counts["placements_started"] == counts["placements_opened"] + counts["placements_off_framework"]
+    assert counts["placement_reviews"] == counts["placements_started"] == counts["funding_agreed"]
+    assert counts["placements_off_framework"] == 1 and counts["placement_spend_pence"] > 0
 
     enrolment, referral, matching = running("enrolment"), running("referral"), running("matching")
+    placement = running("placement")
     async with httpx.AsyncClient(timeout=10) as client:
         # Enrolment: statuses as the demo reports them, with quality scores.
         by_status = {status: await get(client, f"{enrolment}/providers", "commissioner", "region", status=status)
@@ -73,6 +79,14 @@ async def test_demo_fills_a_running_system_through_its_apis(running: Callable[[s
         assert awarded_offer["id"] in {e["offer_id"] for e in shortlist["entries"]}
         assert all(isinstance(o["weekly_fee_pence"], int) for o in award["offers"])
 
+        # Placement: the commissioners see every placement the demo made; statuses add up.
+        placements = (await get(client, f"{placement}/placements", "commissioner", "region"))["placements"]
+        assert len(placements) == counts["placements_opened"] + counts["placements_off_framework"]
+        assert sum(p["status"] == "ended" for p in placements) == counts["placements_ended"]
+        assert sum(bool(p["ending"]) and p["ending"]["ending"] == "unplanned"
+                   for p in placements) == counts["placements_ended_unplanned"]
+        assert sum(p["off_framework"] for p in placements) == 1
+
         # Matching: market insights have rows for the partnership.
         insights = await get(client, f"{matching}/insights", "commissioner", "region")
         assert insights["rows"]
@@ -83,5 +97,6 @@ async def test_demo_fills_a_running_system_through_its_apis(running: Callable[[s
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "matching: every decision reproduced byte for byte" in replayed.stdout
     assert "referral: every read model rebuilt identical" in replayed.stdout
+    assert "placement: every placement stream and view reproduced byte for byte" in replayed.stdout
     verified = cli("verify", "--data-dir", str(stack.data_dir))
     assert verified.returncode == 0 and "BROKEN" not in verified.stdout, verified.stdout

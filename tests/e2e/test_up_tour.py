@@ -1,6 +1,7 @@
 """`placematch up` as a user runs it: the README's tour over HTTP, then a restart keeps the state."""
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -80,6 +81,21 @@ async def test_readme_tour_then_restart_keeps_state(stack: Stack) -> None:
             shortlist_after = ok(await http.get(f"{stack.url('matching')}/referrals/{referral_id}/shortlist",
                                                 headers=croydon))
             assert shortlist_after["entries"] == shortlist["entries"]
+            # 5. the award opened a placement (kept across the restart); the school starts it
+            placement = stack.url("placement")
+            school = bearer("provider", provider_id)
+
+            async def opened() -> dict[str, Any] | None:
+                found = ok(await http.get(f"{placement}/placements", headers=croydon,
+                                          params={"referral_id": referral_id}))
+                return found["placements"][0] if found["placements"] else None
+            opening = await wait_for(opened, timeout=30, message="the placement the award opens")
+            assert opening["status"] == "awarded" and opening["provider_id"] == provider_id
+            assert opening["weekly_fee_pence"] == 425000 and opening["offer_id"] == offer_id
+            today = datetime.now(UTC).date().isoformat()
+            started = ok(await http.post(f"{placement}/placements/{opening['id']}/start", headers=school,
+                                         json={"started_on": today}))
+            assert started["status"] == "active" and started["started_on"] == today
     finally:
         stack.stop()
     assert (stack.data_dir / "referral.db").exists() and (stack.data_dir / "bus.db").exists()

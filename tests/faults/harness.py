@@ -1,4 +1,4 @@
-"""What the fault suite drives: the four services as `placematch serve` processes on real Kafka and
+"""What the fault suite drives: the five services as `placematch serve` processes on real Kafka and
 PostgreSQL, a webhook receiver, a load generator that retries like a real client, and the counts.
 
 Everything here is observed from the outside (HTTP, the webhook receiver, Kafka's committed
@@ -33,8 +33,9 @@ from tests.helpers import read_whole_topic, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 CONSUMER_TOPICS = {  # consumer group (after the prefix) -> the topics it reads (short names)
     "matching-main": ["enrolment", "referral"],
-    "referral-main": ["matching", "enrolment", "audit", "notifications"],
+    "referral-main": ["matching", "enrolment", "audit", "notifications", "placement"],
     "notification-main": ["notifications"],
+    "placement-main": ["referral", "matching"],
 }
 WRITE_DEADLINE = 90.0  # a write a client keeps retrying is given up (and the test fails) after this
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_ports_follow_the_order_of_the_services() -> None:
-    assert [port_for(s, 8000) for s in SERVICES] == [8001, 8002, 8003, 8004]
+    assert [port_for(s, 8000) for s in SERVICES] == [8001, 8002, 8003, 8004, 8005]
     assert listen_port(Settings(base_port=9000, port=None), "matching") == 9003
     assert listen_port(Settings(base_port=9000, port=7777), "matching") == 7777
     with pytest.raises(LookupError, match="unknown service 'billing'"):
@@ -32,7 +32,7 @@ def test_a_service_is_reached_through_its_modules() -> None:
 
     assert services.create_app("referral") is create_app
     assert services.module("referral", "audit") is audit
-    with pytest.raises(typer.BadParameter, match="one of enrolment, referral, matching, notification"):
+    with pytest.raises(typer.BadParameter, match="one of enrolment, referral, matching, notification, placement"):
         load_create_app("billing")
 
 

@@ -15,18 +15,21 @@ from shared.service import ServiceRuntime
 from shared.settings import Settings
 
 
-def test_one_consumer_of_four_topics_in_batches_of_twenty(tmp_path: Path) -> None:
+def test_one_consumer_of_five_topics_in_batches_of_twenty(tmp_path: Path) -> None:
     runtime = ServiceRuntime("referral", Settings(data_dir=tmp_path), consumes=handlers.consumers)
     [spec] = handlers.consumers(runtime)
-    assert list(spec.topics) == ["matching", "enrolment", "audit", "notifications"] and spec.batch_size == 20
-    assert [c.topics for c in runtime.consumers] == [
-        ["placematch.matching", "placematch.enrolment", "placematch.audit", "placematch.notifications"]]
+    assert list(spec.topics) == ["matching", "enrolment", "audit", "notifications", "placement"]
+    assert spec.batch_size == 20
+    assert [c.topics for c in runtime.consumers] == [["placematch.matching", "placematch.enrolment", "placematch.audit",
+                                                       "placematch.notifications", "placematch.placement"]]
 
 
 def test_every_reaction_is_a_service_function() -> None:
     assert {f.__module__ for f in handlers.REACTIONS.values()} == {service.__name__}
     assert set(handlers.REACTIONS) == {"referral-matched", "shortlist-ranked", "provider-suspended",
                                        "provider-reinstated"}
+    assert {f.__module__ for f in handlers.COMMANDS.values()} == {service.__name__}
+    assert set(handlers.COMMANDS) == {"award-collapsed"}
 
 
 @pytest.fixture
