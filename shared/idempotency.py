@@ -146,7 +146,8 @@ class AnswerPolicy:
 
 
 def _stored_problem(rule: str, title: str, effect: str, detail: str) -> dict[str, Any]:
-    body = {"type": f"/problems/{rule}", "title": title, "status": 409, "rule": rule, "effect": effect, "detail": detail}
+    body = {"type": f"/problems/{rule}", "title": title, "status": 409, "rule": rule, "effect": effect,
+            "detail": detail}
     return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body),
             "sealed_under": None}
 

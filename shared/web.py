@@ -33,7 +33,7 @@ def problem_type(rule: str | None) -> str:
     return f"/problems/{rule}" if rule and re.fullmatch(r"[A-Za-z0-9_.-]+", rule) else "about:blank"
 
 
-def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None,
+def problem(status: int, title: str, detail: str, *, headers: Mapping[str, str] | None = None,
             **extensions: Any) -> JSONResponse:
     body = {"type": problem_type(extensions.get("rule")), "title": title, "status": status, "detail": detail,
             **{k: v for k, v in extensions.items() if v is not None}}

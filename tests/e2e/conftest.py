@@ -1,8 +1,8 @@
 """Fixtures of the end-to-end tests."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -51,7 +51,8 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if k != "PLACEMATCH_SMTP_HOST"}
         env |= {"PLACEMATCH_WEBHOOK_ALLOW_PRIVATE": "true", "PLACEMATCH_RELAY_POLL_SECONDS": "0.2"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--base-port", str(self.base), "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "services.cli", "up", "--base-port", str(self.base),
+             "--data-dir", str(self.data_dir)],
             cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
 
         async def all_healthy() -> bool:
@@ -113,7 +114,8 @@ REFERRAL = {
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url}: {response.status_code} {response.text}")
     return response.json()
 
 

@@ -7,7 +7,8 @@ import http.server
 import json
 import sqlite3
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -41,18 +42,21 @@ def receiver() -> Iterator[str]:
     server.shutdown()
 
 
-SCHOOLS = [("Riverside School", 80, "good"), ("Oakfield Academy", 100, "outstanding"), ("Hillcrest College", 50, "requires_improvement")]
+SCHOOLS = [("Riverside School", 80, "good"), ("Oakfield Academy", 100, "outstanding"),
+           ("Hillcrest College", 50, "requires_improvement")]
 FEES = {"Riverside School": 425000, "Oakfield Academy": 520000, "Hillcrest College": 300000}
 
 
 async def make_history(http: httpx.AsyncClient, stack: Stack, hook_url: str) -> dict[str, Any]:
     commissioner, croydon = bearer("commissioner", "region"), bearer("borough", "croydon")
-    enrolment, referral, matching, notification = (stack.url(s) for s in ("enrolment", "referral", "matching", "notification"))
+    enrolment, referral, matching, notification = (
+        stack.url(s) for s in ("enrolment", "referral", "matching", "notification"))
     ok(await http.post(f"{notification}/subscriptions", headers=croydon,
                        json={"url": hook_url, "event_types": ["shortlist.updated"]}), 201)
     providers: dict[str, str] = {}
     for i, (name, _, grade) in enumerate(SCHOOLS):
-        pid = ok(await http.post(f"{enrolment}/providers", json={**RIVERSIDE, "name": name, "urn": f"10000{i}"}), 201)["id"]
+        application = {**RIVERSIDE, "name": name, "urn": f"10000{i}"}
+        pid = ok(await http.post(f"{enrolment}/providers", json=application), 201)["id"]
         ok(await http.post(f"{enrolment}/providers/{pid}/inspections", headers=commissioner,
                            json={"framework": "ofsted_legacy", "overall": grade, "inspected_on": "2024-03-01"}))
         ok(await http.post(f"{enrolment}/providers/{pid}/approve", headers=commissioner))
@@ -80,7 +84,8 @@ async def make_history(http: httpx.AsyncClient, stack: Stack, hook_url: str) -> 
     # an award against the ranking needs a justification; one on the ranking does not
     override = referrals[0]
     not_top = next(e for e in shortlists[override]["entries"] if e["rank"] == 3)
-    refused = await http.post(f"{referral}/referrals/{override}/award", headers=croydon, json={"offer_id": not_top["offer_id"]})
+    refused = await http.post(f"{referral}/referrals/{override}/award", headers=croydon,
+                              json={"offer_id": not_top["offer_id"]})
     assert refused.status_code in (409, 422), refused.text
     justification = "Parental preference; tribunal order of 2026-06-12"
 
@@ -92,7 +97,8 @@ async def make_history(http: httpx.AsyncClient, stack: Stack, hook_url: str) -> 
     top = shortlists[referrals[1]]["entries"][0]["offer_id"]
     await wait_for(lambda: award(referrals[1], top, None), timeout=30)
     # and a policy change mid-history, which re-ranks what is still open
-    ok(await http.put(f"{matching}/policy", headers=commissioner, json={"quality_weight": "0.50", "price_weight": "0.50"}))
+    ok(await http.put(f"{matching}/policy", headers=commissioner,
+                      json={"quality_weight": "0.50", "price_weight": "0.50"}))
     return {"providers": providers, "referrals": referrals, "override": override, "justification": justification,
             "not_top": not_top}
 
@@ -148,7 +154,8 @@ async def test_replay_verify_audit_and_erasure(stack: Stack, receiver: str) -> N
     journal = f"sqlite+aiosqlite:///{stack.data_dir / 'matching.db'}"
     from_topics = cli("replay", "--data-dir", str(stack.data_dir), "--from", "topics", "--journal", journal)
     assert from_topics.returncode == 0, from_topics.stdout + from_topics.stderr
-    assert "matching's journal" in from_topics.stdout and "every decision reproduced byte for byte" in from_topics.stdout
+    assert "matching's journal" in from_topics.stdout
+    assert "every decision reproduced byte for byte" in from_topics.stdout
     assert "referral:" not in from_topics.stdout
     what_if = cli("replay", "--data-dir", str(stack.data_dir), "--quality-weight", "0.90", "--price-weight", "0.10")
     assert what_if.returncode == 1 and "decisions differ" in what_if.stdout, what_if.stdout + what_if.stderr
@@ -172,7 +179,8 @@ async def test_replay_verify_audit_and_erasure(stack: Stack, receiver: str) -> N
 
     # a hand-edited event row is caught and named
     with sqlite3.connect(stack.data_dir / "referral.db") as db:
-        position, body = db.execute("SELECT position, body FROM events WHERE type = 'placement-awarded' LIMIT 1").fetchone()
+        position, body = db.execute(
+            "SELECT position, body FROM events WHERE type = 'placement-awarded' LIMIT 1").fetchone()
         db.execute("UPDATE events SET body = ? WHERE position = ?", (body.replace("Parental", "Officer"), position))
     tampered = cli("verify", "--data-dir", str(stack.data_dir), "--service", "referral")
     assert tampered.returncode == 1 and f"position {position}" in tampered.stdout, tampered.stdout

@@ -1,7 +1,8 @@
 """`placematch demo` against a real `placematch up`: the region it builds is visible through the APIs."""
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest

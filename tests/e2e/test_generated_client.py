@@ -117,7 +117,8 @@ async def tour(stack: Stack, enrolment: Any, referral: Any, matching: Any) -> No
     async def invited() -> bool:
         listing = _op(matching, "matching", "list_eligible_providers")
         answer = await listing.asyncio_detailed(referral_id, client=croydon_matching)
-        return answer.status_code == 200 and provider_id in [p["provider_id"] for p in _field(answer.parsed, "providers")]
+        listed = [p["provider_id"] for p in _field(answer.parsed, "providers")] if answer.status_code == 200 else []
+        return provider_id in listed
 
     await wait_for(invited, timeout=60, message="the school to be invited")
 

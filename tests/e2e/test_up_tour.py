@@ -43,7 +43,8 @@ async def test_readme_tour_then_restart_keeps_state(stack: Stack) -> None:
 
         async def offer() -> dict[str, Any] | None:
             response = await http.post(f"{referral}/referrals/{referral_id}/offers", headers=school,
-                                       json={"weekly_fee_pence": 425000, "start_date": "2027-09-01", "notes": "ASD unit"})
+                                       json={"weekly_fee_pence": 425000, "start_date": "2027-09-01",
+                                             "notes": "ASD unit"})
             if response.status_code == 409:
                 assert "retry-after" in response.headers
                 return None

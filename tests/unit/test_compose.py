@@ -11,7 +11,8 @@ from services import SERVICES, port_for
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-DESIGN_PORTS = {"enrolment": 8001, "referral": 8002, "matching": 8003, "notification": 8004, "placement": 8005}  # the contract
+# the contract
+DESIGN_PORTS = {"enrolment": 8001, "referral": 8002, "matching": 8003, "notification": 8004, "placement": 8005}
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
