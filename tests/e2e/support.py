@@ -20,21 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_base_port() -> int:
-    """A base port N such that N+1..N+4 are free."""
+    """A base port N such that N+1..N+6 are free (the services, and the console at N+6)."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1] - 1
-        if base + 4 >= 65535:
+        if base + 6 >= 65535:
             continue
         try:
-            for offset in range(1, 5):
+            for offset in range(1, 7):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", base + offset))
             return base
         except OSError:
             continue
-    raise RuntimeError("no four consecutive free ports")
+    raise RuntimeError("no six consecutive free ports")
 
 
 class Stack:
@@ -45,6 +45,8 @@ class Stack:
         self.log = data_dir / "up.log"
 
     def url(self, service: str) -> str:
+        if service == "console":  # not a service with a database: base + 6
+            return f"http://127.0.0.1:{self.base + 6}"
         return f"http://127.0.0.1:{self.base + SERVICES.index(service) + 1}"
 
     async def start(self) -> None:
