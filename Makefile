@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -q -x tests/
 
-.PHONY: help venv install run lint test unit integration bench kafka-fetch postgres-ensure console-assets browser clean distclean
+.PHONY: help venv install run lint test unit integration bench kafka-fetch keycloak-fetch postgres-ensure console-assets browser clean distclean
 
 help:
 	@echo "make install      create .venv and install placematch with test extras (skipped if up to date)"
@@ -21,6 +21,7 @@ help:
 	@echo "make kafka-fetch  download the Kafka broker jars (deploy/kafka/libs, cached)"
 	@echo "make console-assets  GOV.UK Frontend, htmx and axe-core from npm for the console (gitignored)"
 	@echo "make browser      the console's browser tests (Debian's chromium, Playwright)"
+	@echo "make keycloak-fetch  download Keycloak, the tests' OpenID Connect provider (deploy/keycloak/dist, cached)"
 	@echo "make clean        remove caches and build output; distclean also .venv and Kafka jars"
 
 $(BIN)/python:
@@ -47,22 +48,25 @@ lint: install
 kafka-fetch:
 	deploy/kafka/kafka.sh fetch
 
+keycloak-fetch:
+	deploy/keycloak/keycloak.sh fetch
+
 postgres-ensure:
 	deploy/postgres.sh ensure
 
 console-assets:
 	deploy/console-assets.sh
 
-test: install kafka-fetch console-assets
+test: install kafka-fetch keycloak-fetch console-assets
 	deploy/test-env.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-integration: install kafka-fetch
+integration: install kafka-fetch keycloak-fetch
 	deploy/test-env.sh $(BIN)/pytest -q tests/integration
 
-browser: install console-assets
+browser: install console-assets keycloak-fetch
 	$(BIN)/pytest -q tests/browser
 
 bench: install kafka-fetch
@@ -73,4 +77,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) deploy/kafka/libs
+	rm -rf $(VENV) deploy/kafka/libs deploy/keycloak/dist

@@ -11,8 +11,9 @@ from typing import Any, Awaitable, Callable, Literal
 import jwt
 from fastapi import Request
 
-from shared import context
+from shared import context, oidc
 from shared.errors import DomainError, Forbidden
+from shared.oidc import Unauthorized
 from shared.settings import Settings
 
 Role = Literal["commissioner", "borough", "provider", "auditor"]
@@ -33,16 +34,15 @@ class ClaimError(ValueError):
         self.rule = rule
 
 
-class Unauthorized(DomainError):
-    status = 401
-    title = "Unauthorized"
-
-
 @dataclass(frozen=True)
 class Principal:
     sub: str
     role: str
     tenant: str
+    name: str | None = None
+    """`name` / `preferred_username` of an identity provider's token: for the audit record only,
+    never in an event (shared/EVENTS.md, `actorid`)."""
+    username: str | None = None
 
     @property
     def actor(self) -> str:
@@ -84,6 +84,20 @@ def mint_token(settings: Settings, role: str, tenant: str, sub: str | None = Non
 
 
 def decode_token(settings: Settings, token: str) -> Principal:
+    """The caller of a token: checked by the identity provider's keys (shared/oidc.py) when it
+    claims that issuer, or when tokens of `placematch token` are off; else by the shared secret."""
+    verifier = oidc.verifier_for(settings)
+    if verifier is not None and (not settings.local_tokens_enabled or oidc.unverified_issuer(token) == verifier.issuer):
+        who = verifier.verify(token)
+        return Principal(sub=who.sub, role=who.role, tenant=who.tenant, name=who.name, username=who.username)
+    if not settings.local_tokens_enabled:
+        raise Unauthorized("bearer tokens of `placematch token` are not accepted here (PLACEMATCH_LOCAL_TOKENS_"
+                           "ENABLED=false) and no identity provider is configured", field="Authorization")
+    return decode_local_token(settings, token)
+
+
+def decode_local_token(settings: Settings, token: str) -> Principal:
+    """A token of `placematch token`: the shared HS256 secret, or the static RS256 key."""
     key = settings.jwt_public_key if settings.jwt_algorithm == "RS256" else settings.jwt_secret
     try:
         claims = jwt.decode(token, key, algorithms=[settings.jwt_algorithm],
@@ -128,6 +142,8 @@ def principal_from(request: Request) -> Principal | None:
     # a token a middleware already verified is not decoded again; a bad one is, for its error
     principal = request.scope.get(_VERIFIED) or decode_token(request.app.state.settings, token.strip())
     context.actor.set(principal.actor)
+    context.actor_id.set(principal.sub)
+    context.person.set(principal if principal.name or principal.username else None)
     return principal
 
 

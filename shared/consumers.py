@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 from typing import Awaitable, Callable, Iterator, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import context
+from shared import context, metrics, tracing
 from shared.bus import Bus, Message, Subscription
 from shared.db import Database, insert_ignore
 from shared.events import Envelope, format_time, now_utc
@@ -92,6 +93,8 @@ class EventConsumer:
         retry_base_seconds: float = 0.2,
         batch_size: int = 1,
         on_commit: Callable[[], None] | None = None,
+        service: str = "",
+        metrics: metrics.ServiceMetrics | None = None,
     ) -> None:
         """`on_commit`: called after each transaction that handled events commits (e.g. to wake
         whoever acts on what the handler recorded)."""
@@ -104,6 +107,9 @@ class EventConsumer:
         self.retry_base_seconds = retry_base_seconds
         self.batch_size = batch_size
         self.on_commit = on_commit
+        self.service = service or name
+        self.metrics = metrics
+        self.subscription: Subscription | None = None
         self.handled = 0
         self.dead_lettered = 0
         self.duplicates = 0
@@ -114,15 +120,17 @@ class EventConsumer:
     def _caused_by(envelope: Envelope) -> Iterator[None]:
         token_c = context.correlation_id.set(envelope.correlationid or envelope.id)
         token_k = context.causation_id.set(envelope.id)
+        token_o = context.origin_time.set(envelope.origintime or envelope.time)
         try:
             yield
         finally:
             context.correlation_id.reset(token_c)
             context.causation_id.reset(token_k)
+            context.origin_time.reset(token_o)
 
     async def _apply(self, conn: AsyncConnection, envelope: Envelope, seq: int) -> bool:
         """Journal the event as number `seq` and handle it; False when it was journalled before."""
-        with self._caused_by(envelope):
+        with self._caused_by(envelope), tracing.consuming(self.service, self.name, envelope):
             if not await _journal_as(conn, self.name, envelope.id, seq):
                 return False
             await self.handler(conn, envelope)
@@ -163,19 +171,28 @@ class EventConsumer:
         """Handle and commit a fetched list of messages, in order."""
         for start in range(0, len(messages), max(1, self.batch_size)):
             chunk = messages[start:start + max(1, self.batch_size)]
+            started, before = time.perf_counter(), (self.handled, self.duplicates)
             if len(chunk) > 1 and await self.process_batch(chunk):
                 # offsets are per partition: commit each one's last message, in fetch order
                 last = {(m.topic, m.partition): i for i, m in enumerate(chunk)}
                 for i in sorted(last.values()):
                     await subscription.commit(chunk[i])
+                self._measure(chunk, started, before)
                 continue
             for message in chunk:
                 await self.handle_message(message)
                 await subscription.commit(message)
+            self._measure(chunk, started, before)
+
+    def _measure(self, chunk: Sequence[Message], started: float, before: tuple[int, int]) -> None:
+        metrics.consumed(self.metrics, self.name, chunk[0].topic, handled=self.handled - before[0],
+                         duplicates=self.duplicates - before[1], seconds=time.perf_counter() - started)
 
     async def handle_message(self, message: Message) -> None:
         error = ""
+        attempts = 0
         for attempt in range(1, self.max_attempts + 1):
+            attempts = attempt
             try:
                 envelope = Envelope.from_kafka(message.value, message.headers or None)
                 if await self.process(envelope):
@@ -197,9 +214,12 @@ class EventConsumer:
         await self.bus.publish([Message(
             f"{message.topic}.dlq", message.key, message.value,
             {**message.headers, "placematch-error": error[-2000:].encode(),
-             "placematch-consumer": self.name.encode(), "placematch-origin-offset": str(message.offset).encode()},
+             "placematch-consumer": self.name.encode(), "placematch-origin-offset": str(message.offset).encode(),
+             "placematch-origin-partition": str(message.partition).encode(),
+             "placematch-attempts": str(attempts).encode(), "placematch-failed-at": format_time(now_utc()).encode()},
         )])
         self.dead_lettered += 1
+        metrics.dead_lettered(self.metrics, self.name, message.topic)
         log.error("%s: sent %s offset %s to %s.dlq", self.name, message.topic, message.offset, message.topic)
 
     async def run(self) -> None:
@@ -213,6 +233,7 @@ class EventConsumer:
             except Exception as exc:
                 log.warning("%s: cannot subscribe yet (%s); retrying", self.name, exc)
                 await asyncio.sleep(1.0)
+        self.subscription = subscription
         self.ready.set()
         try:
             while True:

@@ -14,6 +14,7 @@ import orjson
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.v1.event import CloudEvent
 
+from shared import context, tracing
 from shared.vocabulary import format_instant, now_utc
 
 __all__ = ["Envelope", "EventRegistry", "dumps", "format_time", "loads", "now_utc", "registry"]
@@ -52,7 +53,15 @@ class Envelope:
     correlationid: str | None = None
     causationid: str | None = None
     actor: str | None = None
+    actorid: str | None = None
+    """Extension `actorid`: the `sub` of the token behind `actor` (the person who did it)."""
     dataversion: int = 1
+    traceparent: str | None = field(default_factory=tracing.current_traceparent)
+    """CloudEvents distributed-tracing extension: the span the event was created in (None while tracing is off)."""
+    tracestate: str | None = field(default_factory=tracing.current_tracestate)
+    origintime: str | None = field(default_factory=context.origin_time.get)
+    """`time` of the event that began the causal chain (a referral-raised, for the notifications it leads
+    to); set on events appended while a consumer handles another; None for a chain's first event."""
     position: int | None = None
     """Position in the store that recorded it; local to that store, never on the wire."""
 
@@ -68,7 +77,7 @@ class Envelope:
             "sequence": self.sequence,
             "dataversion": self.dataversion,
         }
-        for name in ("correlationid", "causationid", "actor"):
+        for name in ("correlationid", "causationid", "actor", "actorid", "traceparent", "tracestate", "origintime"):
             value = getattr(self, name)
             if value is not None:
                 attrs[name] = value
@@ -104,7 +113,11 @@ class Envelope:
             correlationid=doc.get("correlationid"),
             causationid=doc.get("causationid"),
             actor=doc.get("actor"),
+            actorid=doc.get("actorid"),
             dataversion=int(doc.get("dataversion") or 1),
+            traceparent=doc.get("traceparent"),
+            tracestate=doc.get("tracestate"),
+            origintime=doc.get("origintime"),
             position=position,
         )
         return registry.upcast(envelope)

@@ -22,7 +22,7 @@ from shared.schema import metadata as core_metadata
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 
 
-LATER_CORE_TABLES = ("rate_limits",)
+LATER_CORE_TABLES = ("rate_limits", "actors")
 """Core tables added after version 1, each by its own function below and a revision per service."""
 
 
@@ -43,6 +43,19 @@ def create_rate_limit_table() -> None:
     rate_limits.create(op.get_bind(), checkfirst=True)
     for index in rate_limits.indexes:
         index.create(op.get_bind(), checkfirst=True)
+
+
+def create_actors_table() -> None:
+    """Core schema version 4: who each `actorid` is (name, username) for the audit record (issue 17)."""
+    from shared.schema import actors
+
+    actors.create(op.get_bind(), checkfirst=True)
+
+
+def drop_actors_table() -> None:
+    from shared.schema import actors
+
+    actors.drop(op.get_bind(), checkfirst=True)
 
 
 def drop_rate_limit_table() -> None:

@@ -13,6 +13,7 @@ import logging
 
 from sqlalchemy import delete, select
 
+from shared import metrics, tracing
 from shared.bus import Bus, Message
 from shared.db import Database
 from shared.schema import outbox
@@ -25,8 +26,11 @@ STRUCTURED = {"content-type": b"application/cloudevents+json"}
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, bus: Bus, *, batch_size: int = 500, poll_seconds: float = 0.5) -> None:
+    def __init__(self, db: Database, bus: Bus, *, batch_size: int = 500, poll_seconds: float = 0.5,
+                 service: str = "relay", metrics: metrics.ServiceMetrics | None = None) -> None:
         self.db = db
+        self.service = service
+        self.metrics = metrics
         self.bus = bus
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
@@ -47,7 +51,9 @@ class OutboxRelay:
                 select(outbox).order_by(outbox.c.position).limit(self.batch_size))).all()
         if not rows:
             return 0
-        await self.bus.publish([Message(r.topic, r.key, r.payload, STRUCTURED) for r in rows])
+        with tracing.publishing(self.service, rows):
+            await self.bus.publish([Message(r.topic, r.key, r.payload, STRUCTURED) for r in rows])
+        metrics.published(self.metrics, rows)
         async with self.db.transaction() as conn:
             await conn.execute(delete(outbox).where(outbox.c.position.in_([r.position for r in rows])))
         self.published += len(rows)
@@ -68,7 +74,9 @@ class OutboxRelay:
                 select(outbox).order_by(outbox.c.position).limit(self.batch_size))).all()
             if not rows:
                 return 0
-            await self.bus.publish([Message(r.topic, r.key, r.payload, STRUCTURED) for r in rows])
+            with tracing.publishing(self.service, rows):
+                await self.bus.publish([Message(r.topic, r.key, r.payload, STRUCTURED) for r in rows])
+            metrics.published(self.metrics, rows)
             await conn.execute(delete(outbox).where(outbox.c.position.in_([r.position for r in rows])))
         self.published += len(rows)
         return len(rows)

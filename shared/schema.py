@@ -1,4 +1,5 @@
-"""Tables every service has: events, outbox, processed events, idempotency keys, rate-limit counters.
+"""Tables every service has: events, outbox, processed events, idempotency keys, rate-limit counters,
+the actors behind `actorid`.
 
 Each service's first Alembic migration creates them with `shared.migrations.create_core_tables`.
 """
@@ -66,6 +67,18 @@ rate_limits = Table(
     Column("expires_at", Float, nullable=False, doc="end of the fixed window, Unix seconds"),
 )
 Index("ix_rate_limits_expires_at", rate_limits.c.expires_at)
+
+actors = Table(
+    "actors",
+    metadata,
+    Column("sub", String(100), primary_key=True, doc="the token's `sub`: the `actorid` on the events they recorded"),
+    Column("actor", String(200), nullable=False, doc="role:tenant they last acted as"),
+    Column("name", String(200), nullable=True, doc="the token's `name`"),
+    Column("username", String(200), nullable=True, doc="the token's `preferred_username`"),
+    Column("first_seen", String(40), nullable=False),
+    Column("last_seen", String(40), nullable=False),
+    comment="Who an `actorid` is (core schema version 4): the audit record's names, never put in events.",
+)
 
 # The Idempotency-Key protocol's tables are core tables too; shared.idempotency declares them on this
 # metadata (imported last: it needs `metadata`, and is imported by whoever imports this module).

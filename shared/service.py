@@ -14,6 +14,7 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import metrics, tracing
 from shared.aggregate import Aggregate
 from shared.bus import Bus, make_bus
 from shared.commands import Decide, Project, in_transaction, run_command
@@ -72,10 +73,16 @@ class ServiceRuntime:
         """This process's identity, e.g. for orphaned Idempotency-Key claims."""
         self.db = Database(settings.database_url_for(name))
         self.store = store_class(self.db, f"placematch/{name}")
+        self.metrics = metrics.for_service(name)
+        """This service's Prometheus metrics (`shared.metrics`), served at /metrics."""
+        tracing.configure(settings)
+        metrics.instrument_store(self.store, self.metrics)
+        tracing.instrument_store(self.store, name)
         self.answers = answers or AnswerPolicy()
         """How the answers of keyed requests are kept for their retries (`shared.idempotency`)."""
         self.bus: Bus = bus or make_bus(settings)
-        self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds)
+        self.relay = OutboxRelay(self.db, self.bus, poll_seconds=settings.relay_poll_seconds, service=name,
+                                 metrics=self.metrics)
         self.publishes = [settings.topic(t) for t in publishes]
         self.tasks = list(tasks)
         self.consumers: list[EventConsumer] = []
@@ -111,7 +118,7 @@ class ServiceRuntime:
             topics=[self.topic(t) for t in topics], handler=handler,
             max_attempts=self.settings.consumer_max_attempts,
             retry_base_seconds=self.settings.consumer_retry_base_seconds, batch_size=batch_size,
-            on_commit=on_commit,
+            on_commit=on_commit, service=self.name, metrics=self.metrics,
         ))
 
     async def start(self) -> None:
@@ -181,7 +188,10 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.add_middleware(StrictJSONMiddleware)  # a body it refuses never claims an Idempotency-Key
     install_limits(app, runtime.settings, runtime.db)  # in front of Idempotency-Key, which reads whole bodies
     app.add_middleware(CorrelationMiddleware)
+    app.add_middleware(tracing.TracingMiddleware, service=runtime.name)
+    app.add_middleware(metrics.MetricsMiddleware, metrics=runtime.metrics, router=app.router)  # outermost: every answer counts
     app.include_router(health_router())
+    app.include_router(metrics.metrics_router())
     for router in routers:
         app.include_router(router)
     return app

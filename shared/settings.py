@@ -46,6 +46,36 @@ class Settings(BaseSettings):
         "PLACEMATCH_DATABASE_URL is set (shared by replicas), else memory.")
     trusted_proxies: str = Field("", description="Comma-separated IPs or CIDRs of reverse proxies whose "
                                  "X-Forwarded-For names the client; unset = X-Forwarded-For is ignored.")
+    otlp_endpoint: str | None = Field(None, description="OpenTelemetry collector (OTLP over HTTP, e.g. "
+                                      "http://127.0.0.1:4318) that receives the traces; unset (and no "
+                                      "OTEL_EXPORTER_OTLP_ENDPOINT) = tracing off.")
+
+
+    # --- council sign-on: an OpenID Connect identity provider (shared/oidc.py, issue 17) ---------
+    oidc_issuer: str | None = Field(None, description="OIDC issuer whose access tokens are accepted (its `iss`, "
+                                    "e.g. https://login.microsoftonline.com/<tenant-id>/v2.0); unset = none.")
+    oidc_audience: str | None = Field(None, description="The `aud` those tokens must carry (the API's client id "
+                                      "or application ID URI). Required with oidc_issuer.")
+    oidc_jwks_url: str | None = Field(None, description="The issuer's JWKS; unset = the `jwks_uri` of "
+                                      "<issuer>/.well-known/openid-configuration.")
+    oidc_role_claim: str = Field("role", description="Claim (dotted path, e.g. roles or realm_access.roles) "
+                                 "holding the role; a list is searched for exactly one known role.")
+    oidc_role_prefix: str = Field("", description="Prefix of role values in the role claim, e.g. `placematch.` "
+                                  "for Entra app roles placematch.borough; values without it are ignored.")
+    oidc_tenant_claim: str = Field("tenant", description="Claim (dotted path) holding the tenant: borough code, "
+                                   "region or provider id.")
+    oidc_groups_claim: str = Field("groups", description="Claim listing the caller's groups, read through "
+                                   "oidc_group_map when the role or tenant claim is absent.")
+    oidc_group_map: Path | None = Field(None, description="TOML or JSON file: group → tenant, or group → "
+                                        "{role, tenant} (e.g. an Entra group object id → croydon).")
+    oidc_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    oidc_jwks_cache_seconds: int = Field(300, ge=1, description="How long fetched keys are trusted before "
+                                         "the JWKS is fetched again.")
+    oidc_jwks_min_refresh_seconds: float = Field(10.0, ge=0, description="Least time between two fetches "
+                                                 "caused by a token naming a key id the cache lacks.")
+    local_tokens_enabled: bool = Field(True, description="Also accept tokens of `placematch token` (shared "
+                                       "secret or static RS256 key); set false when every caller signs on "
+                                       "through oidc_issuer.")
 
     @field_validator("rate_limit_open", "rate_limit_expensive")
     @classmethod

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence, TypeVar
 
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +24,7 @@ from shared.aggregate import Aggregate, NewEvent
 from shared.db import Database, sqlite_url
 from shared.errors import ConcurrencyError
 from shared.events import Envelope, registry
+from shared.schema import actors as actors_table
 from shared.schema import events as events_table
 from shared.schema import outbox as outbox_table
 
@@ -121,6 +124,7 @@ class EventStore:
                     correlationid=correlation_id or context.correlation_id.get(),
                     causationid=causation_id or context.causation_id.get(),
                     actor=actor or context.actor.get(),
+                    actorid=context.actor_id.get() if actor is None else None,
                     dataversion=registry.version_of(new.type),
                 )
                 body = envelope.to_json().decode()
@@ -146,6 +150,7 @@ class EventStore:
         if published and self.publish:
             await conn.execute(outbox_table.insert(), published)
         await idempotency.record_effect(conn, batches[0][0], created)
+        await remember_person(conn, recorded[0].actorid, recorded[0].time)
         return recorded
 
     async def _heads(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[int, str]]:
@@ -267,6 +272,48 @@ async def read_embedded(data_dir: Path, services: Iterable[str],
                 async for row in result:
                     if ids is None or row.event_id in ids:
                         found.append(Envelope.from_json(row.body, position=row.position))
+        finally:
+            await db.dispose()
+    return found
+
+
+async def remember_person(conn: AsyncConnection, actorid: str | None, when: str) -> None:
+    """Keep who `actorid` is (the request's token named them) in the `actors` table, for the audit
+    record: names stay in this service's database and never go into an event."""
+    person = context.person.get()
+    if actorid is None or person is None or getattr(person, "sub", None) != actorid:
+        return
+    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = module.insert(actors_table).values(sub=actorid, actor=person.actor, name=person.name,
+                                              username=person.username, first_seen=when, last_seen=when)
+    await conn.execute(stmt.on_conflict_do_update(index_elements=["sub"], set_={
+        "actor": stmt.excluded.actor, "name": stmt.excluded.name, "username": stmt.excluded.username,
+        "last_seen": stmt.excluded.last_seen}))
+
+
+async def people_of(conn: AsyncConnection, subs: Iterable[str | None]) -> dict[str, dict[str, Any]]:
+    """Who these `actorid`s are, as far as this store knows: `{sub: {"actor", "name", "username"}}`."""
+    wanted = sorted({s for s in subs if s})
+    if not wanted:
+        return {}
+    rows = await conn.execute(select(actors_table).where(actors_table.c.sub.in_(wanted)))
+    return {r.sub: {"actor": r.actor, "name": r.name, "username": r.username} for r in rows}
+
+
+async def read_embedded_people(data_dir: Path, services: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`people_of` every person the embedded stores `<data_dir>/<service>.db` know (the audit CLI)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in services:
+        path = data_dir / f"{name}.db"
+        if not path.exists():
+            continue
+        db = Database(sqlite_url(path), inline=True)
+        try:
+            async with db.read() as conn:
+                if not await conn.run_sync(lambda c: sa_inspect(c).has_table("actors")):
+                    continue
+                rows = await conn.execute(select(actors_table))
+                found.update({r.sub: {"actor": r.actor, "name": r.name, "username": r.username} for r in rows})
         finally:
             await db.dispose()
     return found

@@ -76,6 +76,13 @@ class WebhookType(StrEnum):
     OFFER_NOT_SELECTED = "offer.not_selected"
     REFERRAL_CLOSED_UNFILLED = "referral.closed_unfilled"
     PROVIDER_SUSPENDED = "provider.suspended"
+    # issue 16: the placement service tells the borough and the provider of a placement
+    PLACEMENT_STARTED = "placement.started"
+    PLACEMENT_ENDED = "placement.ended"
+    PLACEMENT_REVIEW_DUE = "placement.review_due"
+    FEE_CHANGE_REQUESTED = "fee_change.requested"
+    FEE_CHANGE_DECIDED = "fee_change.decided"
+    AWARD_COLLAPSED = "award.collapsed"
 
 
 def values(codes: type[StrEnum]) -> tuple[str, ...]:

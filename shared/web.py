@@ -160,6 +160,7 @@ class CorrelationMiddleware:
         # each request runs in its own task, so the value cannot leak into another request
         context.correlation_id.set(cid)
         actor_token = context.actor.set(None)
+        actor_id_token, person_token = context.actor_id.set(None), context.person.set(None)
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -170,6 +171,8 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send_with_header)
         finally:
             context.actor.reset(actor_token)
+            context.actor_id.reset(actor_id_token)
+            context.person.reset(person_token)
 
 
 class StrictJSONMiddleware:

@@ -29,6 +29,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.support.oidc import oidc_provider  # noqa: F401 (the real OpenID Connect provider, Keycloak)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # `placematch serve` refuses the published default secret; tests and the services they start share this one
@@ -333,3 +335,92 @@ def fresh_database_url(database_url: str) -> Iterator[str]:
         yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
     finally:
         _execute(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of Debian's `promtool` (package `prometheus`)."""
+    found = shutil.which("promtool")
+    if found is None:
+        _unavailable("promtool", "install Debian's package: apt-get install -y --no-install-recommends prometheus")
+    return found
+
+
+@dataclass
+class PrometheusServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    dir: Path
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query over the HTTP API: the result vector."""
+        import httpx
+
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        response.raise_for_status()
+        body = response.json()
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    def targets(self) -> list[dict[str, Any]]:
+        import httpx
+
+        return list(httpx.get(f"{self.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"])
+
+
+@pytest.fixture
+def prometheus() -> Iterator[Any]:
+    """Start a real Prometheus (Debian's `prometheus`) scraping the given jobs every second:
+    `prometheus({"referral": ["127.0.0.1:8002"], ...})` → a `PrometheusServer`, stopped after the test."""
+    import time
+
+    import httpx
+    import yaml
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        _unavailable("Prometheus", "install Debian's package: apt-get install -y --no-install-recommends prometheus")
+    started: list[PrometheusServer] = []
+
+    def start(jobs: dict[str, list[str]]) -> PrometheusServer:
+        directory = _scratch_dir("prometheus")
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                  "scrape_configs": [{"job_name": job, "scrape_interval": "1s", "scrape_timeout": "900ms",
+                                      "static_configs": [{"targets": targets}]} for job, targets in jobs.items()]}
+        (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = _free_port()
+        log = (directory / "prometheus.log").open("wb")
+        process = subprocess.Popen(
+            [binary, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+        server = PrometheusServer(f"http://127.0.0.1:{port}", process, directory)
+        started.append(server)
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                _unavailable("Prometheus", f"it exited with {process.returncode}:\n"
+                             f"{_tail((directory / 'prometheus.log').read_text())}")
+            try:
+                if httpx.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                _unavailable("Prometheus", "not ready within 60 s")
+            time.sleep(0.1)
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+            shutil.rmtree(server.dir, ignore_errors=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import audit, ops, replay, run
+from services.cli import audit, dlq, ops, replay, run
 
 app = typer.Typer(help="placematch: regional commissioning of children's placements.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)  # a crash's locals hold settings' secrets
@@ -25,6 +25,7 @@ app.command("restore")(ops.restore_command)
 audit_app = typer.Typer(help="Evidence packs reconstructed from the event log.", no_args_is_help=True)
 audit_app.command("referral")(audit.audit_referral)
 app.add_typer(audit_app, name="audit")
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

@@ -20,10 +20,11 @@ def audit_referral(
     """The evidence pack of one referral, from every service's event store, as JSON."""
     import orjson
 
-    from shared.store import read_embedded
+    from shared.store import read_embedded, read_embedded_people
 
     audit = services.module("referral", "audit")
-    pack = audit.build_audit_pack(referral_id, asyncio.run(read_embedded(data_dir, SERVICES)))
+    pack = audit.build_audit_pack(referral_id, asyncio.run(read_embedded(data_dir, SERVICES)),
+                                  asyncio.run(read_embedded_people(data_dir, SERVICES)))
     if pack["raised"] is None:
         console.print(f"[red]no referral {referral_id} in the stores under {data_dir}[/]")
         raise typer.Exit(1)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from shared.auth import Principal, optional_principal, require
 from shared.errors import Forbidden
 from shared.service import ServiceRuntime
+from shared.store import people_of
 from shared.web import rule_of
 
 from . import service
@@ -105,7 +106,12 @@ async def get_provider(provider_id: str, request: Request, who: Reader) -> dict[
 @router.get("/providers/{provider_id}/history", summary="The provider's events, in order")
 async def history(provider_id: str, request: Request, who: Reader) -> dict[str, Any]:
     _may_read(who, provider_id)
-    return await service.history(_runtime(request), provider_id=provider_id)
+    answer = await service.history(_runtime(request), provider_id=provider_id)
+    async with _runtime(request).db.read() as conn:  # who each actorid is: the audit record, not the events
+        people = await people_of(conn, (e.get("actorid") for e in answer["events"]))
+    if who.role not in ("commissioner", "auditor"):  # a provider sees its own staff's names only
+        people = {sub: p for sub, p in people.items() if p["actor"] == who.actor}
+    return answer | {"people": people}
 
 
 @router.post("/providers/{provider_id}/inspections", summary="Record an Ofsted inspection")

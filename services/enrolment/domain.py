@@ -8,6 +8,7 @@ shared/EVENTS.md.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -22,10 +23,13 @@ from .scoring import (
     CURRENT_POLICY,
     Inspection,
     Outcomes,
+    PlacementOutcomes,
+    PlacementRecord,
     QualityPolicy,
     QualityScore,
     current_inspection,
     current_outcomes,
+    held_places,
 )
 
 PROVIDER_APPLIED = "provider-applied"
@@ -37,6 +41,11 @@ PROVIDER_REJECTED = "provider-rejected"
 PROVIDER_SUSPENDED = "provider-suspended"
 PROVIDER_REINSTATED = "provider-reinstated"
 PROVIDER_UPDATED = "provider-updated"
+PROVIDER_PLACEMENT_RECORDED = "provider-placement-recorded"
+PROVIDER_VACANCIES_CHANGED = "provider-vacancies-changed"
+PLACEMENT_EVENTS = frozenset({"placement-opened", "placement-started", "placement-ended", "award-collapsed",
+                              "placement-reviewed"})
+"""The placematch.placement events enrolment takes in (vacancies and the placement part of the score)."""
 
 MAX_REASON_LENGTH = 2000
 """Longest reason for a decision (requests.py refuses longer ones)."""
@@ -66,8 +75,20 @@ class Provider(Aggregate):
         self.score: QualityScore | None = None
         self.suspension: Suspension | None = None
         self.rejection_reason: str | None = None
+        self.placements: dict[str, PlacementRecord] = {}
 
     # ----------------------------------------------------------------------------- queries
+
+    @property
+    def placements_held(self) -> int:
+        return held_places(self.placements.values())
+
+    @property
+    def vacancies(self) -> int:
+        """Places free now: capacity less the placements awarded or started and not yet ended or
+        collapsed (never below 0, even when capacity was lowered under the places held)."""
+        capacity = self.profile.capacity if self.profile else 0
+        return max(0, capacity - self.placements_held)
 
     @property
     def exists(self) -> bool:
@@ -175,6 +196,30 @@ class Provider(Aggregate):
         return [NewEvent(PROVIDER_UPDATED, {"changes": effective, "profile": profile.to_data(),
                                             "quality_score": self.quality_score})]
 
+    def record_placement(self, type: str, placement_id: str, data: Mapping[str, Any],
+                         cause_id: str) -> list[NewEvent]:
+        """Take in one of the provider's placement events (placematch.placement). Each placement is
+        counted once: the record only moves forward, so a redelivered or replayed event, or a
+        `placement-started` after the opening, records nothing and takes no second place.
+        A provider enrolment never saw (an off-framework one) or one rejected records nothing."""
+        if not self.exists or self.status is ProviderStatus.REJECTED or type not in PLACEMENT_EVENTS:
+            return []
+        existing = self.placements.get(placement_id)
+        record = (existing or PlacementRecord(placement_id, "awarded")).after(type, data)
+        if record == existing:
+            return []
+        placements = {**self.placements, placement_id: record}
+        events = [NewEvent(PROVIDER_PLACEMENT_RECORDED, {"placement_id": placement_id, "cause": type,
+                                                         "cause_id": cause_id, "placement": record.to_data()})]
+        held = held_places(placements.values())
+        if held != self.placements_held:
+            assert self.profile is not None
+            events.append(NewEvent(PROVIDER_VACANCIES_CHANGED, {
+                "placement_id": placement_id, "cause": type, "capacity": self.profile.capacity,
+                "placements_held": held, "vacancies": max(0, self.profile.capacity - held)}))
+        events += self._rescore(self.inspections, self.outcomes, placements)
+        return events
+
     # ------------------------------------------------------------------------------ folding
 
     def apply(self, type: str, data: dict[str, Any]) -> None:
@@ -202,23 +247,28 @@ class Provider(Aggregate):
                 self.suspension = None
             case "provider-updated":
                 self.profile = Profile.from_data(data["profile"])
+            case "provider-placement-recorded":
+                self.placements[data["placement_id"]] = PlacementRecord.from_data(data["placement"])
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _rescore(self, inspections: list[Inspection],
-                 outcomes: list[Outcomes]) -> list[NewEvent]:
+    def _rescore(self, inspections: list[Inspection], outcomes: list[Outcomes],
+                 placements: Mapping[str, PlacementRecord] | None = None) -> list[NewEvent]:
         """A `provider-rescored` event if the evidence that counts changes the score."""
         inspection = current_inspection(inspections)
         if inspection is None:
             return []
-        score = self.policy.score(inspection, current_outcomes(outcomes))
+        records = (self.placements if placements is None else placements).values()
+        evidence = PlacementOutcomes.of(sorted(records, key=lambda p: p.placement_id)) if records else None
+        score = self.policy.score(inspection, current_outcomes(outcomes), evidence)
         if score.same_result(self.score):
             return []
         return [NewEvent(PROVIDER_RESCORED, score.to_data())]
 
     def _profile_data(self, **extra: Any) -> dict[str, Any]:
         assert self.profile is not None
-        return {**self.profile.to_data(), "quality_score": self.quality_score, **extra}
+        held = {"placements_held": self.placements_held} if self.placements else {}
+        return {**self.profile.to_data(), "quality_score": self.quality_score, **held, **extra}
 
     def _require_exists(self) -> None:
         if not self.exists:

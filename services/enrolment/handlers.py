@@ -1,25 +1,42 @@
-"""Which service function reacts to which consumed event: none, and enrolment's consumers: none.
+"""Which service function reacts to which consumed event, and enrolment's one consumer.
 
 Enrolment is the upstream of every other service: its facts (applications, inspections,
 approvals, suspensions) are decided here from commands (service.py) and published on
-`placematch.enrolment`. It reads no other service's events, so it keeps working, and keeps its
-audit trail, when the rest of the stack is down. A reaction, when one comes, is a function of
-service.py listed in REACTIONS, and `consumers` returns the ConsumerSpec that feeds it.
+`placematch.enrolment`. Since issue 16 it also reads `placematch.placement`, to count each
+provider's vacancies and to score its placements' outcomes (scoring policy version 2); it keeps
+working, and keeps its audit trail, when the rest of the stack is down.
 """
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.consumers import PoisonEvent
 from shared.events import Envelope
 from shared.service import ConsumerSpec, ServiceRuntime
 
+from . import service
+from .domain import PLACEMENT_EVENTS
+
 Reaction = Callable[[ServiceRuntime, AsyncConnection, Envelope], Awaitable[None]]
 
-REACTIONS: dict[str, Reaction] = {}
-"""Enrolment reacts to no event."""
+REACTIONS: dict[str, Reaction] = {type_: service.on_placement_event for type_ in sorted(PLACEMENT_EVENTS)}
+"""placematch.placement: placement-opened, -started, -ended, -reviewed and award-collapsed."""
+
+
+async def react(runtime: ServiceRuntime, conn: AsyncConnection, event: Envelope) -> None:
+    """The consumer's handler: the reaction to `event`, in the consumer's transaction."""
+    reaction = REACTIONS.get(event.type)
+    if reaction is None:
+        return
+    try:
+        await reaction(runtime, conn, event)
+    except (KeyError, TypeError, ValueError, ArithmeticError) as error:
+        # malformed data never gets better on retry: straight to the dead-letter topic
+        raise PoisonEvent(f"{event.type} {event.id}: unusable data ({error!r})") from error
 
 
 def consumers(runtime: ServiceRuntime) -> list[ConsumerSpec]:
-    return []
+    return [ConsumerSpec(["placement"], partial(react, runtime), batch_size=20)]

@@ -62,6 +62,8 @@ def provider_view(provider: Provider) -> dict[str, Any]:
         "status": str(provider.status),
         "quality_score": provider.quality_score,
         **provider.profile.to_data(),
+        "vacancies": provider.vacancies,
+        "placements_held": provider.placements_held,
         "score": None if score is None else {
             "quality_score": provider.quality_score,
             "inspection_score": score.to_data()["inspection_score"],

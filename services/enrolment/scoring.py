@@ -12,7 +12,7 @@ record). A late-recorded older inspection is kept in the history but does not ch
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -147,6 +147,123 @@ class Outcomes:
         return cls(period=data["period"], kpis=MappingProxyType(dict(data["kpis"])))
 
 
+PLACEMENT_STATUS_RANK: Mapping[str, int] = MappingProxyType({"awarded": 0, "active": 1, "ended": 2, "collapsed": 2})
+"""A placement moves forward only: a late or redelivered `placement-started` never reopens an ended one."""
+HOLDING = frozenset({"awarded", "active"})
+"""A placement in these states takes one of the provider's places (vacancies = capacity - held)."""
+SHARE_PLACES = Decimal("0.000001")
+"""The sum of achieved shares is kept (and recorded) to 6 places, so the event alone recomputes it."""
+STABILITY_DAYS = 365
+"""A placement ended unplanned within this many days of its start counts as unstable."""
+
+
+@dataclass(frozen=True)
+class PlacementRecord:
+    """What enrolment keeps of one of the provider's placements (from placematch.placement): enough
+    to count its vacancies and to score its outcomes, nothing about the child."""
+
+    placement_id: str
+    status: str
+    started_on: date | None = None
+    ended_on: date | None = None
+    ending: str | None = None
+    reason: str | None = None
+    reviewed_on: date | None = None
+    achieved: int = 0
+    rated: int = 0
+
+    @property
+    def holds_place(self) -> bool:
+        return self.status in HOLDING
+
+    @property
+    def started(self) -> bool:
+        return self.started_on is not None
+
+    @property
+    def unstable(self) -> bool:
+        """Ended unplanned within STABILITY_DAYS of its start."""
+        return (self.ending == "unplanned" and self.started_on is not None and self.ended_on is not None
+                and (self.ended_on - self.started_on).days < STABILITY_DAYS)
+
+    def to_data(self) -> dict[str, Any]:
+        def day(value: date | None) -> str | None:
+            return None if value is None else value.isoformat()
+        return {"placement_id": self.placement_id, "status": self.status, "started_on": day(self.started_on),
+                "ended_on": day(self.ended_on), "ending": self.ending, "reason": self.reason,
+                "reviewed_on": day(self.reviewed_on), "achieved": self.achieved, "rated": self.rated}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> PlacementRecord:
+        def day(name: str) -> date | None:
+            value = data.get(name)
+            return None if value is None else date.fromisoformat(value)
+        return cls(placement_id=str(data["placement_id"]), status=str(data["status"]),
+                   started_on=day("started_on"), ended_on=day("ended_on"), ending=data.get("ending"),
+                   reason=data.get("reason"), reviewed_on=day("reviewed_on"),
+                   achieved=int(data.get("achieved") or 0), rated=int(data.get("rated") or 0))
+
+    def after(self, type: str, data: Mapping[str, Any]) -> PlacementRecord:
+        """This record once a placement event is taken into account (pure; idempotent: the same event
+        twice gives the same record, and a placement never moves back to an earlier state)."""
+        def forward(status: str) -> str:
+            return status if PLACEMENT_STATUS_RANK[status] > PLACEMENT_STATUS_RANK[self.status] else self.status
+
+        def day(name: str) -> date | None:
+            value = data.get(name)
+            return None if value is None else date.fromisoformat(str(value))
+        match type:
+            case "placement-started":
+                return replace(self, status=forward("active"), started_on=self.started_on or day("started_on"))
+            case "placement-ended":
+                return replace(self, status=forward("ended"), started_on=self.started_on or day("started_on"),
+                               ended_on=day("ended_on"), ending=data.get("ending"), reason=data.get("reason"))
+            case "award-collapsed":
+                return replace(self, status=forward("collapsed"))
+            case "placement-reviewed":
+                reviewed_on = day("reviewed_on")
+                if reviewed_on is None or (self.reviewed_on is not None and reviewed_on < self.reviewed_on):
+                    return self  # an older review than the latest one counted changes nothing
+                ratings = list(data.get("outcomes") or [])
+                return replace(self, reviewed_on=reviewed_on, rated=len(ratings),
+                               achieved=sum(1 for r in ratings if r.get("progress") == "achieved"))
+        return self
+
+
+def held_places(placements: Iterable[PlacementRecord]) -> int:
+    return sum(1 for p in placements if p.holds_place)
+
+
+@dataclass(frozen=True)
+class PlacementOutcomes:
+    """The placement evidence of a provider as scored by policy version 2 (all of it recorded in
+    `provider-rescored`'s `inputs.placements`, so the score can be recomputed from the event)."""
+
+    started: int
+    stable: int
+    reviewed: int
+    achieved_share_sum: Decimal
+    """Sum over reviewed placements of achieved / rated outcomes at the latest review (exact)."""
+
+    @classmethod
+    def of(cls, placements: Iterable[PlacementRecord]) -> PlacementOutcomes:
+        started = [p for p in placements if p.started]
+        reviewed = [p for p in started if p.rated > 0]
+        return cls(started=len(started), stable=sum(1 for p in started if not p.unstable),
+                   reviewed=len(reviewed),
+                   achieved_share_sum=sum((Decimal(p.achieved) / Decimal(p.rated) for p in reviewed),
+                                          Decimal(0)).quantize(SHARE_PLACES))
+
+    def to_data(self) -> dict[str, Any]:
+        return {"started": self.started, "stable": self.stable, "reviewed": self.reviewed,
+                "achieved_share_sum": str(self.achieved_share_sum.quantize(SHARE_PLACES))}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> PlacementOutcomes:
+        return cls(started=int(data["started"]), stable=int(data["stable"]), reviewed=int(data["reviewed"]),
+                   achieved_share_sum=Decimal(data["achieved_share_sum"]))
+
+
 @dataclass(frozen=True)
 class QualityScore:
     """A computed score with everything needed to recompute it."""
@@ -157,6 +274,12 @@ class QualityScore:
     policy_version: int
     inspection: Inspection
     outcomes: Outcomes | None
+    placements: PlacementOutcomes | None = None
+    """Version 2 and later: the placement evidence, and the parts computed from it."""
+    kpi_score: Decimal | None = None
+    placement_score: Decimal | None = None
+    stability_score: Decimal | None = None
+    achievement_score: Decimal | None = None
 
     def same_result(self, other: QualityScore | None) -> bool:
         return other is not None and (
@@ -165,8 +288,9 @@ class QualityScore:
                 other.policy_version))
 
     def to_data(self) -> dict[str, Any]:
-        """The `data` of a `provider-rescored` event (shared/EVENTS.md)."""
-        return {
+        """The `data` of a `provider-rescored` event (shared/EVENTS.md). Version 1's shape is kept
+        exactly; version 2 adds the KPI and placement parts and `inputs.placements`."""
+        data: dict[str, Any] = {
             "quality_score": format_score(self.quality_score),
             "policy_version": self.policy_version,
             "inspection_score": format_score(self.inspection_score),
@@ -174,11 +298,24 @@ class QualityScore:
             "inputs": {"inspection": self.inspection.to_data(),
                        "outcomes": self.outcomes.to_data() if self.outcomes else None},
         }
+        if self.policy_version >= 2:
+            data.update({"kpi_score": format_score(self.kpi_score),
+                         "placement_score": format_score(self.placement_score),
+                         "stability_score": format_score(self.stability_score),
+                         "achievement_score": format_score(self.achievement_score)})
+            data["inputs"]["placements"] = None if self.placements is None else self.placements.to_data()
+        return data
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> QualityScore:
         inputs = data["inputs"]
+
+        def part(name: str) -> Decimal | None:
+            return None if data.get(name) is None else Decimal(data[name])
         return cls(
+            placements=PlacementOutcomes.from_data(inputs["placements"]) if inputs.get("placements") else None,
+            kpi_score=part("kpi_score"), placement_score=part("placement_score"),
+            stability_score=part("stability_score"), achievement_score=part("achievement_score"),
             quality_score=Decimal(data["quality_score"]),
             inspection_score=Decimal(data["inspection_score"]),
             outcomes_score=(Decimal(data["outcomes_score"])
@@ -202,6 +339,10 @@ class QualityPolicy:
     outcomes_weight: Decimal
     legacy_points: Mapping[str, Decimal]
     report_card_points: Mapping[str, Decimal]
+    pseudo_placements: Decimal | None = None
+    """Version 2: k, the weight (in placements) of the regional mean in the shrunk placement parts."""
+    regional_stability: Decimal = Decimal(0)
+    regional_achievement: Decimal = Decimal(0)
 
     def inspection_score(self, inspection: Inspection) -> Decimal:
         if inspection.framework == OFSTED_LEGACY:
@@ -214,7 +355,26 @@ class QualityPolicy:
         values = [Decimal(value) for value in outcomes.kpis.values()]
         return two_places(sum(values, Decimal(0)) / len(values))
 
-    def score(self, inspection: Inspection, outcomes: Outcomes | None) -> QualityScore:
+    def shrunk(self, successes: Decimal, count: int, regional_mean: Decimal) -> Decimal:
+        """100 · (successes + k · mean/100) / (count + k): the observed share, pulled toward the
+        regional mean by k pseudo-placements (all of the mean with no evidence, less as it grows)."""
+        assert self.pseudo_placements is not None
+        k = self.pseudo_placements
+        return two_places(100 * (successes + k * regional_mean / 100) / (count + k))
+
+    def placement_parts(self, placements: PlacementOutcomes | None
+                        ) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        """(stability, achievement, placement score); all None before a placement has started."""
+        if placements is None or placements.started == 0:
+            return None, None, None
+        stability = self.shrunk(Decimal(placements.stable), placements.started, self.regional_stability)
+        achievement = self.shrunk(placements.achieved_share_sum, placements.reviewed, self.regional_achievement)
+        return stability, achievement, two_places((stability + achievement) / 2)
+
+    def score(self, inspection: Inspection, outcomes: Outcomes | None,
+              placements: PlacementOutcomes | None = None) -> QualityScore:
+        if self.pseudo_placements is not None:
+            return self._score_v2(inspection, outcomes, placements)
         inspection_score = self.inspection_score(inspection)
         if outcomes is None:
             return QualityScore(inspection_score, inspection_score, None, self.version,
@@ -224,6 +384,19 @@ class QualityPolicy:
                               + self.outcomes_weight * outcomes_score)
         return QualityScore(quality, inspection_score, outcomes_score, self.version,
                             inspection, outcomes)
+
+    def _score_v2(self, inspection: Inspection, outcomes: Outcomes | None,
+                  placements: PlacementOutcomes | None) -> QualityScore:
+        inspection_score = self.inspection_score(inspection)
+        kpi = None if outcomes is None else self.outcomes_score(outcomes)
+        stability, achievement, placement = self.placement_parts(placements)
+        parts = [p for p in (kpi, placement) if p is not None]
+        outcomes_score = two_places(sum(parts, Decimal(0)) / len(parts)) if parts else None
+        quality = (inspection_score if outcomes_score is None else
+                   two_places(self.inspection_weight * inspection_score + self.outcomes_weight * outcomes_score))
+        return QualityScore(quality, inspection_score, outcomes_score, self.version, inspection, outcomes,
+                            placements=placements, kpi_score=kpi, placement_score=placement,
+                            stability_score=stability, achievement_score=achievement)
 
 
 POLICY_V1 = QualityPolicy(
@@ -239,8 +412,23 @@ POLICY_V1 = QualityPolicy(
         "needs_attention": Decimal(40), "urgent_improvement": Decimal(0),
     }),
 )
-POLICIES: Mapping[int, QualityPolicy] = MappingProxyType({POLICY_V1.version: POLICY_V1})
-CURRENT_POLICY: QualityPolicy = POLICY_V1
+POLICY_V2 = QualityPolicy(
+    version=2,
+    inspection_weight=POLICY_V1.inspection_weight,
+    outcomes_weight=POLICY_V1.outcomes_weight,
+    legacy_points=POLICY_V1.legacy_points,
+    report_card_points=POLICY_V1.report_card_points,
+    pseudo_placements=Decimal(3),
+    regional_stability=Decimal(80),
+    regional_achievement=Decimal(50),
+)
+"""Version 2 (issue 16): the outcomes part also comes from placements (shared/EVENTS.md, "Quality
+score policy version 2"): placement score = mean of stability and achievement, each shrunk toward
+the regional mean by k = 3 pseudo-placements; outcomes = mean of the KPI score and the placement
+score (whichever exist); quality = 0.7 · inspection + 0.3 · outcomes, as in version 1."""
+POLICIES: Mapping[int, QualityPolicy] = MappingProxyType({POLICY_V1.version: POLICY_V1,
+                                                          POLICY_V2.version: POLICY_V2})
+CURRENT_POLICY: QualityPolicy = POLICY_V2
 
 
 def policy(version: int) -> QualityPolicy:

@@ -3,8 +3,8 @@
 Every command runs in one transaction through `runtime.command` (shared/commands.py): load the
 provider, decide (the `Provider` aggregate), append to `placematch.enrolment`'s outbox, project the
 providers list (`projections.update_provider_view`), retried from the start on a concurrent append.
-The answer is the provider as changed, never a read-back. Enrolment consumes nothing (handlers.py),
-so there are no reactions here.
+The answer is the provider as changed, never a read-back. Its one reaction (`on_placement_event`)
+takes the provider's placements in from placematch.placement, in the consumer's transaction.
 
 One active provider per Ofsted URN is a service rule over all providers: `apply` looks the URN up
 first (a clear 409 naming the provider already enrolled), and applications that pass that look-up
@@ -26,6 +26,7 @@ from shared import context
 from shared.aggregate import NewEvent
 from shared.auth import Principal
 from shared.errors import InvalidTransition, NotFound
+from shared.events import Envelope
 from shared.service import ServiceRuntime
 from shared.vocabulary import NeedCode, now_utc
 
@@ -119,6 +120,25 @@ async def update(runtime: ServiceRuntime, *, who: Principal, provider_id: str,
     """Change profile fields (which ones `who` may change is settled by the API); nothing is
     recorded when nothing changes."""
     return await _execute(runtime, provider_id, lambda p: p.update(changes))
+
+
+# --------------------------------------------------------------------------- reactions
+
+async def on_placement_event(runtime: ServiceRuntime, conn: AsyncConnection, event: Envelope) -> None:
+    """A placement of one of our providers opened, started, ended, collapsed or was reviewed: its
+    record on the provider (once per placement and state), the vacancies it takes or returns, and the
+    rescoring it causes. The placement of a provider not enrolled here (`off-framework:<name>`) is
+    not ours to count."""
+    provider_id = event.data.get("provider_id")
+    if not isinstance(provider_id, str) or provider_id.startswith("off-framework:"):
+        return
+    provider = await runtime.store.load(Provider, provider_id, conn)
+    events = provider.record_placement(event.type, event.subject, event.data, event.id)
+    if not events:
+        return
+    envelopes = await runtime.store.append(conn, provider_id, provider.version, events, topic=runtime.topic(TOPIC))
+    provider.mutate(events)
+    await projections.update_provider_view(conn, provider, envelopes)
 
 
 # --------------------------------------------------------------------------- queries

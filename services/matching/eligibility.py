@@ -36,12 +36,22 @@ class ProviderFacts:
     boroughs_served: tuple[str, ...] = ()
     contact_email: str | None = None
     quality_score: Decimal | None = None
+    placements_held: int | None = None
+    """Places taken by its placements (enrolment's `provider-vacancies-changed`); None in logs from
+    before live capacity, where eligibility judges by capacity alone."""
+
+    @property
+    def vacancies(self) -> int:
+        """Free places: capacity less the places held (capacity itself when nothing was reported)."""
+        return self.capacity if self.placements_held is None else max(0, self.capacity - self.placements_held)
 
     @classmethod
     def from_profile(
-        cls, provider_id: str, status: str, profile: Mapping[str, Any], quality_score: Any = None
+        cls, provider_id: str, status: str, profile: Mapping[str, Any], quality_score: Any = None,
+        placements_held: int | None = None,
     ) -> ProviderFacts:
         return cls(
+            placements_held=placements_held,
             provider_id=provider_id,
             status=status,
             name=str(profile.get("name") or ""),
@@ -58,8 +68,11 @@ class ProviderFacts:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """The facts as seen, for audit records and read APIs (JSON-ready, deterministic)."""
-        return {
+        """The facts as seen, for audit records and read APIs (JSON-ready, deterministic). `vacancies`
+        and `placements_held` only once enrolment reported them, so old logs replay to the same bytes."""
+        held = {} if self.placements_held is None else {"placements_held": self.placements_held,
+                                                         "vacancies": self.vacancies}
+        return {**held,
             "provider_id": self.provider_id,
             "status": self.status,
             "name": self.name,
@@ -166,7 +179,8 @@ def _placement_type(p: ProviderFacts, r: ReferralFacts) -> bool:
 
 
 def _capacity(p: ProviderFacts, r: ReferralFacts) -> bool:
-    return p.capacity > 0
+    """A free place now (issue 16: vacancies, i.e. capacity less the places its placements hold)."""
+    return p.vacancies > 0
 
 
 def _distance(p: ProviderFacts, r: ReferralFacts) -> bool:

@@ -23,6 +23,7 @@ REACTIONS: dict[str, Reaction] = {
     "provider-suspended": service.on_provider_suspended,
     "provider-rescored": service.on_provider_rescored,
     "provider-rejected": service.on_provider_rejected,
+    "provider-vacancies-changed": service.on_provider_vacancies_changed,
     # placematch.referral
     "referral-raised": service.on_referral_raised,
     "referral-amended": service.on_referral_amended,

@@ -25,6 +25,7 @@ providers = Table(
     Column("status", String(20), nullable=False),
     Column("profile", Text, nullable=False, doc="canonical JSON of the provider profile"),
     Column("quality_score", String(10), nullable=True),
+    Column("placements_held", Integer, nullable=True, doc="from provider-vacancies-changed; null before"),
 )
 
 referrals = Table(
@@ -88,7 +89,8 @@ PROFILE_FIELDS = ("name", "urn", "kind", "lots", "age_min", "age_max", "genders"
 # --------------------------------------------------------------------------- providers
 
 def _provider(row: Any) -> ProviderFacts:
-    return ProviderFacts.from_profile(row.provider_id, row.status, loads(row.profile), row.quality_score)
+    return ProviderFacts.from_profile(row.provider_id, row.status, loads(row.profile), row.quality_score,
+                                      row.placements_held)
 
 
 async def get_provider(conn: AsyncConnection, provider_id: str) -> ProviderFacts | None:
@@ -114,6 +116,12 @@ async def save_provider(conn: AsyncConnection, provider_id: str, status: str, pr
     await upsert(conn, providers, {
         "provider_id": provider_id, "status": status, "profile": dumps(kept).decode(),
         "quality_score": None if quality_score is None else str(quality_score)}, ["provider_id"])
+
+
+async def set_provider_held(conn: AsyncConnection, provider_id: str, placements_held: int) -> bool:
+    result = await conn.execute(update(providers).where(providers.c.provider_id == provider_id).values(
+        placements_held=placements_held))
+    return bool(result.rowcount)
 
 
 async def set_provider_status(conn: AsyncConnection, provider_id: str, status: str) -> bool:

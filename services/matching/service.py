@@ -44,7 +44,7 @@ POLICY_JOURNAL = "matching-policy"
 
 READERS = ("commissioner", "auditor")
 # Provider events after which a provider may newly qualify for open referrals.
-WIDENING = ("provider-approved", "provider-reinstated", "provider-updated")
+WIDENING = ("provider-approved", "provider-reinstated", "provider-updated", "provider-vacancies-changed")
 # Provider events after which shortlists holding its offers may change.
 RERANKING = ("provider-suspended", "provider-reinstated", "provider-rescored", "provider-updated")
 
@@ -135,6 +135,16 @@ async def on_provider_approved(runtime: Recorder, conn: AsyncConnection, event: 
     """`provider-approved` / `provider-reinstated`: into the directory as approved, with its profile."""
     data = event.data
     await views.save_provider(conn, event.subject, "approved", data, data.get("quality_score"))
+    if data.get("placements_held") is not None:
+        await views.set_provider_held(conn, event.subject, int(data["placements_held"]))
+    await _after_provider_change(runtime, conn, event)
+
+
+async def on_provider_vacancies_changed(runtime: Recorder, conn: AsyncConnection, event: Envelope) -> None:
+    """A placement took or returned one of the provider's places: eligibility judges by vacancies
+    from now on; a provider with a place free again is reconsidered for open referrals."""
+    if not await views.set_provider_held(conn, event.subject, int(event.data["placements_held"])):
+        return  # not in the directory until approved; approval carries the places held
     await _after_provider_change(runtime, conn, event)
 
 

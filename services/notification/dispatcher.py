@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import httpx
 
 from shared.logs import get_logger
+from shared.tracing import httpx_request_hook
 
-from . import service
+from . import service, telemetry
 from .emails import SmtpConfig, message_for, send_email
 from .retries import AttemptOutcome
 from .service import NotificationRuntime
@@ -56,7 +57,7 @@ class Dispatcher:
         short (a full one holds attempts back); the lease of a delivery is only released by its
         recorded outcome, so an outcome lost in a crash means the attempt is made again once the
         lease expires — as with a crash during the attempt itself."""
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        self._client = httpx.AsyncClient(follow_redirects=False, event_hooks={"request": [httpx_request_hook]})
         running: set[asyncio.Task[None]] = set()
         concurrency = max(1, self.settings.delivery_concurrency)
         self._settling = asyncio.Queue(maxsize=4 * concurrency)
@@ -134,13 +135,16 @@ class Dispatcher:
                                       reason=f"subscription_{subscription.status.value}")
                 return
             assert self._client is not None
-            outcome = await send_webhook(
-                self._client, url=subscription.url, body=delivery.body, message_id=delivery.message_id,
-                secrets=due.secrets, allow_private=self.settings.webhook_allow_private,
-                timeout_seconds=self.settings.webhook_timeout_seconds,
-            )
+            with telemetry.attempt_span(delivery, due.origin):
+                outcome = await send_webhook(
+                    self._client, url=subscription.url, body=delivery.body, message_id=delivery.message_id,
+                    secrets=due.secrets, allow_private=self.settings.webhook_allow_private,
+                    timeout_seconds=self.settings.webhook_timeout_seconds,
+                )
         else:
-            outcome = await send_email(message_for(delivery, sender=self.smtp.sender), self.smtp)
+            with telemetry.attempt_span(delivery, due.origin):
+                outcome = await send_email(message_for(delivery, sender=self.smtp.sender), self.smtp)
+        telemetry.attempted(delivery, outcome, due.origin)
         if self._settling is not None:
             await self._settling.put((delivery_id, outcome))  # recorded by _settle_queued
         else:

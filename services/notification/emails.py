@@ -56,6 +56,32 @@ HEADLINES: dict[str, tuple[str, str]] = {
         "Your organisation has been suspended from the Dynamic Purchasing System. You will not be "
         "invited to new referrals until you are reinstated.",
     ),
+    "placement.started": (
+        "Placement started",
+        "The placement has started. Funding, reviews and fee changes are recorded against it from now on.",
+    ),
+    "placement.ended": (
+        "Placement ended",
+        "The placement has ended. The place is free again for new referrals.",
+    ),
+    "placement.review_due": (
+        "Placement review due",
+        "A review of this placement is due soon (or overdue). Record the review with the progress on each "
+        "outcome and the needs profile as it now is.",
+    ),
+    "fee_change.requested": (
+        "Fee change requested",
+        "The provider has asked for a change to the weekly fee of this placement. The borough agrees, "
+        "agrees in part or declines it.",
+    ),
+    "fee_change.decided": (
+        "Fee change decided",
+        "The borough has decided on the requested change to the weekly fee of this placement.",
+    ),
+    "award.collapsed": (
+        "Award collapsed before the start",
+        "The placement awarded did not start (the provider withdrew or the start failed).",
+    ),
 }
 
 _LABELS = {
@@ -70,6 +96,16 @@ _LABELS = {
     "weekly_fee_pence": "Weekly fee",
     "reason": "Reason",
     "borough": "Borough",
+    "placement_id": "Placement",
+    "started_on": "Started on",
+    "ended_on": "Ended on",
+    "ending": "Ending",
+    "review_due": "Review due",
+    "overdue": "Overdue",
+    "effective_from": "Effective from",
+    "decision": "Decision",
+    "previous_weekly_fee_pence": "Previous weekly fee",
+    "requested_weekly_fee_pence": "Requested weekly fee",
 }
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from shared.errors import RuleViolation
-from shared.vocabulary import NotificationRequest
+from shared.vocabulary import NotificationRequest, WebhookType
 
 from .domain import SUBSCRIPTION_DISABLED, WEBHOOK_TYPES, Channel, iso
 from .subscriptions import Subscription
@@ -39,6 +39,21 @@ def parse_request(data: Mapping[str, Any]) -> NotificationRequest:
     if not isinstance(data.get("data") or {}, Mapping):
         raise RuleViolation("A notification's data must be an object.", field="data", rule="object")
     return NotificationRequest.from_data(data)
+
+
+PLACEMENT_TYPES: frozenset[str] = frozenset({
+    WebhookType.PLACEMENT_STARTED, WebhookType.PLACEMENT_ENDED, WebhookType.PLACEMENT_REVIEW_DUE,
+    WebhookType.FEE_CHANGE_REQUESTED, WebhookType.FEE_CHANGE_DECIDED, WebhookType.AWARD_COLLAPSED})
+"""Requested by the placement service (issue 16), which holds no contact addresses: their email goes
+to the address notification last saw named for the recipient (`recipient_emails`)."""
+
+
+def with_remembered_email(request: NotificationRequest, remembered: str | None) -> NotificationRequest:
+    """A placement notification without an address takes the recipient's remembered one; any other
+    request, or one that names its own address, is left as it is."""
+    if request.email or not remembered or request.webhook_type not in PLACEMENT_TYPES:
+        return request
+    return replace(request, email=remembered)
 
 
 @dataclass(frozen=True)

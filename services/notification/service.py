@@ -24,11 +24,19 @@ from shared.logs import get_logger
 from shared.service import ServiceRuntime
 from shared.vocabulary import NotificationRequest, format_instant, now_utc
 
-from . import projections
+from . import projections, telemetry
 from .deliveries import Delivery, DeliveryStatus, delivery_recorded
 from .domain import Channel, Owner, iso, parse_instant
 from .filters import DeliveryFilter, viewer_of
-from .planning import PlannedDelivery, delivery_id_for, endpoint_disabled_request, parse_request, plan_deliveries
+from .planning import (
+    PLACEMENT_TYPES,
+    PlannedDelivery,
+    delivery_id_for,
+    endpoint_disabled_request,
+    parse_request,
+    plan_deliveries,
+    with_remembered_email,
+)
 from .retries import AttemptOutcome, AttemptResult
 from .settings import NotificationSettings
 from .subscriptions import Subscription, SubscriptionStatus, new_signing_secret
@@ -137,7 +145,9 @@ async def _record(runtime: NotificationRuntime, conn: AsyncConnection,
     for delivery, event in settled:
         log.info("delivery settled", delivery_id=delivery.id, channel=delivery.channel.value,
                  status=event.type, attempts=event.data["attempts"])
+        telemetry.settled(delivery, event.type)
     for subscription, event, at in disabled:
+        telemetry.disabled()
         await _tell_owner_disabled(runtime, conn, subscription, event, at)
 
 
@@ -161,6 +171,8 @@ async def on_notification_requested(runtime: NotificationRuntime, conn: AsyncCon
     at = parse_instant(event.time)
     if request.email:
         await projections.remember_email(conn, request.recipient, request.email, format_instant(at))
+    elif request.webhook_type in PLACEMENT_TYPES:
+        request = with_remembered_email(request, await projections.email_of(conn, request.recipient))
     if not runtime.config.email_enabled:
         request = replace(request, email=None)
     ids = await projections.subscription_ids_for(conn, request.recipient)
@@ -277,6 +289,8 @@ class DueAttempt:
     delivery: Delivery
     subscription: Subscription | None
     secrets: list[str]
+    origin: Envelope | None = None
+    """The delivery's first event: the trace and origin time of what scheduled it (telemetry)."""
 
 
 async def claim_due(runtime: NotificationRuntime, *, limit: int) -> list[str]:
@@ -299,12 +313,13 @@ async def due_attempt(runtime: NotificationRuntime, *, delivery_id: str) -> DueA
         delivery = await store.load(Delivery, delivery_id, conn)
         if delivery.status is not DeliveryStatus.PENDING:
             return None
+        origin = await telemetry.origin_of(conn, delivery_id)
         if delivery.channel is Channel.WEBHOOK:
             assert delivery.subscription_id is not None
             subscription = await store.load(Subscription, delivery.subscription_id, conn)
             if subscription.status is SubscriptionStatus.ACTIVE:
                 signing = await runtime.vault.signing_secrets(conn, subscription, now)
-    return DueAttempt(delivery, subscription, signing)
+    return DueAttempt(delivery, subscription, signing, origin)
 
 
 def _endpoint(delivery: Delivery, subscriptions: dict[str, Subscription], outcome: AttemptOutcome) -> Endpoint | None:

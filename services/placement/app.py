@@ -11,7 +11,9 @@ from . import api, handlers, service
 DESCRIPTION = """Placements from award to ending: lifecycle, funding, reviews, fee changes and spend.
 
 Consumes `placematch.referral` (referrals' outcomes and needs, awards) and `placematch.matching`
-(shortlists, for an award's collapse); publishes the placements' events to `placematch.placement`."""
+(shortlists, for an award's collapse); publishes the placements' events to `placematch.placement`
+and notification requests (starts, endings, reviews due, fee changes, collapses) to
+`placematch.notifications`."""
 
 PORT_OFFSET = 5
 """`placematch up` puts this service on base port + 5 (8005)."""
@@ -19,6 +21,6 @@ PORT_OFFSET = 5
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    runtime = ServiceRuntime("placement", settings, publishes=[service.TOPIC], consumes=handlers.consumers,
-                             tasks=[service.review_due_task])
+    runtime = ServiceRuntime("placement", settings, publishes=[service.TOPIC, "notifications"],
+                             consumes=handlers.consumers, tasks=[service.review_due_task])
     return create_service_app(runtime, [api.router], title="placematch placement", description=DESCRIPTION)

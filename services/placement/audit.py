@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.events import Envelope
+from shared.vocabulary import NOTIFICATION_REQUESTED
 
 SOURCE = "placematch/placement"
 
@@ -50,7 +51,8 @@ def placement_history(referral_id: str, events: Iterable[Envelope]) -> list[dict
     """Every placement of the referral, each with its steps (time, type, actor, what, details)."""
     placements: dict[str, dict[str, Any]] = {}
     for envelope in events:
-        if envelope.source != SOURCE or envelope.data.get("referral_id") != referral_id:
+        if (envelope.source != SOURCE or envelope.type == NOTIFICATION_REQUESTED
+                or envelope.data.get("referral_id") != referral_id):
             continue
         entry = placements.setdefault(envelope.subject, {"placement_id": envelope.subject, "steps": []})
         entry["steps"].append({"time": envelope.time, "type": envelope.type, "actor": envelope.actor,

@@ -20,7 +20,7 @@ from typing import Any, Final
 from shared.aggregate import Aggregate, NewEvent
 from shared.errors import InvalidTransition, NotFound, RuleViolation
 from shared.inputs import EARLIEST_DATE, clean_text, is_blank, years_ahead
-from shared.vocabulary import NEEDS_INDICATORS
+from shared.vocabulary import NEEDS_INDICATORS, NotificationRequest, Recipient, WebhookType
 
 MAX_WEEKLY_FEE_PENCE: Final = 10_000_000
 """£100k a week, as for offers: anything above is a typing error."""
@@ -667,3 +667,42 @@ def _funding_on(fundings: Iterable[tuple[date, list[Contribution]]], day: date) 
 def pence(amount: Fraction) -> int:
     """Exact pence rounded half up to whole pence."""
     return int((amount * 2 + 1) // 2) if amount >= 0 else -int((-amount * 2 + 1) // 2)
+
+
+# --------------------------------------------------------------------------- notifications (issue 16 item 8)
+
+NOTIFICATION_NAMESPACE = uuid.UUID("0f3c2a71-6d4e-4b8f-a1c9-2e7d5b9f8c34")
+WEBHOOKS: Mapping[str, WebhookType] = {
+    "placement-started": WebhookType.PLACEMENT_STARTED,
+    "placement-ended": WebhookType.PLACEMENT_ENDED,
+    "placement-review-due": WebhookType.PLACEMENT_REVIEW_DUE,
+    "fee-change-requested": WebhookType.FEE_CHANGE_REQUESTED,
+    "fee-change-decided": WebhookType.FEE_CHANGE_DECIDED,
+    "award-collapsed": WebhookType.AWARD_COLLAPSED,
+}
+"""The placement events the borough and the provider of the placement hear about."""
+OFF_FRAMEWORK_PREFIX: Final = "off-framework:"
+PROVIDER_HIDDEN_ON_COLLAPSE: Final = ("next_offer_id", "next_provider_id", "top_remaining_offer_id", "justification")
+
+
+def placement_notifications(event_id: str, placement_id: str, type_: str,
+                            data: Mapping[str, Any]) -> list[NotificationRequest]:
+    """`notification-requested` to the borough and to the provider of the placement (never to an
+    off-framework provider not enrolled: it has no tenant). The data is the event's, with
+    `placement_id`; the provider's copy of `award.collapsed` leaves out whom the borough turned to
+    next, as `GET /placements/{id}` does. Nothing about the child: the service holds none. Ids are
+    uuid5 of (event id, placement id, webhook type, recipient), stable across a replay."""
+    webhook = WEBHOOKS.get(type_)
+    if webhook is None:
+        return []
+    body = {"placement_id": placement_id, **data}
+    recipients = [("borough", str(data["borough"]), body)]
+    provider_id = str(data["provider_id"])
+    if not provider_id.startswith(OFF_FRAMEWORK_PREFIX):
+        shown = {k: v for k, v in body.items() if not (type_ == "award-collapsed" and k in PROVIDER_HIDDEN_ON_COLLAPSE)}
+        recipients.append(("provider", provider_id, shown))
+    referral_id = data.get("referral_id")
+    return [NotificationRequest(
+        str(uuid.uuid5(NOTIFICATION_NAMESPACE, f"{event_id}|{placement_id}|{webhook.value}|{role}|{tenant}")),
+        webhook.value, Recipient(role, tenant), None, None if referral_id is None else str(referral_id), payload)
+        for role, tenant, payload in recipients]

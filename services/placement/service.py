@@ -39,6 +39,7 @@ from .domain import (
     Placement,
     awarded_placement_id,
     pence,
+    placement_notifications,
     spend,
 )
 
@@ -85,6 +86,25 @@ async def _project(conn: AsyncConnection, placement: Placement, envelopes: list[
     return await views.project(conn, placement.id, [(e.type, e.data) for e in envelopes])
 
 
+async def notify(runtime: Recorder, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    """The notification requests the recorded events call for (placematch.notifications), in the
+    same transaction: the borough and the provider hear of starts, endings, reviews due, fee
+    changes and collapses exactly once."""
+    requests = [r for e in envelopes for r in placement_notifications(e.id, e.subject, e.type, e.data)]
+    if requests:
+        await runtime.store.append_many(conn, [(r.notification_id, None, [r.as_event()]) for r in requests],
+                                        topic=runtime.topic("notifications"))
+
+
+def _projector(runtime: Recorder) -> Any:
+    """`project` of every command: the view, then the notifications."""
+    async def project(conn: AsyncConnection, placement: Placement, envelopes: list[Envelope]) -> dict[str, Any]:
+        view = await _project(conn, placement, envelopes)
+        await notify(runtime, conn, envelopes)
+        return view
+    return project
+
+
 async def _run(runtime: ServiceRuntime, placement_id: str, who: Principal, roles: tuple[str, ...],
                decide: Any) -> dict[str, Any]:
     """A command on one placement: tenancy first, then the domain rule, then the view."""
@@ -93,7 +113,7 @@ async def _run(runtime: ServiceRuntime, placement_id: str, who: Principal, roles
         events: list[NewEvent] = decide(placement)
         return events
 
-    placement, _ = await runtime.command(Placement, placement_id, checked, topic=TOPIC, project=_project)
+    placement, _ = await runtime.command(Placement, placement_id, checked, topic=TOPIC, project=_projector(runtime))
     async with runtime.db.read() as conn:
         view = await views.get_view(conn, placement.id)
     assert view is not None
@@ -160,7 +180,7 @@ async def open_off_framework(runtime: ServiceRuntime, *, who: Principal, provide
             placement_type=placement_type, outcomes=outcomes, needs_profile=needs_profile, reason=reason,
             note=note, referral_id=referral_id, today=today(), opened_at=now_utc().strftime("%Y-%m-%dT%H:%M:%SZ"))
 
-    await runtime.command(Placement, placement_id, decide, topic=TOPIC, project=_project)
+    await runtime.command(Placement, placement_id, decide, topic=TOPIC, project=_projector(runtime))
     return await get_placement(runtime, who=who, placement_id=placement_id)
 
 
@@ -183,7 +203,7 @@ async def collapse(runtime: ServiceRuntime, *, who: Principal, placement_id: str
         shortlist = await views.get_shortlist(conn, placement.referral_id) if placement.referral_id else None
         return placement.collapse(reason, note, next_step, next_offer_id, justification, shortlist)
 
-    await runtime.command(Placement, placement_id, decide, topic=TOPIC, project=_project)
+    await runtime.command(Placement, placement_id, decide, topic=TOPIC, project=_projector(runtime))
     return await get_placement(runtime, who=who, placement_id=placement_id)
 
 
@@ -231,7 +251,7 @@ async def notice_reviews_due(runtime: ServiceRuntime, on: date | None = None) ->
     noticed = 0
     for view in due:
         _, envelopes = await runtime.command(Placement, view["id"], lambda c, p: p.notice_review_due(day),
-                                             topic=TOPIC, project=_project)
+                                             topic=TOPIC, project=_projector(runtime))
         noticed += len(envelopes)
     return noticed
 

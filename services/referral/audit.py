@@ -7,7 +7,7 @@ closure, and every notification sent and what became of it.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,13 @@ def select_events(referral_id: str, events: Iterable[Envelope]) -> list[Envelope
     return [e for e in events if relevant(referral_id, e, notification_ids)]
 
 
-def _step(envelope: Envelope) -> dict[str, Any] | None:
+def _step(envelope: Envelope, people: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     d = envelope.data
+    person = people.get(envelope.actorid or "") or {}
+    # who did it: the role:tenant, the token's sub, and (from the actors table, never from the event) the name
     base = {"time": envelope.time, "type": envelope.type, "source": envelope.source, "actor": envelope.actor,
+            "actorid": envelope.actorid, "by": {"sub": envelope.actorid, "name": person.get("name"),
+                                                "username": person.get("username")} if envelope.actorid else None,
             "event_id": envelope.id}
     t = envelope.type
     if t == "referral-raised":
@@ -87,11 +91,13 @@ def _step(envelope: Envelope) -> dict[str, Any] | None:
     return None
 
 
-def build_audit_pack(referral_id: str, events: Iterable[Envelope]) -> dict[str, Any]:
-    """The evidence pack as JSON-ready data. Events are ordered by time, then source order."""
+def build_audit_pack(referral_id: str, events: Iterable[Envelope],
+                     people: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The evidence pack as JSON-ready data. Events are ordered by time, then source order.
+    `people`: who each `actorid` is (`shared.store.people_of`), named in each step's `by`."""
     chosen = select_events(referral_id, events)
     ordered = sorted(enumerate(chosen), key=lambda pair: (pair[1].time, pair[0]))
-    timeline = [step for _, e in ordered if (step := _step(e)) is not None]
+    timeline = [step for _, e in ordered if (step := _step(e, people or {})) is not None]
     by_type: dict[str, list[dict[str, Any] | None]] = {}
     for step in timeline:
         by_type.setdefault(step["type"], []).append(step)

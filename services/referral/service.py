@@ -26,6 +26,7 @@ from shared.consumers import PoisonEvent
 from shared.errors import NotFound
 from shared.events import Envelope
 from shared.service import ServiceRuntime
+from shared.store import people_of
 from shared.vocabulary import DeclineReason, format_instant, now_utc
 
 from . import personal, projections
@@ -198,7 +199,8 @@ async def audit_pack(runtime: ServiceRuntime, *, who: Principal, referral_id: st
             raise NotFound(f"referral {referral_id} not found")
         events = await runtime.store.read_stream(referral_id, conn)
         events += await projections.audit_trail_of(conn, referral_id)
-    return build_audit_pack(referral_id, events)
+        people = await people_of(conn, (e.actorid for e in events))
+    return build_audit_pack(referral_id, events, people)
 
 
 async def view_for(runtime: ServiceRuntime, *, who: Principal, referral_id: str,

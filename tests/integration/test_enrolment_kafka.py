@@ -101,5 +101,5 @@ async def test_approval_is_published_as_a_cloudevent(
         "quality_score": "85.00", "reason": None,
     }
     rescored = envelopes[2].data
-    assert rescored["quality_score"] == "85.00" and rescored["policy_version"] == 1
+    assert rescored["quality_score"] == "85.00" and rescored["policy_version"] == 2
     assert rescored["inputs"]["inspection"] == INSPECTION

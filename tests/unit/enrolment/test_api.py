@@ -221,7 +221,7 @@ class TestLifecycle:
         body = response.json()
         assert body["quality_score"] == "85.00"  # 0.7 * 85 + 0.3 * 85
         assert body["score"] == {"quality_score": "85.00", "inspection_score": "85.00",
-                                 "outcomes_score": "85.00", "policy_version": 1}
+                                 "outcomes_score": "85.00", "policy_version": 2}
         response = await client.post(f"/providers/{pid}/approve", headers=commissioner,
                                      json={"reason": "Accredited"})
         assert response.status_code == 200

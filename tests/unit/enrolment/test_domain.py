@@ -334,8 +334,8 @@ class TestScoring:
         assert events[0].data == CARD
         rescored = events[1].data
         assert rescored["quality_score"] == "85.00"
-        assert rescored["policy_version"] == 1
-        assert rescored["inputs"] == {"inspection": CARD, "outcomes": None}
+        assert rescored["policy_version"] == 2
+        assert rescored["inputs"] == {"inspection": CARD, "outcomes": None, "placements": None}
         assert provider.quality_score == "85.00"
 
     def test_outcomes_combine_seventy_thirty(self) -> None:

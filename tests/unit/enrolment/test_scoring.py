@@ -164,8 +164,8 @@ class TestCombinedWithOutcomes:
 
 
 class TestPolicyRegistry:
-    def test_current_is_version_one(self) -> None:
-        assert CURRENT_POLICY.version == 1 and policy(1) is POLICY_V1
+    def test_current_is_version_two_and_one_stays(self) -> None:
+        assert CURRENT_POLICY.version == 2 and policy(1) is POLICY_V1
 
     def test_unknown_version(self) -> None:
         with pytest.raises(LookupError):

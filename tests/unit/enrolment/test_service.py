@@ -136,9 +136,10 @@ async def test_commands_run_through_the_service_with_typed_inputs(tmp_path: Path
         assert history["events"][0]["actor"] == f"provider:{pid}"
 
 
-def test_enrolment_consumes_nothing(tmp_path: Path) -> None:
+def test_enrolment_consumes_placements_only(tmp_path: Path) -> None:
     from services.enrolment import handlers
 
     app = create_app(Settings(data_dir=tmp_path))
-    assert handlers.REACTIONS == {} and handlers.consumers(app.state.runtime) == []
-    assert app.state.runtime.consumers == []
+    assert set(handlers.REACTIONS) == {"placement-opened", "placement-started", "placement-ended",
+                                       "award-collapsed", "placement-reviewed"}
+    assert [spec.topics for spec in handlers.consumers(app.state.runtime)] == [["placement"]]

@@ -102,7 +102,9 @@ async def test_replay_from_stores_and_topics_matches_byte_for_byte(tmp_path: Pat
 
     report = await replay_placement(tmp_path, tmp_path / "replay.db")
     assert report.ok, report.differences
-    assert report.events_recorded == report.events_replayed == 8 and report.view_rows_compared == 3
+    # 8 placement events + 8 notification requests (borough and provider of the start, the fee change
+    # asked and decided, and the end), re-appended as recorded
+    assert report.events_recorded == report.events_replayed == 16 and report.view_rows_compared == 3
     assert report.inputs == 4  # raised, amended, award, offer (ignored); the redelivery was no new input
 
     # a view edited behind the log's back is found

@@ -1,0 +1,21 @@
+"""Who each `actorid` is, for the audit record (core schema version 4).
+
+Revision ID: matching_actors
+Revises: matching_rate_limits
+"""
+from __future__ import annotations
+
+from shared.migrations import create_actors_table, drop_actors_table
+
+revision = "matching_actors"
+down_revision = "matching_rate_limits"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    create_actors_table()
+
+
+def downgrade() -> None:
+    drop_actors_table()
