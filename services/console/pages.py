@@ -14,7 +14,6 @@ from services.console import forms, intelligence
 from services.console.client import Api, ApiProblem
 from services.console.render import NAVIGATION, render
 from services.console.security import Person, checked_form, signed_in
-from services.console.whatif import rerank
 from shared.vocabulary import GENDERS, NEED_CODES, PLACEMENT_TYPES
 
 router = APIRouter()
@@ -187,10 +186,13 @@ async def policy(request: Request, referral: str | None = None, quality_weight: 
         if not errors:
             try:
                 shortlist = await client.get("matching", f"/referrals/{referral.strip()}/shortlist")
-                preview = {"current": shortlist["entries"],
-                           "proposed": rerank(shortlist["entries"] + _unranked(shortlist), weights)}
+                proposed = await client.post("matching", "/policy/preview",
+                                             {"referral_id": referral.strip(), **weights})
+                preview = {"current": shortlist["entries"], "proposed": proposed["entries"],
+                           "excluded": proposed["excluded"]}
             except ApiProblem as problem:
-                errors, general = problem_errors(problem, {"referral"}, fallback="referral")
+                errors, general = problem_errors(problem, {"referral", "quality_weight", "price_weight",
+                                                           "min_quality"}, fallback="referral")
     return render(request, "policy.html", title="Ranking policy", policy=current, values=values, preview=preview,
                   errors=errors, general=general, flash=take_flash(request), history=await _policy_history(client))
 
@@ -206,10 +208,6 @@ async def _policy_history(client: Api) -> list[dict[str, Any]]:
         raise
     items = found.get("items") if isinstance(found, dict) else None
     return sorted(items or [], key=lambda p: -int(p.get("version", 0)))
-
-
-def _unranked(shortlist: dict[str, Any]) -> list[dict[str, Any]]:
-    return []  # offers excluded under the current policy carry no fee or quality in the API's answer
 
 
 @router.post("/policy")

@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 
 from services.console import intelligence
 from services.console.charts import HIGHLIGHT, Chart, Series, pounds
-from services.console.whatif import rerank
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -104,16 +103,3 @@ def test_the_position_statement_asks_for_places_where_referrals_went_unfilled() 
     assert statement["asks"] == ["More places for children whose primary need is ASD: 1 of 3 referrals closed "
                                  "with no place found."]
     assert intelligence.statement_rows(statement) == [["ASD", 3, 1, 1, 400000, ""]]
-
-
-ENTRIES = [{"rank": 1, "offer_id": "a", "provider_id": "p1", "weekly_fee_pence": 300000, "quality": "50.00"},
-           {"rank": 2, "offer_id": "b", "provider_id": "p2", "weekly_fee_pence": 400000, "quality": "100.00"}]
-
-
-def test_what_if_rescoring_follows_the_weights_and_the_quality_floor() -> None:
-    by_price = rerank(ENTRIES, {"quality_weight": "0.00", "price_weight": "1.00"})
-    assert [(e["offer_id"], e["score"]) for e in by_price] == [("a", "100.00"), ("b", "75.00")]
-    by_quality = rerank(ENTRIES, {"quality_weight": "0.80", "price_weight": "0.20"})
-    assert [(e["offer_id"], e["score"], e["was_rank"]) for e in by_quality] == [("b", "95.00", 2), ("a", "60.00", 1)]
-    floor = rerank(ENTRIES, {"quality_weight": "0.60", "price_weight": "0.40", "min_quality": "60"})
-    assert [(e["offer_id"], e["price"], e["rank"]) for e in floor] == [("b", "100.00", 1)]
