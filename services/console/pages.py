@@ -540,12 +540,26 @@ async def _intelligence(request: Request, person: Person) -> tuple[dict[str, Any
     return insights, providers
 
 
+async def _figures(request: Request, person: Person) -> dict[str, Any]:
+    """Matching's time-to-place distribution and fee quartiles (absent from an older matching: no chart)."""
+    client = api(request, person)
+    found: dict[str, Any] = {}
+    for key, path in (("time_to_place", "/insights/time-to-place"), ("fees", "/insights/fees")):
+        try:
+            found[key] = await client.get("matching", path)
+        except ApiProblem as problem:
+            if problem.status not in (404, 405):
+                raise
+    return found
+
+
 @router.get("/intelligence")
 async def market(request: Request, period: str | None = None) -> Response:
     person = signed_in(request)
     insights, providers = await _intelligence(request, person)
     return render(request, "intelligence.html", title="Market intelligence", scope=insights.get("scope"),
-                  charts=intelligence.charts(insights, providers, period), period=period or "",
+                  charts=intelligence.charts(insights, providers, period, await _figures(request, person)),
+                  period=period or "",
                   periods=intelligence.periods(insights), missing=intelligence.MISSING_FIGURES,
                   definition=intelligence.COST_AVOIDANCE_DEFINITION)
 
@@ -554,7 +568,7 @@ async def market(request: Request, period: str | None = None) -> Response:
 async def chart_csv(request: Request, chart_id: str, period: str | None = None) -> Response:
     person = signed_in(request)
     insights, providers = await _intelligence(request, person)
-    for chart in intelligence.charts(insights, providers, period):
+    for chart in intelligence.charts(insights, providers, period, await _figures(request, person)):
         if chart.id == chart_id:
             return Response(chart.csv(), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{chart_id}-{period or "all"}.csv"'})
