@@ -103,3 +103,31 @@ def test_the_position_statement_asks_for_places_where_referrals_went_unfilled() 
     assert statement["asks"] == ["More places for children whose primary need is ASD: 1 of 3 referrals closed "
                                  "with no place found."]
     assert intelligence.statement_rows(statement) == [["ASD", 3, 1, 1, 400000, ""]]
+
+
+DISTRIBUTION = {"scope": "partnership", "need": None, "awards": 3, "median_days": "8.00",
+                "buckets": [{"label": "0-7", "min_days": 0, "max_days": 7, "awards": 1},
+                            {"label": "8-14", "min_days": 8, "max_days": 14, "awards": 2},
+                            {"label": "57+", "min_days": 57, "max_days": None, "awards": 0}]}
+FEES = {"scope": "market", "rows": [
+    {"need": "ASD", "providers": 6, "offers": 9, "lower_quartile_pence": 300000, "median_pence": 350000,
+     "upper_quartile_pence": 420000, "suppressed": False, "suppressed_reason": None},
+    {"need": "SEMH", "providers": 2, "offers": 2, "lower_quartile_pence": None, "median_pence": None,
+     "upper_quartile_pence": None, "suppressed": True, "suppressed_reason": "too_few_providers"}]}
+
+
+def test_time_to_place_distribution_and_fee_quartiles_come_from_matchings_figures() -> None:
+    pooled = {"scope": "market", "rows": [{k: v for k, v in ROW.items()
+                                           if k not in ("boroughs", "cost_avoidance_pence_per_week")}]}
+    found = {c.id: c for c in intelligence.charts(pooled, None, None, {"time_to_place": DISTRIBUTION, "fees": FEES})}
+    assert list(found) == ["referrals", "time-to-place", "time-to-place-distribution", "fees", "fee-quartiles",
+                           "declines"]
+    distribution = found["time-to-place-distribution"]
+    assert distribution.rows == [["0-7", 1], ["8-14", 2], ["57+", 0]] and "Median 8.00 days" in distribution.note
+    quartiles = found["fee-quartiles"]
+    assert quartiles.rows == [["ASD", 6, 300000, 350000, 420000, ""], ["SEMH", 2, None, None, None, "yes"]]
+    svg = str(quartiles.svg())
+    assert "£3,500" in svg and ET.fromstring(svg) is not None
+    assert list(csv.reader(io.StringIO(quartiles.csv())))[2] == ["SEMH", "2", "", "", "", "yes"]
+    empty = intelligence.time_to_place_distribution({**DISTRIBUTION, "awards": 0, "median_days": None})
+    assert empty.empty and empty.note == ""
