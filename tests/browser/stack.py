@@ -57,6 +57,8 @@ class Stack:
         self.common = common
         self.settings = Settings(**common)
         self.console_settings = ConsoleSettings(**common, console_dev_sign_in=dev_sign_in)
+        self._servers: list[_Server] = []
+        self._thread: threading.Thread | None = None
 
     def settings_for(self, service: str) -> Settings:
         """The service's own settings class (services/<service>/settings.py) where it has one, so that
@@ -68,8 +70,6 @@ class Stack:
         own = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Settings)
                and c is not Settings and c.__module__ == module.__name__]
         return own[0](**self.common) if own else self.settings
-        self._servers: list[_Server] = []
-        self._thread: threading.Thread | None = None
 
     def url(self, service: str) -> str:
         if service == "console":
