@@ -55,3 +55,31 @@ def test_the_image_builds_the_console_assets() -> None:
     assert dockerfile.index("console-assets.sh") < dockerfile.index("pip install")
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"static/**/*"' in pyproject
+
+
+def test_the_placement_service_is_at_base_plus_five_unless_set() -> None:
+    assert ConsoleSettings(base_port=9000, host="127.0.0.1").service_url("placement") == "http://127.0.0.1:9005"
+    explicit = ConsoleSettings(console_placement_url="http://placement:8005/")
+    assert explicit.service_url("placement") == "http://placement:8005"
+
+
+def test_spend_charts_show_the_top_ten_concentration_with_tables_and_csv() -> None:
+    import csv
+    import io
+
+    from services.console.placements import spend_charts
+
+    providers = [{"provider_id": f"p{i:02}", "spend_pence": 1000 * (i + 1)} for i in range(12)]  # p11 spends most
+    spend = {"from": "2026-01-01", "to": "2026-12-31", "total_pence": sum(p["spend_pence"] for p in providers),
+             "by_borough": [{"borough": "croydon", "spend_pence": 50000}, {"borough": "lambeth", "spend_pence": 28000}],
+             "by_provider": providers, "by_stream": [{"stream": "social_care", "spend_pence": 78000}]}
+    by_provider, by_borough, by_stream = spend_charts(spend)
+    assert [r[0] for r in by_provider.rows][:3] == ["p11", "p10", "p09"] and len(by_provider.rows) == 11
+    assert by_provider.rows[-1] == ["2 other providers", 1000 + 2000]
+    top_ten = sum(1000 * (i + 1) for i in range(2, 12))
+    assert f"{100 * top_ten / 78000:.1f}%" in by_provider.note
+    assert by_borough.rows == [["croydon", 50000], ["lambeth", 28000]] and by_stream.labels == ["social care"]
+    assert list(csv.reader(io.StringIO(by_borough.csv())))[0] == ["borough", "spend (pence)"]
+    assert "svg" in str(by_provider.svg())
+    empty = spend_charts({"from": "2026-01-01", "to": "2026-01-31", "total_pence": 0, "by_provider": []})
+    assert all(chart.empty for chart in empty) and empty[0].note == ""
