@@ -167,7 +167,9 @@ async def decide_fee_change(request: Request, placement_id: str, change_id: str)
                                             f"/placements/{placement_id}/fee-changes/{change_id}/decision", body)
             return back(f"/placements/{placement_id}", "Fee change decided.", request)
         except ApiProblem as problem:
-            errors, general = problem_errors(problem, {"decision"}, fallback="decision")
+            errors, general = problem_errors(problem, {"decision", "note"}, fallback="decision")
+            if "note" in errors:
+                errors["decision_note"] = errors.pop("note")
     return await _placement_page(request, placement_id, status_code=422, errors=errors, general=general,
                                  values=forms.values_of(form))
 

@@ -4,6 +4,7 @@ agrees it in part; the commissioner reads spend. Forms go through the dev sign-i
 browser's would."""
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from typing import Any
@@ -19,12 +20,12 @@ def bearer(stack: Stack, role: str, tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_token(stack.settings, role, tenant)}"}
 
 
-def signed_in(stack: Stack, role: str, tenant: str) -> httpx.Client:
+def signed_in(stack: Stack, role: str, tenant: str) -> contextlib.closing[httpx.Client]:
     client = httpx.Client(base_url=stack.url("console"))
     form = client.get("/dev-sign-in")
     answer = client.post("/dev-sign-in", data={**hidden(form.text), "role": role, "tenant": tenant, "name": role})
     assert answer.status_code == 303, answer.text
-    return client
+    return contextlib.closing(client)
 
 
 def hidden(html: str, action: str | None = None) -> dict[str, str]:
@@ -61,9 +62,9 @@ def test_review_fee_uplift_and_spend_through_the_console(stack: Stack) -> None:
             assert listed.status_code == 200 and f"/placements/{pid}" in listed.text
             page = borough.get(f"/placements/{pid}")
             assert "Record a review" in page.text and "St Anne&#39;s School" in page.text
-            review = {**hidden(page.text, f"/placements/{pid}/review"), "reviewed_on": "2027-02-20",
+            review = {**hidden(page.text, f"/placements/{pid}/review"), "reviewed_on": "2026-11-20",
                       "outcome": "Attend school full time", "progress.0": "progressing", "continues": "yes",
-                      "next_review_due": "2027-08-20",
+                      "next_review_due": "2027-05-20",
                       **{f"needs_profile.{i}": "1" for i in NEEDS_INDICATORS}}
             # one indicator left unrated: the form says which, and nothing is recorded
             missing = {k: v for k, v in review.items() if k != f"needs_profile.{NEEDS_INDICATORS[0]}"}
@@ -74,7 +75,7 @@ def test_review_fee_uplift_and_spend_through_the_console(stack: Stack) -> None:
                                                                                         f"/placements/{pid}/review")})
             assert recorded.status_code == 303, recorded.text
             after = view()
-            assert len(after["reviews"]) == 1 and after["review_due"] == "2027-08-20"
+            assert len(after["reviews"]) == 1 and after["review_due"] == "2027-05-20"
             assert after["outcomes"][0]["progress"] == "progressing"
 
         with signed_in(stack, "provider", provider_id) as provider:
@@ -93,8 +94,12 @@ def test_review_fee_uplift_and_spend_through_the_console(stack: Stack) -> None:
         with signed_in(stack, "borough", "croydon") as borough:
             page = borough.get(f"/placements/{pid}")
             action = f"/placements/{pid}/fee-changes/{change['change_id']}/decision"
-            decided = borough.post(action, data={**hidden(page.text, action), "decision": "agreed_in_part",
-                                                 "agreed_fee": "5200"})
+            form = {**hidden(page.text, action), "decision": "agreed_in_part", "agreed_fee": "5200"}
+            unexplained = borough.post(action, data=form)  # in part needs a reason: asked for by the note field
+            assert unexplained.status_code == 422 and 'id="decision_note-error"' in unexplained.text
+            assert view()["fee_changes"][0]["status"] == "requested"
+            decided = borough.post(action, data={**form, **hidden(unexplained.text, action),
+                                                 "decision_note": "Inflation at 2%, not 6%"})
             assert decided.status_code == 303, decided.text
         assert view()["fee_changes"][0]["status"] == "agreed_in_part"
 
