@@ -17,6 +17,9 @@ from .common import Infra, Row, kafka_version, machine_facts, pg_version
 
 SECTIONS = ("publish", "store", "api", "e2e", "replay")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+NOTES_MARKER = "<!-- notes: everything below this line is kept when python -m bench rewrites this file -->"
+"""What follows this line in RESULTS.md (before/after figures of a change, profiles, next steps) is
+written by hand and carried over into the file a run writes."""
 
 
 EXPLAINED = """## What each figure is
@@ -144,5 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         given = " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
         command = (f"make bench BENCH_ARGS={shlex.quote(given)}" if given else "make bench") \
             if "MAKELEVEL" in __import__("os").environ else f"deploy/test-env.sh .venv/bin/python -m bench {given}"
-        RESULTS.write_text(markdown(rows, facts, command.strip(), started, time.perf_counter() - t0))
+        old = RESULTS.read_text() if RESULTS.exists() else ""
+        notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else NOTES_MARKER + "\n"
+        RESULTS.write_text(markdown(rows, facts, command.strip(), started, time.perf_counter() - t0) + "\n" + notes)
         console.print(f"wrote {RESULTS}")

@@ -83,6 +83,65 @@ class Receiver:
             writer.close()
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def _pids_of(parent: int) -> list[int]:
+    """`parent` and its direct children (PostgreSQL's backends are children of the postmaster)."""
+    pids = [parent]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used by the four services, PostgreSQL and Kafka between two `sample`s (Linux only:
+    elsewhere every figure is 0). A backend that exits between samples takes its CPU with it."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def _groups(self) -> dict[str, list[int]]:
+        groups = {service: [proc.proc.pid] for service, proc in zip(SERVICES, self.stack.procs, strict=True)}
+        pg_dir = os.environ.get("PLACEMATCH_TEST_POSTGRES_DIR")
+        for pid_file in (Path(pg_dir) / "postmaster.pid", Path(pg_dir) / "data" / "postmaster.pid") if pg_dir else ():
+            if pid_file.exists():
+                groups["postgresql"] = _pids_of(int(pid_file.read_text().split()[0]))
+                break
+        kafka_dir = os.environ.get("PLACEMATCH_TEST_KAFKA_DIR")
+        if kafka_dir:
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if kafka_dir.encode() in (entry / "cmdline").read_bytes() and b"java" in (
+                                entry / "cmdline").read_bytes():
+                            groups["kafka"] = [int(entry.name)]
+                    except OSError:
+                        continue
+        return groups
+
+    def sample(self) -> dict[str, float]:
+        return {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in self._groups().items()}
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: max(0.0, after[name] - before.get(name, 0.0)) for name in after}
+
+
 class Stack:
     def __init__(self, infra: Infra, tmp: Path) -> None:
         self.infra, self.tmp = infra, tmp
@@ -203,6 +262,21 @@ async def _stages(stack: Stack, referral_ids: list[str]) -> str:
     """Where a wave's referrals spent their time, from the events' own timestamps: raised (referral
     store) → matched (matching store) → first delivery scheduled → first delivery succeeded
     (notification store). Milliseconds, p50/p95 over the referrals that reached each stage."""
+    stages = await _stage_times(stack, referral_ids)
+    raised, matched, scheduled, succeeded = (stages[k] for k in ("raised", "matched", "scheduled", "delivered"))
+    parts = []
+    for label, a, b in (("raised→matched", raised, matched), ("matched→scheduled", matched, scheduled),
+                        ("scheduled→succeeded", scheduled, succeeded), ("raised→succeeded", raised, succeeded)):
+        lags = [(b[r] - a[r]) * 1000 for r in referral_ids if r in a and r in b]
+        parts.append(f"{label} n={len(lags)} p50={percentile(lags, 0.5) or 0:.0f} "
+                     f"p95={percentile(lags, 0.95) or 0:.0f}")
+    spans = [f"{label} {rate:.1f}/s" for label, rate in _throughputs(
+        referral_ids, raised, matched, scheduled, succeeded).items() if rate is not None]
+    return "; ".join(parts) + " | referrals through each stage: " + ", ".join(spans)
+
+
+async def _stage_times(stack: Stack, referral_ids: list[str]) -> dict[str, dict[str, float]]:
+    """{stage: {referral id: when it passed the stage}}, from the events' own timestamps."""
     from datetime import datetime
 
     import asyncpg
@@ -231,20 +305,20 @@ async def _stages(stack: Stack, referral_ids: list[str]) -> str:
         "JOIN events s ON s.stream_id = d.id AND s.type = 'delivery-scheduled' "
         "LEFT JOIN events o ON o.stream_id = d.id AND o.type = 'delivery-succeeded' "
         "WHERE d.referral_id = ANY($1::text[]) GROUP BY d.referral_id"))
-    scheduled = {r["referral_id"]: t(r["scheduled"]) for r in delivery}
-    succeeded = {r["referral_id"]: t(r["succeeded"]) for r in delivery if r["succeeded"]}
-    parts = []
-    for label, a, b in (("raised→matched", raised, matched), ("matched→scheduled", matched, scheduled),
-                        ("scheduled→succeeded", scheduled, succeeded), ("raised→succeeded", raised, succeeded)):
-        lags = [(b[r] - a[r]) * 1000 for r in referral_ids if r in a and r in b]
-        parts.append(f"{label} n={len(lags)} p50={percentile(lags, 0.5) or 0:.0f} "
-                     f"p95={percentile(lags, 0.95) or 0:.0f}")
-    spans = []
-    for label, times in (("matched", matched), ("scheduled", scheduled), ("succeeded", succeeded)):
+    return {"raised": raised, "matched": matched,
+            "scheduled": {r["referral_id"]: t(r["scheduled"]) for r in delivery},
+            "delivered": {r["referral_id"]: t(r["succeeded"]) for r in delivery if r["succeeded"]}}
+
+
+def _throughputs(referral_ids: list[str], *stages: dict[str, float]) -> dict[str, float | None]:
+    """Referrals/s through each stage (raised, matched, scheduled, delivered): how many passed it over
+    the span between the first and the last to pass it. The first stage slower than the offered rate
+    is the bottleneck."""
+    rates: dict[str, float | None] = {}
+    for label, times in zip(("raised", "matched", "scheduled", "delivered"), stages, strict=True):
         got = [times[r] for r in referral_ids if r in times]
-        if len(got) > 1:
-            spans.append(f"{label} {len(got) / (max(got) - min(got)):.1f}/s")
-    return "; ".join(parts) + " | referrals through each stage: " + ", ".join(spans)
+        rates[label] = len(got) / (max(got) - min(got)) if len(got) > 1 and max(got) > min(got) else None
+    return rates
 
 
 async def run(infra: Infra, quick: bool) -> list[Row]:
@@ -268,12 +342,17 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
                 warm = await _wave(stack, client, receiver, bodies, tokens, 2, 3, 60)
                 if not warm["answered"]:
                     raise RuntimeError(f"no webhook arrived during warm-up; logs in {tmpdir}")
+                meter = CpuMeter(stack)
                 for rate in rates:
                     if os.environ.get(ENV_STAGES):
                         print(f"e2e @{rate}/s wave starting", flush=True)
+                    before = meter.sample()
                     w = await _wave(stack, client, receiver, bodies, tokens, rate, seconds, drain)
+                    spent = CpuMeter.spent(before, meter.sample())
                     if os.environ.get(ENV_STAGES):
                         print(f"e2e @{rate}/s stages: {await _stages(stack, w['referrals'])}", flush=True)
+                    stages = await _stage_times(stack, w["referrals"])
+                    through = _throughputs(w["referrals"], *stages.values())
                     note = (f"{w['accepted']}/{w['offered']} raised in {seconds:.0f} s, {w['answered']} got a webhook "
                             f"within {drain:.0f} s; {w['webhooks']} webhooks")
                     if w["failed"]:
@@ -286,6 +365,16 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
                         Row("e2e", f"@{rate}/s raised→webhook p95", w["p95"], None, "ms", lower_is_better=True),
                         Row("e2e", f"@{rate}/s raised→webhook p99", w["p99"], None, "ms", lower_is_better=True),
                     ]
+                    referrals = max(1, w["accepted"])
+                    services = sum(spent.get(service, 0.0) for service in SERVICES)
+                    rows.append(Row(
+                        "e2e", f"@{rate}/s CPU per referral (services)", services * 1000 / referrals, None, "ms",
+                        lower_is_better=True,
+                        note="; ".join(f"{name} {seconds_ * 1000 / referrals:.1f}" for name, seconds_ in spent.items())
+                        + " ms per referral, from the POSTs to the last webhook (or the drain timeout)"))
+                    rows += [Row("e2e", f"@{rate}/s stage throughput: {stage}", value, float(rate), "referrals/s",
+                                 "offered rate", note=f"{len(stages[stage])} referrals passed it")
+                             for stage, value in through.items()]
             rows[0].note += f"; {approved} approved providers subscribed, Kafka + PostgreSQL, 4 serve processes"
         finally:
             stack.stop()

@@ -6,10 +6,14 @@ SQLite in WAL mode with synchronous=NORMAL (placematch's setting, applied to the
 connections too); PostgreSQL is the one server both talk to. Both keep a global order (our
 `position` under an advisory lock; the library's notification id under a table lock) and check
 the expected stream version. Ours also maintains the stream and global hash chains.
+
+The machine is shared, and its load changes from one second to the next: each figure is the
+median of `ROUNDS` runs, ours and the library's alternating, each on a fresh database.
 """
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 import uuid
@@ -27,6 +31,7 @@ from .common import Infra, Row, fresh_pg_database, pg_parts, referral_raised_dat
 
 STREAM_LENGTH = 10  # single appends: ten events per stream, each in its own transaction
 BATCH = 50          # batched appends: fifty events of one stream in one transaction
+ROUNDS = 3          # alternating runs per figure (median)
 
 
 def _plan(n: int, batch: int) -> list[tuple[str, int, int]]:
@@ -129,21 +134,28 @@ async def run(infra: Infra, quick: bool) -> list[Row]:
     payloads = referral_raised_data(200)
     n_single, n_batched, warmup = (400, 2000, 100) if quick else (3000, 20000, 300)
     rows: list[Row] = []
+    size = len(Envelope("referral-raised", "x", payloads[0], "s").to_json())
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         for name in ("SQLite", "PostgreSQL") if infra.database_url else ("SQLite",):
             for mode, batch, n in (("single", 1, n_single), (f"batched x{BATCH}", BATCH, n_batched)):
-                label = f"{mode.split()[0]}_{name.lower()}"
-                if name == "SQLite":
-                    ours_url = f"sqlite+aiosqlite:///{tmp}/ours_{label}.db"
-                    make = _sqlite_recorder(Path(tmp) / f"lib_{label}.db")
-                else:
-                    assert infra.database_url
-                    ours_url = await fresh_pg_database(infra.database_url, f"ours_{label}")
-                    make = _postgres_recorder(await fresh_pg_database(infra.database_url, f"lib_{label}"))
-                ours = await _ours(ours_url, payloads, n, batch, warmup)
-                lib = await asyncio.to_thread(_library, make, payloads, n, batch, warmup)
+                ours_runs: list[float] = []
+                lib_runs: list[float] = []
+                for attempt in range(1 if quick else ROUNDS):
+                    label = f"{mode.split()[0]}_{name.lower()}_{attempt}"
+                    if name == "SQLite":
+                        ours_url = f"sqlite+aiosqlite:///{tmp}/ours_{label}.db"
+                        make = _sqlite_recorder(Path(tmp) / f"lib_{label}.db")
+                    else:
+                        assert infra.database_url
+                        ours_url = await fresh_pg_database(infra.database_url, f"ours_{label}")
+                        make = _postgres_recorder(await fresh_pg_database(infra.database_url, f"lib_{label}"))
+                    ours_runs.append(await _ours(ours_url, payloads, n, batch, warmup))
+                    lib_runs.append(await asyncio.to_thread(_library, make, payloads, n, batch, warmup))
+                ours, lib = statistics.median(ours_runs), statistics.median(lib_runs)
+                runs = "" if len(ours_runs) == 1 else (
+                    f"; median of {len(ours_runs)} alternating runs, ours "
+                    + "/".join(f"{r:.0f}" for r in ours_runs) + ", library " + "/".join(f"{r:.0f}" for r in lib_runs))
                 rows.append(Row("store", f"append {mode}, {name}", ours, lib, "events/s",
                                 "eventsourcing ApplicationRecorder",
-                                note=f"{n} events of "
-                                     f"~{len(Envelope('referral-raised', 'x', payloads[0], 's').to_json())} B"))
+                                note=f"{n} events of ~{size} B" + runs))
     return rows

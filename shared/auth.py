@@ -169,4 +169,5 @@ def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
                             field="Authorization")
         return principal
 
+    dependency.placematch_roles = roles  # type: ignore[attr-defined]  # read by shared.openapi
     return dependency

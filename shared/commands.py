@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import preconditions
 from shared.aggregate import Aggregate, NewEvent
 from shared.consumers import journal as journal_input
 from shared.consumers import lock_journal as take_journal_lock
@@ -53,7 +54,7 @@ async def in_transaction(db: Database, work: Callable[[AsyncConnection], Awaitab
 async def run_command(db: Database, store: EventStore, cls: type[A], stream_id: str, decide: Decide[A], *,
                       topic: str | None, project: Project[A] | None = None, journal: str | None = None,
                       project_unchanged: bool = False, created: str | None = None,
-                      attempts: int = ATTEMPTS) -> tuple[A, list[Envelope]]:
+                      attempts: int = ATTEMPTS, expected_version: int | None = None) -> tuple[A, list[Envelope]]:
     """Load `cls` `stream_id` (version 0 if new), decide, append with the expected version (to the
     outbox for `topic`), fold the events into the aggregate and `project` — all in one transaction.
 
@@ -63,13 +64,19 @@ async def run_command(db: Database, store: EventStore, cls: type[A], stream_id: 
     `created`: the id of what the events create inside the stream (an offer in a referral), which a
     keyed request's `answer_lost` names instead of the stream (see `EventStore.append`).
     Returns the aggregate as changed, so the caller answers from it (no read-back of a view).
+    `expected_version` (else the request's `If-Match`, shared.preconditions): the version the
+    aggregate must be at when loaded in the transaction, or 412 and nothing recorded.
     """
+    expected = expected_version if expected_version is not None else preconditions.take_expected()
+
     async def work(conn: AsyncConnection) -> tuple[A, list[Envelope]]:
         aggregate = await store.load(cls, stream_id, conn)
+        preconditions.check(expected, preconditions.etag_of(aggregate), stream_id)
         decided = decide(conn, aggregate)
         events = await decided if inspect.isawaitable(decided) else decided
         envelopes = await store.append(conn, stream_id, aggregate.version, events, topic=topic, created=created)
         aggregate.mutate(events)
+        preconditions.record_version(preconditions.etag_of(aggregate))
         if journal is not None and envelopes:
             await journal_input(conn, journal, envelopes[0].id)
         if project is not None and (envelopes or project_unchanged):

@@ -146,7 +146,7 @@ class AnswerPolicy:
 
 
 def _stored_problem(rule: str, title: str, effect: str, detail: str) -> dict[str, Any]:
-    body = {"type": "about:blank", "title": title, "status": 409, "rule": rule, "effect": effect, "detail": detail}
+    body = {"type": f"/problems/{rule}", "title": title, "status": 409, "rule": rule, "effect": effect, "detail": detail}
     return {"status": 409, "headers": orjson.dumps([["content-type", PROBLEM]]).decode(), "body": orjson.dumps(body),
             "sealed_under": None}
 
@@ -301,7 +301,8 @@ class IdempotencyMiddleware:
                 await conn.execute(update(idempotency_keys).where(mine).values(**answer_lost(effect.named)))
             else:
                 kept = [(k, v) for k, v in captured["headers"]
-                        if k.lower() in ("content-type", "location", "retry-after")]
+                        if k.lower() in ("content-type", "location", "retry-after", "allow", "etag", "link",
+                                         "www-authenticate")]
                 values = {"status": captured["status"], "headers": orjson.dumps(kept).decode(),
                           "body": captured["body"], "sealed_under": None}
                 if effect is not None:

@@ -24,6 +24,8 @@ from shared.db import Database
 from shared.events import Envelope
 from shared.logs import get_logger
 from shared.migrations import upgrade
+from shared.openapi import JSONContentMiddleware, install_contract, operation_id
+from shared.preconditions import PreconditionMiddleware
 from shared.relay import OutboxRelay
 from shared.settings import Settings
 from shared.store import EventStore
@@ -180,13 +182,17 @@ class ServiceRuntime:
 
 def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: str,
                        description: str = "") -> FastAPI:
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=runtime.lifespan)
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=runtime.lifespan,
+                  generate_unique_id_function=operation_id)
     app.state.runtime = runtime
     app.state.settings = runtime.settings
     install_problem_handlers(app)
+    app.state.etags = set()  # filled by install_contract from the services' schemas.py (ETAGS)
+    app.add_middleware(PreconditionMiddleware, routes=app.state.etags)  # inside Idempotency-Key: replays keep ETag
     app.add_middleware(IdempotencyMiddleware, fastapi_app=app)
     app.add_middleware(StrictJSONMiddleware)  # a body it refuses never claims an Idempotency-Key
     install_limits(app, runtime.settings, runtime.db)  # in front of Idempotency-Key, which reads whole bodies
+    app.add_middleware(JSONContentMiddleware)  # a body that is not JSON is 415 before anything reads it
     app.add_middleware(CorrelationMiddleware)
     app.add_middleware(tracing.TracingMiddleware, service=runtime.name)
     app.add_middleware(metrics.MetricsMiddleware, metrics=runtime.metrics, router=app.router)  # outermost: every answer counts
@@ -194,4 +200,5 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.include_router(metrics.metrics_router())
     for router in routers:
         app.include_router(router)
+    install_contract(app)
     return app

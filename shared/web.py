@@ -27,9 +27,15 @@ _CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 log = get_logger("placematch.web")
 
 
+def problem_type(rule: str | None) -> str:
+    """A problem's `type`: `/problems/<rule>` (a page each service serves, see shared.openapi), or
+    `about:blank` for one that names no rule."""
+    return f"/problems/{rule}" if rule and re.fullmatch(r"[A-Za-z0-9_.-]+", rule) else "about:blank"
+
+
 def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None,
             **extensions: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+    body = {"type": problem_type(extensions.get("rule")), "title": title, "status": status, "detail": detail,
             **{k: v for k, v in extensions.items() if v is not None}}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 

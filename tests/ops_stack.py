@@ -15,6 +15,7 @@ import uvicorn
 
 import services
 from services import SERVICES
+from services.notification.settings import NotificationSettings
 from shared.settings import Settings
 from shared.testing import auth
 
@@ -23,7 +24,7 @@ def embedded_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir, "relay_poll_seconds": 0.05, "webhook_allow_private": True,
                               "email_enabled": False, "delivery_poll_seconds": 0.1, "webhook_timeout_seconds": 3.0,
                               "rate_limits_enabled": False, **overrides}
-    return Settings(**values)
+    return NotificationSettings(**values)  # the core settings plus notification's (the others ignore them)
 
 
 class Stack:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 
+from shared import paging
 from shared.auth import Principal, optional_principal, require
 from shared.errors import Forbidden
 from shared.service import ServiceRuntime
@@ -88,13 +89,19 @@ async def apply(body: ApplicationIn, request: Request, response: Response,
 
 @router.get("/providers", summary="List providers, by status and lot")
 async def list_providers(
-    request: Request,
+    request: Request, response: Response,
     _who: Annotated[Principal, Depends(require("commissioner", "auditor"))],
     status: ProviderStatus | None = None,
     lot: Annotated[LotQuery, Query(description="SEN need code, e.g. ASD")] = None,
-    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, deprecated=True, description="deprecated: use `cursor`"),
+    cursor: str | None = paging.CURSOR,
 ) -> dict[str, Any]:
-    return await service.list_providers(_runtime(request), status=status, lot=lot, limit=limit, offset=offset)
+    offset = paging.offset_of(cursor, offset, maximum=MAX_OFFSET)
+    page = await service.list_providers(_runtime(request), status=status, lot=lot, limit=limit, offset=offset)
+    following = paging.offset_page(request, response, offset=offset, limit=limit, returned=len(page["items"]),
+                                   total=page["total"])
+    return {**page, "next": following}
 
 
 @router.get("/providers/{provider_id}", summary="One provider: profile, status, score")

@@ -76,6 +76,11 @@ class RankingPolicy(Aggregate):
         super().__init__(id)
         self.current: Policy = DEFAULT_POLICY
 
+    @property
+    def etag(self) -> int:
+        """The policy's ETag over HTTP (shared.preconditions): its version, as `GET /policy` names it."""
+        return self.current.version
+
     def change(self, quality_weight: Decimal | str, price_weight: Decimal | str,
                min_quality: Decimal | str | None = None) -> list[NewEvent]:
         """The next version. The API hands typed Decimals already parsed by `two_place_decimal`; the

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
 
+from shared import paging
 from shared.auth import Principal, require
 from shared.errors import RuleViolation
 from shared.events import dumps, loads
@@ -135,9 +136,14 @@ async def create_subscription(
 
 @router.get("/subscriptions", summary="Your subscriptions (commissioners and auditors see all)")
 async def list_subscriptions(
-    request: Request, who: Annotated[Principal, Depends(require(*SUBSCRIBERS, *OVERSEERS))]
+    request: Request, response: Response, who: Annotated[Principal, Depends(require(*SUBSCRIBERS, *OVERSEERS))],
+    limit: int = Query(100, ge=1, le=500), cursor: str | None = paging.CURSOR,
 ) -> dict[str, Any]:
-    return {"subscriptions": await service.list_subscriptions(_runtime(request), who=who)}
+    found = await service.list_subscriptions(_runtime(request), who=who)
+    offset = paging.offset_of(cursor, 0, maximum=paging.MAX_OFFSET)
+    page = found[offset:offset + limit]
+    following = paging.offset_page(request, response, offset=offset, limit=limit, returned=len(page), total=len(found))
+    return {"subscriptions": page, "next": following}
 
 
 @router.get("/subscriptions/{subscription_id}")
@@ -192,19 +198,25 @@ async def disable_subscription(
 
 @router.get("/deliveries", summary="Delivery log: every attempt with its time, status code and latency")
 async def list_deliveries(
-    request: Request,
+    request: Request, response: Response,
     who: Annotated[Principal, Depends(require(*SUBSCRIBERS, *OVERSEERS))],
     subscription_id: str | None = None,
     status: DeliveryStatus | None = Query(None, description="pending | delivered | failed"),
     event_type: DeliveryType | None = Query(None, description="a webhook type, e.g. referral.invited"),
     channel: Channel | None = Query(None, description="webhook | email"),
     limit: int = Query(100, ge=1, le=500),
-    before: AwareDatetime | None = Query(None, description="only deliveries created before this instant (paging)"),
+    before: AwareDatetime | None = Query(None, deprecated=True,
+                                         description="deprecated (use `cursor`): created before this instant"),
+    cursor: str | None = paging.CURSOR,
 ) -> dict[str, Any]:
+    if cursor is not None:
+        before = paging.instant_of(cursor)
     filters = DeliveryFilter(subscription_id=subscription_id, status=status,
                              event_type=None if event_type is None else str(event_type), channel=channel,
                              before=before, limit=limit)
-    return {"deliveries": await service.list_deliveries(_runtime(request), who=who, filters=filters)}
+    found = await service.list_deliveries(_runtime(request), who=who, filters=filters)
+    following = paging.next_page(request, response, {"b": found[-1]["created_at"]} if len(found) >= limit else None)
+    return {"deliveries": found, "next": following}
 
 
 @router.get("/deliveries/{delivery_id}")

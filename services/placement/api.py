@@ -5,9 +5,10 @@ from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared import paging
 from shared.auth import Principal, require
 from shared.service import ServiceRuntime
 from shared.vocabulary import NeedCode, PlacementType
@@ -140,12 +141,16 @@ async def create(body: OffFrameworkBody, request: Request,
 
 @router.get("/placements", summary="Placements the caller may see")
 async def list_placements(
-    request: Request, who: Annotated[Principal, Depends(require(*ANYONE))],
+    request: Request, response: Response, who: Annotated[Principal, Depends(require(*ANYONE))],
     status: Annotated[str | None, Query(pattern="^(awarded|active|ended|collapsed)$")] = None,
     referral_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100, cursor: str | None = paging.CURSOR,
 ) -> dict[str, Any]:
     found = await service.list_placements(_runtime(request), who=who, status=status, referral_id=referral_id)
-    return {"placements": found}
+    offset = paging.offset_of(cursor, 0, maximum=paging.MAX_OFFSET)
+    page = found[offset:offset + limit]
+    following = paging.offset_page(request, response, offset=offset, limit=limit, returned=len(page), total=len(found))
+    return {"placements": page, "next": following}
 
 
 @router.get("/placements/reviews-due", summary="Started placements whose review is due soon or overdue")

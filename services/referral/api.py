@@ -16,11 +16,12 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from shared import paging
 from shared.auth import Principal, require
 from shared.inputs import clean_text, is_blank
 from shared.service import ServiceRuntime
@@ -319,16 +320,19 @@ async def raise_referral(body: ReferralIn, request: Request, who: Principal = De
 
 @router.get("/referrals", responses=PROBLEM_RESPONSES, summary="Referrals visible to the caller")
 async def list_referrals(
-    request: Request,
+    request: Request, response: Response,
     status: Literal["open", "awarded", "withdrawn", "closed"] | None = None,
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET, deprecated=True, description="deprecated: use `cursor`"),
+    cursor: str | None = paging.CURSOR,
     who: Principal = Depends(referral_listers),
 ) -> dict[str, Any]:
     """A borough its own referrals, a provider those it was invited to (redacted), commissioners and
     auditors every borough's (redacted as a provider sees them, with the borough)."""
+    offset = paging.offset_of(cursor, offset, maximum=MAX_OFFSET)
     items = await service.list_for(_runtime(request), who=who, status=status, limit=limit, offset=offset)
-    return {"items": items, "limit": limit, "offset": offset}
+    following = paging.offset_page(request, response, offset=offset, limit=limit, returned=len(items))
+    return {"items": items, "limit": limit, "offset": offset, "next": following}
 
 
 @router.get("/referrals/{referral_id}", responses=PROBLEM_RESPONSES, summary="One referral, as the caller may see it")

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from services.notification.testing import WebhookReceiver, run_receiver
+from tests.support.notification import WebhookReceiver, run_receiver
 from tests.helpers import wait_for
 from tests.ops_stack import approved_provider, embedded_settings, embedded_stack, raise_referral, subscribe
 

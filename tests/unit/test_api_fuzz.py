@@ -89,7 +89,8 @@ def settings_for(data_dir: Path) -> Settings:
 
 def callers_for(service: str, provider: str) -> dict[tuple[str, str], list[Caller]]:
     own_provider = ("provider", provider)
-    health = {("GET", "/health"): [ANONYMOUS], ("GET", "/ready"): [ANONYMOUS]}
+    health = {("GET", "/health"): [ANONYMOUS], ("GET", "/ready"): [ANONYMOUS],
+              ("GET", "/problems"): [ANONYMOUS], ("GET", "/problems/{rule}"): [ANONYMOUS]}
     table: dict[str, dict[tuple[str, str], list[Caller]]] = {
         "enrolment": {
             ("POST", "/providers"): [ANONYMOUS, COMMISSIONER],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.notification.testing import WebhookReceiver, run_receiver
+from tests.support.notification import WebhookReceiver, run_receiver
 from shared import tracing
 from tests.helpers import wait_for
 from tests.ops_stack import (
