@@ -47,6 +47,7 @@ def up(
     from shared.logs import configure_logging
 
     os.environ.setdefault("PLACEMATCH_WEBHOOK_ALLOW_PRIVATE", "true")
+    os.environ.setdefault("PLACEMATCH_CONSOLE_DEV_SIGN_IN", "true")  # the console's local sign-in: `up` only
     base = Settings()
     configure_logging(base.log_format, base.log_level)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,7 @@ def up(
             port = listen_port(settings, service)
             servers.append(_uvicorn_server(load_create_app(service)(settings), host, port))
             table.add_row(service, f"http://{host}:{port}", f"http://{host}:{port}/docs")
+        servers.append(_console_server(settings, host, table))
         console.print(table)
         loop = asyncio.get_running_loop()
 
@@ -112,12 +114,45 @@ def up(
 SERVICE_NAMES = " | ".join(SERVICES)
 
 
-def serve(service: str = typer.Argument(..., help=SERVICE_NAMES)) -> None:
+def _console_server(settings: Settings, host: str, table: Table) -> Any:
+    """The commissioning console beside the services (base + 6); it has no database, so it is not in SERVICES."""
+    from services.console.app import create_app as create_console
+    from services.console.settings import ConsoleSettings
+
+    console_settings = ConsoleSettings.of(settings)
+    port = console_settings.console_listen_port
+    table.add_row("console", f"http://{host}:{port}", "development sign-in: borough croydon")
+    return _uvicorn_server(create_console(console_settings), host, port)
+
+
+def _serve_console() -> None:
+    """`placematch serve console`: refuses settings that would let anyone in (dev sign-in, default secret)."""
+    import uvicorn
+
+    from services.console.app import create_app as create_console
+    from services.console.settings import ConsoleSettings
+    from shared.logs import configure_logging
+
+    settings = ConsoleSettings()
+    configure_logging(settings.log_format, settings.log_level)
+    problems = settings.production_problems()
+    if problems:
+        for problem in problems:
+            console.print(f"[red]{problem}[/]")
+        raise typer.Exit(2)
+    uvicorn.run(create_console(settings), host=settings.host, port=settings.console_listen_port, log_config=None,
+                log_level="warning", proxy_headers=False)
+
+
+def serve(service: str = typer.Argument(..., help=f"{SERVICE_NAMES} | console")) -> None:
     """Run one service alone, configured from the environment (Kafka + PostgreSQL in production)."""
     import uvicorn
 
     from shared.logs import configure_logging
 
+    if service == "console":
+        _serve_console()
+        return
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
     if settings.jwt_secret in KNOWN_SECRETS or len(settings.jwt_secret.encode()) < 32:
@@ -194,5 +229,10 @@ def demo(
     except httpx.ConnectError as exc:
         console.print(f"[red]cannot reach placematch at {base_url('enrolment')}: start it with `placematch up`[/]")
         raise typer.Exit(1) from exc
+    from services.console.settings import CONSOLE_OFFSET
+
+    console_port = base_port + CONSOLE_OFFSET
+    console.print(f"the console: http://{host}:{console_port} (development sign-in: borough croydon, "
+                  "or commissioner region)")
     if counts.get("errors"):
         raise typer.Exit(1)

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from services.console import pages, security, signin
+from services.console import pages, placements, security, signin
 from services.console.client import ApiProblem
 from services.console.render import render
 from services.console.settings import ConsoleSettings
@@ -109,4 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(signin.router)
     app.include_router(pages.router)
+    app.include_router(placements.router)
     return app

@@ -24,8 +24,6 @@ DECLINE_REASONS = {"no_capacity": "No capacity", "cannot_meet_needs": "Cannot me
 
 MISSING_FIGURES = (
     "spend by borough and by provider (awarded weekly fees summed, top-ten concentration)",
-    "the distribution of days from referral to award (not only the median per cell)",
-    "the spread of weekly fees by need (quartiles, with the same suppression)",
     "demand by area (district) rather than by borough",
 )
 """What the charts would show with one more figure from matching's API (see the lead's report)."""
@@ -174,14 +172,56 @@ def declines_by_reason(rows: Sequence[dict[str, Any]]) -> Chart:
         labels=[DECLINE_REASONS.get(k, k) for k in reasons], series=[Series("Declines", [totals[k] for k in reasons])])
 
 
-def charts(insights: dict[str, Any], providers: Sequence[dict[str, Any]] | None, period: str | None) -> list[Chart]:
-    """The charts a person may see: providers (pooled scope) get no borough or cost figures."""
+def time_to_place_distribution(distribution: dict[str, Any]) -> Chart:
+    """Awards by days from raised to award (matching's GET /insights/time-to-place), all time."""
+    buckets = list(distribution.get("buckets") or [])
+    labels = [f"{b['label']} days" for b in buckets]
+    return Chart(
+        id="time-to-place-distribution", title="Time to place: distribution",
+        description="How many awards came how many days after the referral was raised (all time).",
+        columns=["days from raised to award", "awards"], rows=[[b["label"], b["awards"]] for b in buckets]
+        if distribution.get("awards") else [], labels=labels,
+        series=[Series("Awards", [b["awards"] for b in buckets])],
+        note=f"Median {distribution['median_days']} days over {distribution['awards']} awards."
+        if distribution.get("median_days") else "")
+
+
+def fee_quartiles(fees: dict[str, Any]) -> Chart:
+    """Weekly fee by need, lower quartile / median / upper quartile (matching's GET /insights/fees);
+    needs the API suppressed stay empty, marked as suppressed."""
+    rows = list(fees.get("rows") or [])
+    needs = [r["need"] for r in rows]
+    keys = ("lower_quartile_pence", "median_pence", "upper_quartile_pence")
+    return Chart(
+        id="fee-quartiles", title="Weekly fee by need: quartiles",
+        description="The spread of weekly fees offered by need (all time); needs with too few providers are "
+                    "suppressed.",
+        columns=["need", "providers", "lower quartile (pence)", "median (pence)", "upper quartile (pence)",
+                 "suppressed"],
+        rows=[[r["need"], r["providers"], *(r[k] for k in keys), "yes" if r["suppressed"] else ""] for r in rows],
+        labels=needs,
+        series=[Series("Lower quartile", [r["lower_quartile_pence"] for r in rows], colour="#5694ca"),
+                Series("Median", [r["median_pence"] for r in rows]),
+                Series("Upper quartile", [r["upper_quartile_pence"] for r in rows], colour="#4c2c92")],
+        value_format=pounds)
+
+
+def charts(insights: dict[str, Any], providers: Sequence[dict[str, Any]] | None, period: str | None,
+           figures: dict[str, Any] | None = None) -> list[Chart]:
+    """The charts a person may see: providers (pooled scope) get no borough or cost figures.
+    `figures`: matching's further answers (`time_to_place`, `fees`) where it gave them."""
     rows = in_period(_rows(insights), period)
+    figures = figures or {}
     found = [referrals_by_need_and_month(rows)]
     pooled = insights.get("scope") == "market"
     if not pooled and providers is not None:
         found.append(sufficiency(rows, providers))
-    found += [time_to_place(rows), weekly_fee_by_need(rows)]
+    found.append(time_to_place(rows))
+    if figures.get("time_to_place"):
+        found.append(time_to_place_distribution(figures["time_to_place"]))
+    found.append(weekly_fee_by_need(rows))
+    if figures.get("fees"):
+        found.append(fee_quartiles(figures["fees"]))
     if not pooled:
         if insights.get("scope") == "partnership":
             found.append(awards_by_borough(rows))

@@ -14,7 +14,6 @@ from services.console import forms, intelligence
 from services.console.client import Api, ApiProblem
 from services.console.render import NAVIGATION, render
 from services.console.security import Person, checked_form, signed_in
-from services.console.whatif import rerank
 from shared.vocabulary import GENDERS, NEED_CODES, PLACEMENT_TYPES
 
 router = APIRouter()
@@ -187,10 +186,13 @@ async def policy(request: Request, referral: str | None = None, quality_weight: 
         if not errors:
             try:
                 shortlist = await client.get("matching", f"/referrals/{referral.strip()}/shortlist")
-                preview = {"current": shortlist["entries"],
-                           "proposed": rerank(shortlist["entries"] + _unranked(shortlist), weights)}
+                proposed = await client.post("matching", "/policy/preview",
+                                             {"referral_id": referral.strip(), **weights})
+                preview = {"current": shortlist["entries"], "proposed": proposed["entries"],
+                           "excluded": proposed["excluded"]}
             except ApiProblem as problem:
-                errors, general = problem_errors(problem, {"referral"}, fallback="referral")
+                errors, general = problem_errors(problem, {"referral", "quality_weight", "price_weight",
+                                                           "min_quality"}, fallback="referral")
     return render(request, "policy.html", title="Ranking policy", policy=current, values=values, preview=preview,
                   errors=errors, general=general, flash=take_flash(request), history=await _policy_history(client))
 
@@ -206,10 +208,6 @@ async def _policy_history(client: Api) -> list[dict[str, Any]]:
         raise
     items = found.get("items") if isinstance(found, dict) else None
     return sorted(items or [], key=lambda p: -int(p.get("version", 0)))
-
-
-def _unranked(shortlist: dict[str, Any]) -> list[dict[str, Any]]:
-    return []  # offers excluded under the current policy carry no fee or quality in the API's answer
 
 
 @router.post("/policy")
@@ -542,12 +540,26 @@ async def _intelligence(request: Request, person: Person) -> tuple[dict[str, Any
     return insights, providers
 
 
+async def _figures(request: Request, person: Person) -> dict[str, Any]:
+    """Matching's time-to-place distribution and fee quartiles (absent from an older matching: no chart)."""
+    client = api(request, person)
+    found: dict[str, Any] = {}
+    for key, path in (("time_to_place", "/insights/time-to-place"), ("fees", "/insights/fees")):
+        try:
+            found[key] = await client.get("matching", path)
+        except ApiProblem as problem:
+            if problem.status not in (404, 405):
+                raise
+    return found
+
+
 @router.get("/intelligence")
 async def market(request: Request, period: str | None = None) -> Response:
     person = signed_in(request)
     insights, providers = await _intelligence(request, person)
     return render(request, "intelligence.html", title="Market intelligence", scope=insights.get("scope"),
-                  charts=intelligence.charts(insights, providers, period), period=period or "",
+                  charts=intelligence.charts(insights, providers, period, await _figures(request, person)),
+                  period=period or "",
                   periods=intelligence.periods(insights), missing=intelligence.MISSING_FIGURES,
                   definition=intelligence.COST_AVOIDANCE_DEFINITION)
 
@@ -556,7 +568,7 @@ async def market(request: Request, period: str | None = None) -> Response:
 async def chart_csv(request: Request, chart_id: str, period: str | None = None) -> Response:
     person = signed_in(request)
     insights, providers = await _intelligence(request, person)
-    for chart in intelligence.charts(insights, providers, period):
+    for chart in intelligence.charts(insights, providers, period, await _figures(request, person)):
         if chart.id == chart_id:
             return Response(chart.csv(), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{chart_id}-{period or "all"}.csv"'})

@@ -22,10 +22,11 @@ templates.env.filters["label"] = lambda code: str(code).replace("_", " ").capita
 NAVIGATION = {
     "commissioner": [("/applications", "Applications"), ("/providers", "Providers"), ("/policy", "Ranking policy"),
                      ("/shortlists", "Shortlists"), ("/intelligence", "Market intelligence"),
-                     ("/statement", "Position statement")],
+                     ("/statement", "Position statement"), ("/spend", "Spend")],
     "borough": [("/referrals", "My referrals"), ("/referrals/new", "Raise a referral"),
-                ("/intelligence", "Market intelligence")],
-    "provider": [("/invitations", "Invitations"), ("/offers", "My offers"), ("/intelligence", "Market")],
+                ("/placements", "My placements"), ("/intelligence", "Market intelligence")],
+    "provider": [("/invitations", "Invitations"), ("/offers", "My offers"), ("/placements", "My placements"),
+                 ("/intelligence", "Market")],
     "auditor": [("/audit", "Evidence packs"), ("/intelligence", "Market intelligence")],
 }
 

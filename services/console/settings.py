@@ -6,6 +6,8 @@ from pydantic import Field
 from services import SERVICES
 from shared.settings import Settings
 
+PLACEMENT_OFFSET = 5
+"""The placement service listens on base_port + 5 (8005)."""
 CONSOLE_OFFSET = 6
 """The console listens on base_port + 6 (8006); the placement service has base + 5."""
 
@@ -16,6 +18,7 @@ class ConsoleSettings(Settings):
     console_referral_url: str | None = Field(None, description="Referral API; default http://host:base+2.")
     console_matching_url: str | None = Field(None, description="Matching API; default http://host:base+3.")
     console_notification_url: str | None = Field(None, description="Notification API; default http://host:base+4.")
+    console_placement_url: str | None = Field(None, description="Placement API; default http://host:base+5.")
     console_session_secret: str = Field("placematch-console-dev-session-secret-change-me", repr=False,
                                         description="Signs the session cookie; set a long random value in production.")
     console_session_max_age: int = Field(8 * 3600, ge=60, description="Seconds a sign-in lasts.")
@@ -45,7 +48,8 @@ class ConsoleSettings(Settings):
         explicit = getattr(self, f"console_{service}_url")
         if explicit:
             return str(explicit).rstrip("/")
-        return f"http://{self.host}:{self.base_port + SERVICES.index(service) + 1}"
+        offset = PLACEMENT_OFFSET if service == "placement" and service not in SERVICES else SERVICES.index(service) + 1
+        return f"http://{self.host}:{self.base_port + offset}"
 
     @property
     def console_listen_port(self) -> int:

@@ -88,6 +88,51 @@ async def put_policy(body: PolicyBody, request: Request,
     return policy.as_dict()
 
 
+@router.get("/policy/history", summary="Every version of the ranking policy, newest first",
+            operation_id="getPolicyHistory")
+async def get_policy_history(request: Request,
+                             who: Annotated[Principal, Depends(require("commissioner", "auditor"))]) -> dict[str, Any]:
+    return {"items": await service.policy_history(_runtime(request))}
+
+
+class PolicyPreviewBody(PolicyBody):
+    """A proposed policy and the referral whose shortlist to rank under it."""
+
+    referral_id: Annotated[str, Field(min_length=1, max_length=64, examples=["5b0c1e52-7f4e-4a53-9a53-3f1a2b9c8d10"])]
+
+
+@router.post("/policy/preview", summary="What-if: one shortlist ranked under a proposed policy (changes nothing)",
+             operation_id="previewPolicy")
+async def preview_policy(body: PolicyPreviewBody, request: Request,
+                         who: Annotated[Principal, Depends(require("commissioner", "auditor"))]) -> dict[str, Any]:
+    return await service.preview_policy(_runtime(request), who=who, referral_id=body.referral_id,
+                                        quality_weight=body.quality_weight, price_weight=body.price_weight,
+                                        min_quality=body.min_quality)
+
+
+@router.get("/insights/time-to-place", summary="Days from raised to award, bucketed",
+            operation_id="getTimeToPlace")
+async def get_time_to_place(
+    request: Request,
+    who: Annotated[Principal, Depends(require("commissioner", "auditor", "borough", "provider"))],
+    need: NeedCode | None = Query(None, description="only this primary need code, e.g. ASD"),
+) -> dict[str, Any]:
+    """Counts of awards only; a borough sees its own referrals, others the partnership's."""
+    return await service.time_to_place_distribution(_runtime(request), who=who, need=need)
+
+
+@router.get("/insights/fees", summary="Weekly fee by need: quartiles, small cells suppressed",
+            operation_id="getFeeQuartiles")
+async def get_fee_quartiles(
+    request: Request,
+    who: Annotated[Principal, Depends(require("commissioner", "auditor", "borough", "provider"))],
+    need: NeedCode | None = Query(None, description="only this primary need code, e.g. ASD"),
+) -> dict[str, Any]:
+    """A need with fewer than `PLACEMATCH_INSIGHTS_MIN_PROVIDERS` distinct providers is suppressed;
+    providers get one figure per provider over final months only (no rival's fee derivable)."""
+    return await service.fee_quartiles_by_need(_runtime(request), who=who, need=need)
+
+
 @router.get("/insights", summary="Market insights by need code and month")
 async def get_insights(
     request: Request,

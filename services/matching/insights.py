@@ -198,3 +198,65 @@ def market_insights(records: Iterable[ReferralRecord], *, min_providers: int = D
         rows.append({"need": need, "month": month, **row, "suppressed": reason is not None,
                      "suppressed_reason": reason})
     return rows
+
+
+# --- time to place and fee quartiles (the console's charts) -------------------------------------------
+
+TIME_TO_PLACE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("0-7", 0, 7), ("8-14", 8, 14), ("15-28", 15, 28), ("29-56", 29, 56), ("57+", 57, None))
+"""Days from a referral being raised to its award, in these buckets (inclusive bounds)."""
+
+
+def time_to_place(records: Iterable[ReferralRecord]) -> dict[str, Any]:
+    """How many awards took how long: one count per bucket of `TIME_TO_PLACE_BUCKETS`. Counts of
+    awards only (no fee, no borough), so the same figures serve every role on its own records."""
+    days = [days_between(r.raised_at, r.awarded_at) for r in records if r.awarded_fee is not None and r.awarded_at]
+    buckets = []
+    for label, low, high in TIME_TO_PLACE_BUCKETS:
+        count = sum(1 for d in days if d >= low and (high is None or d <= high))
+        buckets.append({"label": label, "min_days": low, "max_days": high, "awards": count})
+    middle = median(days)
+    return {"awards": len(days), "median_days": None if middle is None else str(two_places(middle)),
+            "buckets": buckets}
+
+
+def quartiles(values: Sequence[int | Decimal]) -> tuple[int, int, int]:
+    """Lower quartile, median and upper quartile in whole pence (inclusive method; at least 2 values)."""
+    import statistics
+
+    q1, q2, q3 = statistics.quantiles([Decimal(v) for v in values], n=4, method="inclusive")
+    return whole(q1), whole(q2), whole(q3)
+
+
+def fee_quartiles(records: Iterable[ReferralRecord], *, min_providers: int = DEFAULT_MIN_PROVIDERS,
+                  pooled: bool, today: date) -> list[dict[str, Any]]:
+    """Weekly fee by need: lower quartile, median, upper quartile of the standing offers.
+
+    A cell (a need) is suppressed when fewer than `min_providers` distinct providers offered in it.
+    `pooled` (providers) rests each cell on one figure per provider (the median of its fees, as
+    `market_insights`) over final months only (`cohort_final`), so that no figure moves as a rival
+    offers or withdraws and none rests on fewer than `min_providers` providers: no rival's fee is
+    derivable. Otherwise (commissioners, auditors, a borough on its own referrals) every standing
+    offer counts."""
+    by_need: dict[str, list[ReferralRecord]] = {}
+    if pooled:
+        for (need, month), group in _cells(records):
+            if cohort_final(month, group, today):
+                by_need.setdefault(need, []).extend(group)
+    else:
+        for r in records:
+            by_need.setdefault(r.primary_need, []).append(r)
+    rows = []
+    for need, group in sorted(by_need.items()):
+        providers = offering_providers(group)
+        values: list[int | Decimal] = (list(provider_figures(group).values()) if pooled
+                                       else [fee for r in group for fee in r.offer_fees])
+        row: dict[str, Any] = {"need": need, "providers": len(providers), "offers": sum(len(r.offers) for r in group)}
+        if len(providers) < max(min_providers, 2) or len(values) < 2:
+            rows.append({**row, "lower_quartile_pence": None, "median_pence": None, "upper_quartile_pence": None,
+                         "suppressed": True, "suppressed_reason": TOO_FEW_PROVIDERS})
+            continue
+        q1, q2, q3 = quartiles(values)
+        rows.append({**row, "lower_quartile_pence": q1, "median_pence": q2, "upper_quartile_pence": q3,
+                     "suppressed": False, "suppressed_reason": None})
+    return rows

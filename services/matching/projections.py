@@ -15,7 +15,7 @@ from shared.events import dumps, loads
 
 from .eligibility import Eligibility, ProviderFacts, ReferralFacts
 from .insights import ReferralRecord
-from .ranking import Offer
+from .ranking import DEFAULT_POLICY, Offer
 
 metadata = MetaData()
 
@@ -274,3 +274,16 @@ async def insight_records(conn: AsyncConnection, borough: str | None = None) -> 
         awarded_fee=r.awarded_fee_pence, awarded_at=r.awarded_at, closed_unfilled=bool(r.closed_unfilled),
         status=r.status,
     ) for r in rows]
+
+
+def policy_history(events: list[Any]) -> list[dict[str, Any]]:
+    """Every version of the ranking policy from its stream's `policy-changed` events, newest first
+    (version 1, the default of DESIGN.md, has no event: it is listed last with no date or actor)."""
+    items: list[dict[str, Any]] = [{**DEFAULT_POLICY.as_dict(), "changed_at": None, "actor": None}]
+    for event in events:
+        if event.type == "policy-changed":
+            data = event.data
+            items.append({"version": int(data["version"]), "quality_weight": data["quality_weight"],
+                          "price_weight": data["price_weight"], "min_quality": data.get("min_quality"),
+                          "changed_at": event.time, "actor": event.actor})
+    return sorted(items, key=lambda item: -int(item["version"]))

@@ -33,9 +33,10 @@ from .domain import (
     suspension_notification,
 )
 from .eligibility import ReferralFacts
+from .insights import fee_quartiles, market_insights, time_to_place
 from .insights import insights as full_insights
-from .insights import market_insights
 from .ranking import POLICY_STREAM, Policy, RankingPolicy
+from .ranking import rank as rank_offers
 from .settings import MatchingSettings
 
 POLICY_JOURNAL = "matching-policy"
@@ -373,4 +374,55 @@ async def insights(runtime: ServiceRuntime, *, who: Principal, need: NeedCode | 
                                today=now_utc().date())
     else:
         rows = full_insights(records, by_borough=who.role in READERS)
+    return {"scope": scope, "rows": rows}
+
+
+async def policy_history(runtime: ServiceRuntime) -> list[dict[str, Any]]:
+    """Every version of the ranking policy, newest first, with when and by whom it was set."""
+    async with runtime.db.read() as conn:
+        events = await runtime.store.read_stream(POLICY_STREAM, conn)
+    return views.policy_history(events)
+
+
+async def preview_policy(runtime: ServiceRuntime, *, who: Principal, referral_id: str, quality_weight: Decimal,
+                         price_weight: Decimal, min_quality: Decimal | None) -> dict[str, Any]:
+    """The shortlist of one referral as it would rank under a proposed policy. Changes nothing: no
+    event, no read model; the proposal is checked by the same rules as a change of policy."""
+    async with runtime.db.read() as conn:
+        referral, _ = await _referral_for(conn, referral_id, who)
+        current = await _policy(runtime, conn)
+        proposal = RankingPolicy()
+        proposal.current = current
+        proposed = proposal.mutate(proposal.change(quality_weight, price_weight, min_quality)).current
+        offers = await views.offers_for(conn, referral_id)
+        providers = await views.providers_by_id(conn, {o.provider_id for o in offers})
+        saved = await views.shortlist_for(conn, referral_id)
+    preview = rank_offers(offers, providers, proposed).as_data(referral_id, referral.borough)
+    was = {e["offer_id"]: e["rank"] for e in (saved or {}).get("entries", [])}
+    entries = [{**e, "current_rank": was.get(e["offer_id"])} for e in preview["entries"]]
+    return {"referral_id": referral_id, "current_policy": current.as_dict(),
+            "proposed_policy": {k: v for k, v in proposed.as_dict().items() if k != "version"},
+            "entries": entries, "excluded": preview["excluded"]}
+
+
+async def _records_for(runtime: ServiceRuntime, who: Principal, need: NeedCode | None) -> list[Any]:
+    async with runtime.db.read() as conn:
+        records = await views.insight_records(conn, who.tenant if who.role == "borough" else None)
+    return [r for r in records if need is None or r.primary_need == need]
+
+
+async def time_to_place_distribution(runtime: ServiceRuntime, *, who: Principal,
+                                     need: NeedCode | None) -> dict[str, Any]:
+    """Days from raised to award, bucketed: the partnership's (a borough: its own referrals)."""
+    records = await _records_for(runtime, who, need)
+    scope = {"borough": "borough", "provider": "market"}.get(who.role, "partnership")
+    return {"scope": scope, "need": need, **time_to_place(records)}
+
+
+async def fee_quartiles_by_need(runtime: ServiceRuntime, *, who: Principal, need: NeedCode | None) -> dict[str, Any]:
+    """Weekly fee by need (quartiles), small cells suppressed; providers get the pooled figures."""
+    records = await _records_for(runtime, who, need)
+    scope = {"borough": "borough", "provider": "market"}.get(who.role, "partnership")
+    rows = fee_quartiles(records, min_providers=MatchingSettings.of(runtime.settings).insights_min_providers,
+                         pooled=who.role == "provider", today=now_utc().date())
     return {"scope": scope, "rows": rows}

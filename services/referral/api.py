@@ -59,6 +59,7 @@ borough_only = require("borough")
 provider_only = require("provider")
 borough_or_provider = require("borough", "provider")
 auditor_or_borough = require("auditor", "borough")
+referral_listers = require("borough", "provider", "commissioner", "auditor")
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid bearer token"},
@@ -324,8 +325,10 @@ async def list_referrals(
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=MAX_OFFSET, deprecated=True, description="deprecated: use `cursor`"),
     cursor: str | None = paging.CURSOR,
-    who: Principal = Depends(borough_or_provider),
+    who: Principal = Depends(referral_listers),
 ) -> dict[str, Any]:
+    """A borough its own referrals, a provider those it was invited to (redacted), commissioners and
+    auditors every borough's (redacted as a provider sees them, with the borough)."""
     offset = paging.offset_of(cursor, offset, maximum=MAX_OFFSET)
     items = await service.list_for(_runtime(request), who=who, status=status, limit=limit, offset=offset)
     following = paging.offset_page(request, response, offset=offset, limit=limit, returned=len(items))

@@ -366,6 +366,35 @@ async def list_for_borough(conn: AsyncConnection, borough: str, status: str | No
     return list(rows)
 
 
+def overseer_view(row: Any, offers: list[dict[str, Any]], declines: list[dict[str, Any]],
+                  today: date) -> dict[str, Any]:
+    """For commissioners and auditors, across every borough: the referral redacted as an invited
+    provider sees it (no child_ref, birth date or preferred provider; age in years, district only),
+    with its borough, outcome, offers and declines."""
+    return {
+        "id": row.referral_id,
+        "status": row.status,
+        "version": row.version,
+        "raised_at": row.raised_at,
+        **redact(referral_of(row), today),
+        "borough": row.borough,
+        **loads(row.outcome or "{}"),
+        "redacted": True,
+        "offers": offers,
+        "declines": declines,
+    }
+
+
+async def list_all(conn: AsyncConnection, status: str | None, limit: int, offset: int) -> list[Any]:
+    """Every borough's referrals, newest first (commissioners and auditors)."""
+    query = views_with_key()
+    if status:
+        query = query.where(referral_views.c.status == status)
+    rows = await conn.execute(
+        query.order_by(referral_views.c.raised_at.desc(), referral_views.c.referral_id).limit(limit).offset(offset))
+    return list(rows)
+
+
 async def list_for_provider(conn: AsyncConnection, provider_id: str, status: str | None, limit: int,
                             offset: int) -> list[Any]:
     query = views_with_key().join(

@@ -287,6 +287,11 @@ async def list_for(runtime: ServiceRuntime, *, who: Principal, status: str | Non
             rows = await projections.list_for_borough(conn, who.tenant, status, limit, offset)
             return [projections.borough_view(r, await projections.offers_of(conn, r.referral_id),
                                              await projections.declines_of(conn, r.referral_id)) for r in rows]
+        if who.role in ("commissioner", "auditor"):
+            rows = await projections.list_all(conn, status, limit, offset)
+            return [projections.overseer_view(r, await projections.offers_of(conn, r.referral_id),
+                                              await projections.declines_of(conn, r.referral_id), today)
+                    for r in rows]
         rows = await projections.list_for_provider(conn, who.tenant, status, limit, offset)
         return [projections.provider_view(r, await projections.offers_of(conn, r.referral_id, who.tenant),
                                           await projections.declines_of(conn, r.referral_id, who.tenant), today)

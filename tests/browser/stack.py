@@ -16,7 +16,7 @@ import uvicorn
 
 from services import SERVICES
 from services.console.app import create_app as create_console
-from services.console.settings import CONSOLE_OFFSET, ConsoleSettings
+from services.console.settings import CONSOLE_OFFSET, PLACEMENT_OFFSET, ConsoleSettings
 from shared.settings import Settings
 
 
@@ -57,6 +57,8 @@ class Stack:
         self.common = common
         self.settings = Settings(**common)
         self.console_settings = ConsoleSettings(**common, console_dev_sign_in=dev_sign_in)
+        self._servers: list[_Server] = []
+        self._thread: threading.Thread | None = None
 
     def settings_for(self, service: str) -> Settings:
         """The service's own settings class (services/<service>/settings.py) where it has one, so that
@@ -68,17 +70,20 @@ class Stack:
         own = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Settings)
                and c is not Settings and c.__module__ == module.__name__]
         return own[0](**self.common) if own else self.settings
-        self._servers: list[_Server] = []
-        self._thread: threading.Thread | None = None
 
     def url(self, service: str) -> str:
         if service == "console":
             return f"http://127.0.0.1:{self.base + CONSOLE_OFFSET}"
+        if service == "placement" and service not in SERVICES:
+            return f"http://127.0.0.1:{self.base + PLACEMENT_OFFSET}"
         return f"http://127.0.0.1:{self.base + SERVICES.index(service) + 1}"
 
     def start(self, timeout: float = 90) -> None:
         apps = [(importlib.import_module(f"services.{s}.app").create_app(self.settings_for(s)), self.base + i + 1)
                 for i, s in enumerate(SERVICES)]
+        if "placement" not in SERVICES:  # the placement service, at base + 5, until `up` serves it
+            apps.append((importlib.import_module("services.placement.app").create_app(self.settings_for("placement")),
+                         self.base + PLACEMENT_OFFSET))
         apps.append((create_console(self.console_settings), self.base + CONSOLE_OFFSET))
         self._servers = [_Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                 lifespan="on", log_config=None)) for app, port in apps]
@@ -102,7 +107,7 @@ class Stack:
 
     def _ready(self) -> bool:
         try:
-            for service in SERVICES:
+            for service in (*SERVICES, *(() if "placement" in SERVICES else ("placement",))):
                 if httpx.get(self.url(service) + "/ready", timeout=2).status_code != 200:
                     return False
             return httpx.get(self.url("console") + "/health", timeout=2).status_code == 200

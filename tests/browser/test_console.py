@@ -18,7 +18,7 @@ import pytest
 
 from shared.auth import mint_token
 from tests.browser.conftest import ARTIFACTS, VENDOR
-from tests.browser.stack import Stack
+from tests.browser.stack import Stack, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -193,6 +193,18 @@ def test_referral_to_award_in_the_browser(stack: Stack, browser: Any) -> None:
     expect(provider.locator("table")).to_contain_text("Awarded")
     look(provider, "10-provider-offers")
 
+    # the award opens a placement: the borough sees it on "my placements", then opens it
+    def placement_listed() -> bool:
+        borough.goto(stack.url("console") + "/placements")
+        return borough.locator("table a[href^='/placements/']").count() == 1
+    wait_until(placement_listed, timeout=30, message="the placement on my placements")
+    look(borough, "10a-borough-placements")
+    borough.locator("table a[href^='/placements/']").click()
+    expect(borough.get_by_role("heading", level=1)).to_contain_text("Placement")
+    expect(borough.locator(".govuk-summary-list")).to_contain_text("croydon")
+    expect(borough.locator(".govuk-summary-list")).to_contain_text("Awarded")
+    look(borough, "10b-borough-placement")
+
     auditor = sign_in(browser.new_context(), stack, "auditor", "region", "Ade Auditor")
     auditor.get_by_label("Referral id").fill(referral_id)
     auditor.get_by_role("button", name="Show the evidence pack").click()
@@ -231,7 +243,7 @@ def test_referral_to_award_in_the_browser(stack: Stack, browser: Any) -> None:
     expect(provider.get_by_role("heading", name="Market intelligence")).to_be_visible()
     expect(provider.locator("#cost-avoidance-heading")).to_have_count(0)
     look(provider, "15-provider-market")
-    assert len(checked) - looked_before == 15
+    assert len(checked) - looked_before == 17
 
 
 def test_a_form_without_the_session_csrf_token_is_refused(stack: Stack) -> None:

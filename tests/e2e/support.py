@@ -20,21 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_base_port() -> int:
-    """A base port N such that N+1..N+len(SERVICES) are free."""
+    """A base port N such that N+1..N+len(SERVICES)+1 are free (the services, and the console after them)."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1] - 1
-        if base + len(SERVICES) >= 65535:
+        if base + len(SERVICES) + 1 >= 65535:
             continue
         try:
-            for offset in range(1, len(SERVICES) + 1):
+            for offset in range(1, len(SERVICES) + 2):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", base + offset))
             return base
         except OSError:
             continue
-    raise RuntimeError(f"no {len(SERVICES)} consecutive free ports")
+    raise RuntimeError(f"no {len(SERVICES) + 1} consecutive free ports")
 
 
 class Stack:
@@ -45,6 +45,8 @@ class Stack:
         self.log = data_dir / "up.log"
 
     def url(self, service: str) -> str:
+        if service == "console":  # not a service with a database: base + 6
+            return f"http://127.0.0.1:{self.base + 6}"
         return f"http://127.0.0.1:{self.base + SERVICES.index(service) + 1}"
 
     async def start(self) -> None:

@@ -18,6 +18,11 @@ async def test_readme_tour_then_restart_keeps_state(stack: Stack) -> None:
     await stack.start()
     async with httpx.AsyncClient(timeout=10) as http:
         enrolment, referral, matching = stack.url("enrolment"), stack.url("referral"), stack.url("matching")
+        # 0. the console beside the services, with the development sign-in `up` switches on
+        console = stack.url("console")
+        assert ok(await http.get(f"{console}/health")) == {"status": "ok", "service": "console"}
+        page = await http.get(f"{console}/dev-sign-in")
+        assert page.status_code == 200 and "switched off" not in page.text and "croydon" in page.text
         # 1. apply, inspect, approve
         provider_id = ok(await http.post(f"{enrolment}/providers", json=RIVERSIDE), 201)["id"]
         ok(await http.post(f"{enrolment}/providers/{provider_id}/inspections", headers=commissioner,

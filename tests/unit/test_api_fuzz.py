@@ -103,7 +103,7 @@ def callers_for(service: str, provider: str) -> dict[tuple[str, str], list[Calle
         },
         "referral": {
             ("POST", "/referrals"): [BOROUGH],
-            ("GET", "/referrals"): [BOROUGH, own_provider],
+            ("GET", "/referrals"): [BOROUGH, own_provider, COMMISSIONER, AUDITOR],
             ("GET", "/referrals/{referral_id}"): [BOROUGH, own_provider],
             ("GET", "/referrals/{referral_id}/offers"): [BOROUGH, own_provider],
             ("GET", "/referrals/{referral_id}/audit"): [AUDITOR, BOROUGH],
@@ -119,6 +119,10 @@ def callers_for(service: str, provider: str) -> dict[tuple[str, str], list[Calle
             ("GET", "/policy"): [COMMISSIONER, AUDITOR, BOROUGH, own_provider],
             ("PUT", "/policy"): [COMMISSIONER],
             ("GET", "/insights"): [COMMISSIONER, AUDITOR, BOROUGH, own_provider],
+            ("GET", "/policy/history"): [COMMISSIONER, AUDITOR],
+            ("POST", "/policy/preview"): [COMMISSIONER, AUDITOR],
+            ("GET", "/insights/time-to-place"): [COMMISSIONER, AUDITOR, BOROUGH, own_provider],
+            ("GET", "/insights/fees"): [COMMISSIONER, AUDITOR, BOROUGH, own_provider],
         },
         "notification": {
             ("GET", "/subscriptions"): [own_provider, BOROUGH, COMMISSIONER, AUDITOR],

@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 
 from services.console import intelligence
 from services.console.charts import HIGHLIGHT, Chart, Series, pounds
-from services.console.whatif import rerank
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -106,14 +105,29 @@ def test_the_position_statement_asks_for_places_where_referrals_went_unfilled() 
     assert intelligence.statement_rows(statement) == [["ASD", 3, 1, 1, 400000, ""]]
 
 
-ENTRIES = [{"rank": 1, "offer_id": "a", "provider_id": "p1", "weekly_fee_pence": 300000, "quality": "50.00"},
-           {"rank": 2, "offer_id": "b", "provider_id": "p2", "weekly_fee_pence": 400000, "quality": "100.00"}]
+DISTRIBUTION = {"scope": "partnership", "need": None, "awards": 3, "median_days": "8.00",
+                "buckets": [{"label": "0-7", "min_days": 0, "max_days": 7, "awards": 1},
+                            {"label": "8-14", "min_days": 8, "max_days": 14, "awards": 2},
+                            {"label": "57+", "min_days": 57, "max_days": None, "awards": 0}]}
+FEES = {"scope": "market", "rows": [
+    {"need": "ASD", "providers": 6, "offers": 9, "lower_quartile_pence": 300000, "median_pence": 350000,
+     "upper_quartile_pence": 420000, "suppressed": False, "suppressed_reason": None},
+    {"need": "SEMH", "providers": 2, "offers": 2, "lower_quartile_pence": None, "median_pence": None,
+     "upper_quartile_pence": None, "suppressed": True, "suppressed_reason": "too_few_providers"}]}
 
 
-def test_what_if_rescoring_follows_the_weights_and_the_quality_floor() -> None:
-    by_price = rerank(ENTRIES, {"quality_weight": "0.00", "price_weight": "1.00"})
-    assert [(e["offer_id"], e["score"]) for e in by_price] == [("a", "100.00"), ("b", "75.00")]
-    by_quality = rerank(ENTRIES, {"quality_weight": "0.80", "price_weight": "0.20"})
-    assert [(e["offer_id"], e["score"], e["was_rank"]) for e in by_quality] == [("b", "95.00", 2), ("a", "60.00", 1)]
-    floor = rerank(ENTRIES, {"quality_weight": "0.60", "price_weight": "0.40", "min_quality": "60"})
-    assert [(e["offer_id"], e["price"], e["rank"]) for e in floor] == [("b", "100.00", 1)]
+def test_time_to_place_distribution_and_fee_quartiles_come_from_matchings_figures() -> None:
+    pooled = {"scope": "market", "rows": [{k: v for k, v in ROW.items()
+                                           if k not in ("boroughs", "cost_avoidance_pence_per_week")}]}
+    found = {c.id: c for c in intelligence.charts(pooled, None, None, {"time_to_place": DISTRIBUTION, "fees": FEES})}
+    assert list(found) == ["referrals", "time-to-place", "time-to-place-distribution", "fees", "fee-quartiles",
+                           "declines"]
+    distribution = found["time-to-place-distribution"]
+    assert distribution.rows == [["0-7", 1], ["8-14", 2], ["57+", 0]] and "Median 8.00 days" in distribution.note
+    quartiles = found["fee-quartiles"]
+    assert quartiles.rows == [["ASD", 6, 300000, 350000, 420000, ""], ["SEMH", 2, None, None, None, "yes"]]
+    svg = str(quartiles.svg())
+    assert "£3,500" in svg and ET.fromstring(svg) is not None
+    assert list(csv.reader(io.StringIO(quartiles.csv())))[2] == ["SEMH", "2", "", "", "", "yes"]
+    empty = intelligence.time_to_place_distribution({**DISTRIBUTION, "awards": 0, "median_days": None})
+    assert empty.empty and empty.note == ""
