@@ -17,15 +17,15 @@ from tests.unit.referral.test_api import (  # noqa: F401 - the fixtures `setting
 )
 
 
-def staff(h: Harness, provider: str, sub: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint_token(h.settings, 'provider', provider, sub=sub)}"}
+def staff(harness: Harness, provider: str, sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(harness.settings, 'provider', provider, sub=sub)}"}
 
 
 def by_id(offers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {o["id"]: o for o in offers}
 
 
-async def test_each_offer_shows_the_staff_member_who_made_it_to_its_provider_and_the_borough(h: Harness) -> None:
+async def test_each_offer_shows_the_staff_member_who_made_it_to_its_provider_and_the_borough(h: Harness) -> None:  # noqa: F811
     rid = (await h.raise_referral())["id"]
     await h.invite(rid, PROVIDER_A, PROVIDER_B)
     alice, bob, rival = staff(h, PROVIDER_A, "staff-alice"), staff(h, PROVIDER_A, "staff-bob"), \
