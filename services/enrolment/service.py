@@ -28,6 +28,7 @@ from shared.auth import Principal
 from shared.errors import InvalidTransition, NotFound
 from shared.events import Envelope
 from shared.service import ServiceRuntime
+from shared.store import people_of
 from shared.vocabulary import NeedCode, now_utc
 
 from . import projections
@@ -151,11 +152,17 @@ async def get_provider(runtime: ServiceRuntime, *, provider_id: str) -> dict[str
     return projections.provider_view(provider)
 
 
-async def history(runtime: ServiceRuntime, *, provider_id: str) -> dict[str, Any]:
-    envelopes = await runtime.store.read_stream(provider_id)
-    if not envelopes:
-        raise NotFound(f"no provider {provider_id}", field="provider_id")
-    return {"provider_id": provider_id, "events": [e.to_dict() for e in envelopes]}
+async def history(runtime: ServiceRuntime, *, provider_id: str, who: Principal) -> dict[str, Any]:
+    """The provider's events in order, and `people`: who each `actorid` is (the audit record, never
+    the events). A commissioner or auditor sees every name; a provider its own staff's only."""
+    async with runtime.db.read() as conn:
+        envelopes = await runtime.store.read_stream(provider_id, conn)
+        if not envelopes:
+            raise NotFound(f"no provider {provider_id}", field="provider_id")
+        people = await people_of(conn, (e.actorid for e in envelopes))
+    if who.role not in ("commissioner", "auditor"):
+        people = {sub: p for sub, p in people.items() if p["actor"] == who.actor}
+    return {"provider_id": provider_id, "events": [e.to_dict() for e in envelopes], "people": people}
 
 
 async def list_providers(runtime: ServiceRuntime, *, status: ProviderStatus | None, lot: NeedCode | None,

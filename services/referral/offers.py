@@ -85,6 +85,11 @@ class Offer:
     submitted_at: str
     status: OfferStatus = "submitted"
     withdrawal_reason: str | None = None
+    submitted_by: str | None = None
+    """The `actorid` (token `sub`) of the `offer-submitted` envelope: which staff member offered.
+    Not in the event's data: the read model keeps it (`projections.update_referral_view`)."""
+    withdrawn_by: str | None = None
+    """The `actorid` of the `offer-withdrawn` envelope, when withdrawn."""
 
     def to_view(self) -> dict[str, Any]:
         return {
@@ -95,6 +100,8 @@ class Offer:
             "notes": self.notes,
             "submitted_at": self.submitted_at,
             "status": self.status,
+            "submitted_by": self.submitted_by,
+            "withdrawn_by": self.withdrawn_by,
         }
 
 

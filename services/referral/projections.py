@@ -59,6 +59,9 @@ referral_offers = Table(
     Column("status", String(20), nullable=False),
     Column("submitted_at", String(40), nullable=False),
     Column("withdrawal_reason", Text, nullable=True),
+    Column("submitted_by", String(100), nullable=True,
+           doc="`actorid` (token `sub`) of the offer-submitted envelope: the staff member; null before issue 17"),
+    Column("withdrawn_by", String(100), nullable=True, doc="`actorid` of the offer-withdrawn envelope"),
 )
 
 referral_declines = Table(
@@ -114,8 +117,13 @@ def _json(value: Any) -> str:
 # --- writing: the referral itself --------------------------------------------------------------
 
 
-async def update_referral_view(conn: AsyncConnection, referral: Referral, _envelopes: Sequence[Envelope]) -> None:
-    """Rebuild the referral's rows from the aggregate (runs in the append's transaction)."""
+async def update_referral_view(conn: AsyncConnection, referral: Referral, envelopes: Sequence[Envelope]) -> None:
+    """Rebuild the referral's rows from the aggregate (runs in the append's transaction).
+
+    Who offered or withdrew (`submitted_by`, `withdrawn_by`) is the envelopes' `actorid`, not the
+    aggregate's: it is kept from the `envelopes` just recorded (replay passes the whole stream) and
+    read back onto the aggregate's offers, so a command's answer names them as the view does."""
+    by = _offer_actors(envelopes)
     data = referral.to_data()
     await upsert(conn, referral_views, {
         "referral_id": referral.id,
@@ -138,12 +146,30 @@ async def update_referral_view(conn: AsyncConnection, referral: Referral, _envel
             "status": offer.status,
             "submitted_at": offer.submitted_at,
             "withdrawal_reason": offer.withdrawal_reason,
+            **by.get(offer.offer_id, {}),
         }, ["offer_id"])
+    if referral.offers:
+        rows = await conn.execute(select(referral_offers.c.offer_id, referral_offers.c.submitted_by,
+                                         referral_offers.c.withdrawn_by)
+                                  .where(referral_offers.c.referral_id == referral.id))
+        for r in rows:
+            if (known := referral.offers.get(r.offer_id)) is not None:
+                known.submitted_by, known.withdrawn_by = r.submitted_by, r.withdrawn_by
     for decline in referral.declines.values():
         await upsert(conn, referral_declines, {
             "referral_id": referral.id, "provider_id": decline.provider_id,
             "reason": decline.reason, "note": decline.note,
         }, ["referral_id", "provider_id"])
+
+
+def _offer_actors(envelopes: Sequence[Envelope]) -> dict[str, dict[str, str | None]]:
+    """{offer id: {"submitted_by"/"withdrawn_by": actorid}} from offer-submitted / offer-withdrawn."""
+    found: dict[str, dict[str, str | None]] = {}
+    for e in envelopes:
+        column = {"offer-submitted": "submitted_by", "offer-withdrawn": "withdrawn_by"}.get(e.type)
+        if column is not None and e.data.get("offer_id"):
+            found.setdefault(str(e.data["offer_id"]), {})[column] = e.actorid
+    return found
 
 
 def _outcome(referral: Referral) -> dict[str, Any]:
@@ -287,6 +313,8 @@ def _offer_view(row: Any) -> dict[str, Any]:
         "notes": row.notes,
         "status": row.status,
         "submitted_at": row.submitted_at,
+        "submitted_by": row.submitted_by,
+        "withdrawn_by": row.withdrawn_by,
     }
 
 
@@ -304,7 +332,8 @@ def borough_view_of(referral: Referral) -> dict[str, Any]:
         **loads(_json(_outcome(referral))),
         "offers": [{"id": o.offer_id, "provider_id": o.provider_id, "weekly_fee_pence": o.weekly_fee_pence,
                     "start_date": o.start_date.isoformat(), "notes": o.notes, "status": o.status,
-                    "submitted_at": o.submitted_at} for o in offers],  # as `_offer_view` gives them
+                    "submitted_at": o.submitted_at, "submitted_by": o.submitted_by,
+                    "withdrawn_by": o.withdrawn_by} for o in offers],  # as `_offer_view` gives them
         "declines": [d.to_view() for d in sorted(referral.declines.values(), key=lambda d: d.provider_id)],
     }
 

@@ -79,7 +79,8 @@ async def replay_referral(data_dir: Path, output: Path,
                 await conn.execute(personal_keys.insert(), keys)
             for index, referral_id in enumerate(referral_ids, start=1):
                 referral = await store.load(Referral, referral_id)
-                await projections.update_referral_view(conn, referral, [])
+                stream = await store.read_stream(referral_id)  # its envelopes: who offered and withdrew
+                await projections.update_referral_view(conn, referral, stream)
                 report.referrals += 1
                 if progress:
                     progress(index, total)

@@ -22,6 +22,9 @@ class OfferView(Closed):
     notes: str | None
     submitted_at: str
     status: str = Field(description="submitted | withdrawn | awarded | ...")
+    submitted_by: str | None = Field(None, description="`actorid` (token `sub`) of the staff member who offered; "
+                                     "null for offers recorded before issue 17")
+    withdrawn_by: str | None = Field(None, description="`actorid` of who withdrew it; null unless withdrawn")
     referral_id: str
 
 
@@ -33,6 +36,8 @@ class OfferOut(Closed):
     notes: str | None
     submitted_at: str
     status: str
+    submitted_by: str | None = Field(None, description="`actorid` (token `sub`) of the staff member who offered")
+    withdrawn_by: str | None = Field(None, description="`actorid` of who withdrew it; null unless withdrawn")
 
 
 class OfferList(Closed):

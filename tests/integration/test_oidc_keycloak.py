@@ -149,6 +149,14 @@ async def test_offers_record_which_staff_member_made_them(oidc_provider: Keycloa
     second = await referral.client.post(f"/referrals/{rid}/offers", json=offer_body(weekly_fee_pence=410000),
                                         headers=bearer(bob))
     assert second.status_code == 201, second.text
+    assert (first.json()["submitted_by"], withdrawn.json()["withdrawn_by"]) == (sub_of(alice), sub_of(bob))
+    # the offers name the staff member who made each (the `sub`; names only in the audit pack)
+    expected = {first.json()["id"]: (sub_of(alice), sub_of(bob)), second.json()["id"]: (sub_of(bob), None)}
+    for token in (croydon, alice, bob):
+        listed = await referral.client.get(f"/referrals/{rid}/offers", headers=bearer(token))
+        assert listed.status_code == 200, listed.text
+        assert {o["id"]: (o["submitted_by"], o["withdrawn_by"]) for o in listed.json()["offers"]} == expected
+        assert "Alice Staff" not in listed.text and "Bob Staff" not in listed.text
 
     pack = (await referral.client.get(f"/referrals/{rid}/audit",
                                       headers=bearer(oidc_provider.password_token("auditor")))).json()

@@ -130,7 +130,7 @@ async def test_commands_run_through_the_service_with_typed_inputs(tmp_path: Path
         assert pid in duplicate.value.detail
         with pytest.raises(NotFound):
             await service.approve(runtime, who=commissioner, provider_id="ghost", reason=None)
-        history = await service.history(runtime, provider_id=pid)
+        history = await service.history(runtime, provider_id=pid, who=commissioner)
         assert [e["type"] for e in history["events"]] == [
             "provider-applied", "provider-inspected", "provider-rescored", "provider-approved"]
         assert history["events"][0]["actor"] == f"provider:{pid}"
