@@ -33,7 +33,11 @@ DECISIONS = ("referral-matched", "shortlist-ranked")
 PROVIDER_EVENTS = frozenset({"provider-approved", "provider-reinstated", "provider-updated", "provider-suspended",
                              "provider-rescored", "provider-rejected", "provider-vacancies-changed"})
 REFERRAL_EVENTS = frozenset({"referral-raised", "referral-amended", "referral-withdrawn", "offer-submitted",
-                             "offer-withdrawn", "invitation-declined", "placement-awarded", "referral-closed"})
+                             "offer-withdrawn", "invitation-declined", "placement-awarded", "referral-closed",
+                             "award-revoked", "referral-reopened"})
+
+# referral events naming an offer (by id, which may be another referral's): their referrals fold together
+OFFER_NAMING = ("offer-submitted", "offer-withdrawn", "award-revoked", "referral-reopened")
 
 
 def _roundtrip(events: list[NewEvent]) -> list[NewEvent]:
@@ -348,6 +352,30 @@ class Fold:
         offering: set[Any] = {data.get("provider_id")} | {o["provider_id"] for o in data.get("not_selected") or []}
         self._providers_by_id(offering)  # live reads them for the award notices (and fails there on bad data)
 
+    def _collapse(self, offer_id: str) -> None:
+        offer = self.offer_rows.get(offer_id)
+        if offer is not None:
+            self._item(offer, 5, True)
+
+    def on_award_revoked(self, event: Envelope) -> None:
+        if (row := self.referrals.get(event.subject)) is None:
+            return
+        row.facts  # noqa: B018 - live builds the facts of the row it found
+        self._collapse(str(event.data["offer_id"]))
+        self._attr(row, "status", "open")
+
+    def on_referral_reopened(self, event: Envelope) -> None:
+        if (row := self.referrals.get(event.subject)) is None:
+            return
+        referral = row.facts
+        self._collapse(str(event.data["collapsed_offer_id"]))
+        if row.status == "awarded":
+            self._attr(row, "status", "open")
+        elif row.status != "open":
+            return
+        if self.offers.get(event.subject):
+            self._rank(referral)
+
     def on_referral_closed(self, event: Envelope) -> None:
         if (row := self.referrals.get(event.subject)) is None:
             return
@@ -372,6 +400,8 @@ _REACTIONS: dict[str, Callable[[Fold, Envelope], None]] = {
     "invitation-declined": Fold.on_invitation_declined,
     "placement-awarded": Fold.on_placement_awarded,
     "referral-closed": Fold.on_referral_closed,
+    "award-revoked": Fold.on_award_revoked,
+    "referral-reopened": Fold.on_referral_reopened,
 }
 
 
@@ -393,8 +423,9 @@ def partition_of(order: list[tuple[str, str]], inputs: dict[str, Envelope], part
         if envelope is None or envelope.type not in REFERRAL_EVENTS:
             continue
         find(envelope.subject)
-        if envelope.type in ("offer-submitted", "offer-withdrawn"):
-            offer_id = str(envelope.data.get("offer_id")) if isinstance(envelope.data, dict) else ""
+        if envelope.type in OFFER_NAMING:
+            key = "collapsed_offer_id" if envelope.type == "referral-reopened" else "offer_id"
+            offer_id = str(envelope.data.get(key)) if isinstance(envelope.data, dict) else ""
             other = owner.setdefault(offer_id, envelope.subject)
             a, b = find(other), find(envelope.subject)
             if a != b:

@@ -33,6 +33,8 @@ REACTIONS: dict[str, Reaction] = {
     "invitation-declined": service.on_invitation_declined,
     "placement-awarded": service.on_placement_awarded,
     "referral-closed": service.on_referral_closed,
+    "award-revoked": service.on_award_revoked,
+    "referral-reopened": service.on_referral_reopened,
 }
 """Other event types on these topics do not concern matching."""
 

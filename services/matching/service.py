@@ -262,6 +262,38 @@ async def on_placement_awarded(runtime: Recorder, conn: AsyncConnection, event: 
     await _notify(runtime, conn, award_notifications(event.id, event.subject, data, providers))
 
 
+async def on_award_revoked(runtime: Recorder, conn: AsyncConnection, event: Envelope) -> None:
+    """The award collapsed before the start (referral's `award-revoked`): the collapsed offer no
+    longer stands (it leaves the ranking as a withdrawn one does, so the next shortlist ranks exactly
+    the offers standing again) and the referral is no longer awarded — open until the next event
+    (`placement-awarded` for the next offer, or `referral-reopened`). Nothing is ranked here: the
+    next award needs no shortlist, a reopening ranks (`on_referral_reopened`)."""
+    if await views.get_referral(conn, event.subject) is None:
+        return
+    data = event.data
+    await views.withdraw_offer(conn, str(data["offer_id"]))
+    await views.set_referral(conn, event.subject, status="open", awarded_offer_id=None, awarded_fee_pence=None,
+                             awarded_at=None)
+
+
+async def on_referral_reopened(runtime: Recorder, conn: AsyncConnection, event: Envelope) -> None:
+    """After a collapse the referral takes offers again: open, its standing offers re-ranked (without
+    the collapsed one) so that the borough can award, new offers ranked as for any open referral.
+    The invitations stay as they were: the providers invited before are the ones whose offers stand."""
+    found = await views.get_referral(conn, event.subject)
+    if found is None:
+        return
+    referral, row = found
+    await views.withdraw_offer(conn, str(event.data["collapsed_offer_id"]))
+    if row.status == "awarded":  # the revocation was not seen (a log from before it existed)
+        await views.set_referral(conn, event.subject, status="open", awarded_offer_id=None,
+                                 awarded_fee_pence=None, awarded_at=None)
+    elif row.status != "open":
+        return  # withdrawn or closed: nothing to rank
+    if await views.offers_for(conn, event.subject):
+        await rank(runtime, conn, referral, cause=event.id)
+
+
 async def on_referral_closed(runtime: Recorder, conn: AsyncConnection, event: Envelope) -> None:
     """An open referral closes; closed unfilled, the borough is told."""
     found = await views.get_referral(conn, event.subject)

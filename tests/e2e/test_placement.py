@@ -20,12 +20,13 @@ pytestmark = pytest.mark.e2e
 SCHOOLS = (("Riverside School", "good", 425000), ("Oakfield Academy", "good", 520000))  # Riverside ranks top
 
 
-async def award_a_referral(http: httpx.AsyncClient, stack: Stack) -> dict[str, Any]:
-    """Two approved schools offer on one Croydon referral; the top offer is awarded."""
+async def award_a_referral(http: httpx.AsyncClient, stack: Stack, *, idle: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Two approved schools offer on one Croydon referral; the top offer is awarded. The `idle`
+    schools are approved (so invited) too, but do not offer."""
     commissioner, croydon = bearer("commissioner", "region"), bearer("borough", "croydon")
     enrolment, referral, matching = stack.url("enrolment"), stack.url("referral"), stack.url("matching")
     providers = []
-    for i, (name, grade, _) in enumerate(SCHOOLS):
+    for i, (name, grade, _) in enumerate([*SCHOOLS, *((n, "good", 0) for n in idle)]):
         pid = ok(await http.post(f"{enrolment}/providers", json={**RIVERSIDE, "name": name, "urn": f"20000{i}"}),
                  201)["id"]
         ok(await http.post(f"{enrolment}/providers/{pid}/inspections", headers=commissioner,
@@ -34,7 +35,8 @@ async def award_a_referral(http: httpx.AsyncClient, stack: Stack) -> dict[str, A
         providers.append(pid)
     referral_id = ok(await http.post(f"{referral}/referrals", headers=croydon, json=REFERRAL), 201)["id"]
     offers = {}
-    for pid, (_, _, fee) in zip(providers, SCHOOLS, strict=True):
+    idle_ids = providers[len(SCHOOLS):]
+    for pid, (_, _, fee) in zip(providers[:len(SCHOOLS)], SCHOOLS, strict=True):
         async def offer(pid: str = pid, fee: int = fee) -> str | None:
             response = await http.post(f"{referral}/referrals/{referral_id}/offers", headers=bearer("provider", pid),
                                        json={"weekly_fee_pence": fee, "start_date": "2027-09-01"})
@@ -52,7 +54,8 @@ async def award_a_referral(http: httpx.AsyncClient, stack: Stack) -> dict[str, A
                                    json={"offer_id": top["offer_id"]})
         return None if response.status_code in (409, 422) else ok(response)
     await wait_for(award, timeout=30, message="the award")
-    return {"referral_id": referral_id, "providers": providers, "offers": offers, "entries": entries, "top": top}
+    return {"referral_id": referral_id, "providers": providers[:len(SCHOOLS)], "offers": offers, "entries": entries,
+            "top": top, "idle": idle_ids}
 
 
 async def opened_placement(http: httpx.AsyncClient, stack: Stack, referral_id: str, *,
@@ -211,3 +214,64 @@ async def test_a_collapsed_award_goes_to_the_next_offer(stack: Stack) -> None:
     assert "placement: every placement stream and view reproduced byte for byte" in replayed.stdout
     verified = cli("verify", "--data-dir", str(stack.data_dir))
     assert verified.returncode == 0 and "BROKEN" not in verified.stdout, verified.stdout
+
+
+async def test_a_collapsed_award_reopens_and_a_new_offer_is_awarded(stack: Stack) -> None:
+    """The awarded school withdraws before the start and the borough reopens the referral: a school
+    invited at the start (which had not offered) offers now; matching ranks it with the offer that
+    stands again, without the collapsed one, and the borough awards it from that shortlist."""
+    croydon = bearer("borough", "croydon")
+    await stack.start()
+    async with httpx.AsyncClient(timeout=15) as http:
+        history = await award_a_referral(http, stack, idle=("Willow Bank School",))
+        referral_id, top, [late] = history["referral_id"], history["top"], history["idle"]
+        [runner_up] = [e for e in history["entries"] if e["offer_id"] != top["offer_id"]]
+        first = await opened_placement(http, stack, referral_id)
+        referral_url, matching = stack.url("referral"), stack.url("matching")
+
+        async def collapsed() -> dict[str, Any] | None:
+            response = await http.post(f"{stack.url('placement')}/placements/{first['id']}/collapse",
+                                       headers=croydon, json={"reason": "provider_withdrew", "next": "reopen"})
+            if response.status_code == 409 and response.json().get("rule") == "shortlist_unknown":
+                return None
+            return ok(response)
+        assert (await wait_for(collapsed, timeout=30, message="the collapse"))["collapse"]["next"] == "reopen"
+
+        async def reopened() -> dict[str, Any] | None:
+            body = ok(await http.get(f"{referral_url}/referrals/{referral_id}", headers=croydon))
+            return body if body["status"] == "open" else None
+        referral = await wait_for(reopened, timeout=60, message="the referral reopened")
+        assert {o["id"]: o["status"] for o in referral["offers"]} == {
+            top["offer_id"]: "collapsed", runner_up["offer_id"]: "submitted"}
+
+        async def offer() -> str | None:  # the cheapest: it ranks top
+            response = await http.post(f"{referral_url}/referrals/{referral_id}/offers",
+                                       headers=bearer("provider", late),
+                                       json={"weekly_fee_pence": 400000, "start_date": "2027-09-01"})
+            return None if response.status_code == 409 else ok(response, 201)["id"]
+        new_offer = await wait_for(offer, timeout=60, message="a new offer on the reopened referral")
+
+        async def ranked() -> dict[str, Any] | None:
+            body = ok(await http.get(f"{matching}/referrals/{referral_id}/shortlist", headers=croydon))
+            return body if any(e["offer_id"] == new_offer for e in body["entries"]) else None
+        shortlist = await wait_for(ranked, timeout=60, message="the new offer ranked")
+        assert [e["offer_id"] for e in shortlist["entries"]] == [new_offer, runner_up["offer_id"]]
+        assert [x["offer_id"] for x in shortlist["excluded"]] == [top["offer_id"]]
+
+        async def award() -> Any:
+            response = await http.post(f"{referral_url}/referrals/{referral_id}/award", headers=croydon,
+                                       json={"offer_id": new_offer})
+            return None if response.status_code == 409 else ok(response)
+        await wait_for(award, timeout=30, message="the award of the new offer")
+        second = await opened_placement(http, stack, referral_id)
+        assert second["id"] != first["id"] and (second["offer_id"], second["provider_id"]) == (new_offer, late)
+        referral = ok(await http.get(f"{referral_url}/referrals/{referral_id}", headers=croydon))
+        assert referral["status"] == "awarded"
+        assert {o["id"]: o["status"] for o in referral["offers"]} == {
+            top["offer_id"]: "collapsed", runner_up["offer_id"]: "not_selected", new_offer: "awarded"}
+    stack.stop()
+
+    replayed = cli("replay", "--data-dir", str(stack.data_dir))
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "matching: every decision reproduced byte for byte" in replayed.stdout
+    assert "referral: every read model rebuilt identical" in replayed.stdout

@@ -23,7 +23,8 @@ def test_every_reaction_is_a_service_function() -> None:
     assert set(handlers.REACTIONS) == {
         "provider-approved", "provider-reinstated", "provider-updated", "provider-suspended", "provider-rescored",
         "provider-rejected", "referral-raised", "referral-amended", "referral-withdrawn", "offer-submitted",
-        "offer-withdrawn", "invitation-declined", "placement-awarded", "referral-closed", "provider-vacancies-changed"}
+        "offer-withdrawn", "invitation-declined", "placement-awarded", "referral-closed", "provider-vacancies-changed",
+        "award-revoked", "referral-reopened"}
 
 
 async def test_other_event_types_are_ignored(tmp_path: Path) -> None:
