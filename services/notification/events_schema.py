@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.eventschema import EventData
-from services.matching.events_schema import NotificationRequested, Recipient, ShortlistRanked
+from services.matching.events_schema import NotificationRequested, Recipient
 from services.placement import events_schema as placement
+from shared.eventschema import EventData
 
 
 class DeliveryRecorded(EventData):
