@@ -119,7 +119,7 @@ WEBHOOKS: dict[str, type[BaseModel]] = {
     "placement.review_due": _with_id(placement.PlacementReviewDue, "PlacementReviewDueWebhook"),
     "fee_change.requested": _with_id(placement.FeeChangeRequested, "FeeChangeRequestedWebhook"),
     "fee_change.decided": _with_id(placement.FeeChangeDecided, "FeeChangeDecidedWebhook"),
-    "award.collapsed": _with_id(placement.PlacementStarted.__base__, "AwardCollapsedWebhook"),  # type: ignore[arg-type]
+    "award.collapsed": _with_id(placement.Routed, "AwardCollapsedWebhook"),
 }
 """`award.collapsed` to a provider drops next_offer_id, next_provider_id, top_remaining_offer_id and
 justification, so its schema requires only the routing fields and the placement id."""
