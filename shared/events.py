@@ -63,6 +63,8 @@ class Envelope:
     origintime: str | None = field(default_factory=context.origin_time.get)
     """`time` of the event that began the causal chain (a referral-raised, for the notifications it leads
     to); set on events appended while a consumer handles another; None for a chain's first event."""
+    dataschema: str | None = None
+    """`/schemas/{type}/v{dataversion}.json` (issue 15): set on events appended since, absent on older ones."""
     position: int | None = None
     """Position in the store that recorded it; local to that store, never on the wire."""
 
@@ -78,7 +80,8 @@ class Envelope:
             "sequence": self.sequence,
             "dataversion": self.dataversion,
         }
-        for name in ("correlationid", "causationid", "actor", "actorid", "traceparent", "tracestate", "origintime"):
+        for name in ("correlationid", "causationid", "actor", "actorid", "traceparent", "tracestate", "origintime",
+                     "dataschema"):
             value = getattr(self, name)
             if value is not None:
                 attrs[name] = value
@@ -119,6 +122,7 @@ class Envelope:
             traceparent=doc.get("traceparent"),
             tracestate=doc.get("tracestate"),
             origintime=doc.get("origintime"),
+            dataschema=doc.get("dataschema"),
             position=position,
         )
         return registry.upcast(envelope)
@@ -167,7 +171,9 @@ class EventRegistry:
         while version < target:
             data = self._upcasters[(envelope.type, version)](data)
             version += 1
-        return replace(envelope, data=data, dataversion=version)
+        schema = None if envelope.dataschema is None else envelope.dataschema.replace(
+            f"/v{envelope.dataversion}.json", f"/v{version}.json")
+        return replace(envelope, data=data, dataversion=version, dataschema=schema)
 
 
 registry = EventRegistry()

@@ -15,7 +15,7 @@ from typing import TypeVar
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import metrics, tracing
+from shared import asyncapi, metrics, tracing
 from shared.aggregate import Aggregate
 from shared.bus import Bus, make_bus
 from shared.commands import Decide, Project, in_transaction, run_command
@@ -200,6 +200,7 @@ def create_service_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *,
     app.add_middleware(metrics.MetricsMiddleware, metrics=runtime.metrics, router=app.router)
     app.include_router(health_router())
     app.include_router(metrics.metrics_router())
+    app.include_router(asyncapi.contracts_router())  # issue 15: /asyncapi.yaml and /schemas/...
     for router in routers:
         app.include_router(router)
     install_contract(app)

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import context, idempotency
+from shared import context, eventschema, idempotency
 from shared.aggregate import Aggregate, NewEvent
 from shared.db import Database, driver_error, sqlite_url
 from shared.errors import ConcurrencyError
@@ -265,6 +265,7 @@ class EventStore:
                     type=new.type, subject=stream_id, data=new.data, source=self.source, sequence=current,
                     correlationid=correlation_id, causationid=causation_id, actor=actor, actorid=actor_id,
                     dataversion=registry.version_of(new.type),
+                    dataschema=eventschema.dataschema_of(new.type, registry.version_of(new.type)),
                     position=None if first_position is None else first_position + len(rows),
                 )
                 encoded = envelope.to_json()

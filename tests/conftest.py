@@ -424,3 +424,24 @@ def prometheus() -> Iterator[Any]:
                 server.process.kill()
                 server.process.wait()
             shutil.rmtree(server.dir, ignore_errors=True)
+
+
+# issue 15: `PLACEMATCH_RECORD_EVENTS=<file>` appends every event recorded by any EventStore in this
+# process to <file> (one JSON line each: topic, envelope), for tests/unit/test_event_schemas.py.
+if os.environ.get("PLACEMATCH_RECORD_EVENTS"):
+    import orjson as _orjson
+
+    from shared import store as _store
+
+    _append_many = _store.EventStore.append_many
+
+    async def _recording_append_many(self: Any, conn: Any, batches: Any, **kwargs: Any) -> Any:
+        recorded = await _append_many(self, conn, batches, **kwargs)
+        topic_of = {b[0]: (b[3] if len(b) > 3 else kwargs.get("topic")) for b in batches}
+        with open(os.environ["PLACEMATCH_RECORD_EVENTS"], "ab") as out:
+            for envelope in recorded:
+                out.write(_orjson.dumps({"topic": topic_of.get(envelope.subject, kwargs.get("topic")),
+                                         "event": envelope.to_dict()}) + b"\n")
+        return recorded
+
+    _store.EventStore.append_many = _recording_append_many  # type: ignore[method-assign]

@@ -10,7 +10,7 @@ from shared.migrations import upgrade
 from shared.service import ServiceRuntime, create_service_app
 from shared.settings import Settings
 
-from . import api, handlers, service
+from . import api, events_schema, handlers, service
 from .dispatcher import Dispatcher
 from .service import NotificationRuntime
 from .settings import NotificationSettings
@@ -50,5 +50,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     runtime.on_wake(dispatcher.wake)
 
     app = create_service_app(runtime, [api.router], title="placematch notification", description=DESCRIPTION)
+    events_schema.install_webhooks(app)  # issue 15: the webhook payloads as OpenAPI 3.1 `webhooks`
     app.state.dispatcher = dispatcher
     return app
