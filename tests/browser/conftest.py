@@ -45,7 +45,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+def artifacts() -> Path:
+    """Screenshots of this run only (cleared once per session)."""
+    if ARTIFACTS.exists():
+        shutil.rmtree(ARTIFACTS)
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def browser(artifacts: Path) -> Iterator[object]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an event loop
+    running in this thread while it is started, and every later test that calls asyncio.run (most
+    of the suite, when `make test` runs tests/ in one process) would fail under it."""
     reason = _missing()
     if reason:
         if os.environ.get("CI") == "true":
@@ -53,9 +65,6 @@ def browser() -> Iterator[object]:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
