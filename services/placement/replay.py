@@ -21,24 +21,15 @@ from shared.aggregate import NewEvent
 from shared.bus import Bus
 from shared.consumers import PoisonEvent, input_order, journal
 from shared.db import Database, sqlite_url
-from shared.events import Envelope, dumps
+from shared.events import Envelope
 from shared.migrations import upgrade
-from shared.settings import Settings
+from shared.replay import ReplayRecorder, event_line, journaled_order, mismatches
 from shared.store import EventStore, read_embedded
 
 from . import projections as views
 from .handlers import TOPICS, react
 
 CONSUMER = "placement-main"
-
-
-@dataclass
-class ReplayRecorder:
-    store: EventStore
-    settings: Settings = field(default_factory=Settings)
-
-    def topic(self, short: str) -> str:
-        return self.settings.topic(short)
 
 
 @dataclass
@@ -79,10 +70,6 @@ def is_reaction(envelope: Envelope) -> bool:
     return envelope.type == "placement-opened" and envelope.data.get("origin") == "award"
 
 
-def _line(type_: str, data: Any) -> str:
-    return f"{type_} {dumps(data).decode()}"
-
-
 async def inputs_from_stores(data_dir: Path) -> ReplayInputs:
     live = Database(sqlite_url(data_dir / "placement.db"), inline=True)
     try:
@@ -101,14 +88,7 @@ async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url:
     `placematch.matching`, the recorded events from `placematch.placement`. The order: the service's
     journal when its database is given, else the bus's log order where it keeps one across topics,
     else event time (ties by stream and sequence)."""
-    journaled: list[tuple[str, str]] | None = None
-    if journal_url:
-        journal_db = Database(journal_url)
-        try:
-            async with journal_db.read() as conn:
-                journaled = await input_order(conn)
-        finally:
-            await journal_db.dispose()
+    journaled = await journaled_order(journal_url)
     input_topics = {topic(t) for t in TOPICS}
     messages = await bus.read_topics([*sorted(input_topics), topic("placement")],
                                      f"{topic('replay')}-placement-{uuid.uuid4().hex[:12]}")
@@ -163,7 +143,7 @@ async def replay_placement(data_dir: Path, output: Path, *, source: ReplayInputs
                 # else: the opening was not re-derived; the stream comparison reports it
         replayed: dict[str, list[str]] = {}
         async for envelope in store.iter_all():
-            replayed.setdefault(envelope.subject, []).append(_line(envelope.type, envelope.data))
+            replayed.setdefault(envelope.subject, []).append(event_line(envelope.type, envelope.data))
         async with fresh.read() as conn:
             fresh_rows = await views.dump_tables(conn)
     finally:
@@ -171,7 +151,7 @@ async def replay_placement(data_dir: Path, output: Path, *, source: ReplayInputs
 
     recorded: dict[str, list[str]] = {}
     for envelope in source.recorded:
-        recorded.setdefault(envelope.subject, []).append(_line(envelope.type, envelope.data))
+        recorded.setdefault(envelope.subject, []).append(event_line(envelope.type, envelope.data))
     report.events_recorded = sum(map(len, recorded.values()))
     report.events_replayed = sum(map(len, replayed.values()))
     for stream_id in sorted(set(recorded) | set(replayed)):
@@ -192,11 +172,7 @@ async def replay_placement(data_dir: Path, output: Path, *, source: ReplayInputs
 
 
 def _compare(report: ReplayReport, where: str, left: list[str], right: list[str]) -> None:
-    for i in range(max(len(left), len(right))):
-        a = left[i] if i < len(left) else None
-        b = right[i] if i < len(right) else None
-        if a != b:
-            report.differences.append(Difference(where, i, a, b))
+    report.differences += [Difference(where, i, a, b) for i, a, b in mismatches(left, right)]
 
 
 def difference_summary(diff: Difference, width: int = 160) -> dict[str, Any]:
