@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from shared.consumers import input_order
 from shared.db import Database
@@ -23,6 +23,25 @@ class ReplayRecorder:
 
     def topic(self, short: str) -> str:
         return self.settings.topic(short)
+
+
+D = TypeVar("D")
+
+
+@dataclass
+class Report(Generic[D]):
+    """What every replay reports: the inputs fed back, the differences found, the inputs missing from
+    the log, those set aside (live sent them to the dead-letter topic), and where the inputs came from."""
+
+    inputs: int = 0
+    differences: list[D] = field(default_factory=list)
+    missing_inputs: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and not self.missing_inputs
 
 
 async def journaled_order(journal_url: str | None) -> list[tuple[str, str]] | None:

@@ -25,7 +25,7 @@ from shared.consumers import PoisonEvent, journal
 from shared.db import Database, sqlite_url
 from shared.events import Envelope
 from shared.migrations import upgrade
-from shared.replay import ReplayRecorder, event_line, journaled_order, mismatches
+from shared.replay import ReplayRecorder, Report, event_line, journaled_order, mismatches
 from shared.store import EventStore
 
 from .fold import REFERRAL_EVENTS, Fold, owned, partition_of
@@ -46,18 +46,9 @@ class Difference:
 
 
 @dataclass
-class ReplayReport:
-    inputs: int = 0
+class ReplayReport(Report[Difference]):
     decisions_recorded: int = 0
     decisions_replayed: int = 0
-    differences: list[Difference] = field(default_factory=list)
-    missing_inputs: list[str] = field(default_factory=list)
-    dead_lettered: list[str] = field(default_factory=list)
-    source: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.differences and not self.missing_inputs
 
 
 @dataclass

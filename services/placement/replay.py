@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from shared.consumers import PoisonEvent, input_order, journal
 from shared.db import Database, sqlite_url
 from shared.events import Envelope
 from shared.migrations import upgrade
-from shared.replay import ReplayRecorder, event_line, journaled_order, mismatches
+from shared.replay import ReplayRecorder, Report, event_line, journaled_order, mismatches
 from shared.store import EventStore, read_embedded
 
 from . import projections as views
@@ -41,19 +41,10 @@ class Difference:
 
 
 @dataclass
-class ReplayReport:
-    inputs: int = 0
+class ReplayReport(Report[Difference]):
     events_recorded: int = 0
     events_replayed: int = 0
     view_rows_compared: int = 0
-    differences: list[Difference] = field(default_factory=list)
-    missing_inputs: list[str] = field(default_factory=list)
-    dead_lettered: list[str] = field(default_factory=list)
-    source: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.differences and not self.missing_inputs
 
 
 @dataclass
