@@ -22,7 +22,8 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -78,6 +79,37 @@ async def input_order(conn: AsyncConnection) -> list[tuple[str, str]]:
 
 class PoisonEvent(Exception):
     """Raise from a handler for an event that can never succeed: it goes to the DLQ at once."""
+
+
+R = TypeVar("R")
+
+UNUSABLE_DATA: tuple[type[Exception], ...] = (KeyError, TypeError, ValueError, ArithmeticError)
+"""What a reaction raises on malformed event data: it never gets better on retry."""
+
+
+def _unusable(event: Envelope, error: Exception) -> str:
+    return f"{event.type} {event.id}: unusable data ({error!r})"
+
+
+Reactor = Callable[[R, AsyncConnection, Envelope], Awaitable[None]]
+
+
+def reactor(reactions: Mapping[str, Reactor[R]], *, poison: tuple[type[Exception], ...] = UNUSABLE_DATA,
+            reason: Callable[[Envelope, Any], str] = _unusable) -> Reactor[R]:
+    """A service's consumer handler (and replay's) from its `REACTIONS` (event type -> service function):
+    the reaction to an event, in the consumer's transaction; other types are ignored. An error of a
+    `poison` type goes straight to the dead-letter topic (`PoisonEvent`, with `reason(event, error)`)."""
+
+    async def react(runtime: R, conn: AsyncConnection, event: Envelope) -> None:
+        reaction = reactions.get(event.type)
+        if reaction is None:
+            return
+        try:
+            await reaction(runtime, conn, event)
+        except poison as error:
+            raise PoisonEvent(reason(event, error)) from error
+
+    return react
 
 
 class EventConsumer:

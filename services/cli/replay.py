@@ -164,20 +164,8 @@ def replay(
         report = matching_report
         console.print(f"matching: inputs replayed: {report.inputs}; decisions recorded: {report.decisions_recorded}; "
                       f"re-derived: {report.decisions_replayed}")
-        if report.missing_inputs:
-            console.print(f"[red]{len(report.missing_inputs)} inputs missing from the stores[/], "
-                          f"e.g. {report.missing_inputs[:3]}")
-        if report.dead_lettered:
-            console.print(f"[yellow]{len(report.dead_lettered)} unusable inputs set aside, as live matching sent them "
-                          f"to the dead-letter topic[/], e.g. {report.dead_lettered[:3]}")
-        if report.differences:
-            table = Table(title=f"{len(report.differences)} decisions differ")
-            for column in ("referral", "decision", "recorded", "replayed"):
-                table.add_column(column, overflow="fold")
-            for diff in report.differences[:50]:
-                row = matching.difference_summary(diff)
-                table.add_row(row["referral"], str(row["decision"]), row["recorded"], row["replayed"])
-            console.print(table)
+        _print_problems(matching, report, "", missing="inputs missing from the stores", who="matching",
+                        title="decisions differ", columns=("referral", "decision"))
         ok = ok and report.ok
         if report.ok:
             console.print("[green]matching: every decision reproduced byte for byte[/]")
@@ -201,19 +189,25 @@ def _print_placement(placement: Any, report: Any) -> None:
     console.print(f"placement: inputs replayed: {report.inputs}; events recorded: {report.events_recorded}; "
                   f"replayed: {report.events_replayed}; view rows compared: {report.view_rows_compared} "
                   f"(from {report.source})")
-    if report.missing_inputs:
-        console.print(f"[red]placement: {len(report.missing_inputs)} inputs missing[/], "
-                      f"e.g. {report.missing_inputs[:3]}")
-    if report.dead_lettered:
-        console.print(f"[yellow]placement: {len(report.dead_lettered)} unusable inputs set aside, as live placement "
-                      f"sent them to the dead-letter topic[/], e.g. {report.dead_lettered[:3]}")
-    if report.differences:
-        table = Table(title=f"placement: {len(report.differences)} differences")
-        for column in ("where", "item", "recorded", "replayed"):
-            table.add_column(column, overflow="fold")
-        for diff in report.differences[:50]:
-            row = placement.difference_summary(diff)
-            table.add_row(row["where"], str(row["item"]), row["recorded"], row["replayed"])
-        console.print(table)
+    _print_problems(placement, report, "placement: ", missing="inputs missing", who="placement",
+                    title="differences", columns=("where", "item"))
     if report.ok:
         console.print("[green]placement: every placement stream and view reproduced byte for byte[/]")
+
+
+def _print_problems(replayer: Any, report: Any, prefix: str, *, missing: str, who: str, title: str,
+                    columns: tuple[str, str]) -> None:
+    """A replay's missing and set-aside inputs and its differences (the first 50, by `replayer.difference_summary`)."""
+    if report.missing_inputs:
+        console.print(f"[red]{prefix}{len(report.missing_inputs)} {missing}[/], e.g. {report.missing_inputs[:3]}")
+    if report.dead_lettered:
+        console.print(f"[yellow]{prefix}{len(report.dead_lettered)} unusable inputs set aside, as live {who} sent them "
+                      f"to the dead-letter topic[/], e.g. {report.dead_lettered[:3]}")
+    if report.differences:
+        table = Table(title=f"{prefix}{len(report.differences)} {title}")
+        for column in (*columns, "recorded", "replayed"):
+            table.add_column(column, overflow="fold")
+        for diff in report.differences[:50]:
+            row = replayer.difference_summary(diff)
+            table.add_row(row[columns[0]], str(row[columns[1]]), row["recorded"], row["replayed"])
+        console.print(table)

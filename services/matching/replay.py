@@ -21,11 +21,11 @@ from typing import Any
 
 from shared.aggregate import NewEvent
 from shared.bus import Bus
-from shared.consumers import PoisonEvent, input_order, journal
+from shared.consumers import PoisonEvent, journal
 from shared.db import Database, sqlite_url
-from shared.events import Envelope, dumps
+from shared.events import Envelope
 from shared.migrations import upgrade
-from shared.settings import Settings
+from shared.replay import ReplayRecorder, Report, event_line, journaled_order, mismatches
 from shared.store import EventStore
 
 from .fold import REFERRAL_EVENTS, Fold, owned, partition_of
@@ -38,17 +38,6 @@ BATCH = 200
 
 
 @dataclass
-class ReplayRecorder:
-    """The runtime replay's reactions record through: the fresh database's store, live's topic names."""
-
-    store: EventStore
-    settings: Settings = field(default_factory=Settings)
-
-    def topic(self, short: str) -> str:
-        return self.settings.topic(short)
-
-
-@dataclass
 class Difference:
     stream_id: str
     index: int
@@ -57,18 +46,9 @@ class Difference:
 
 
 @dataclass
-class ReplayReport:
-    inputs: int = 0
+class ReplayReport(Report[Difference]):
     decisions_recorded: int = 0
     decisions_replayed: int = 0
-    differences: list[Difference] = field(default_factory=list)
-    missing_inputs: list[str] = field(default_factory=list)
-    dead_lettered: list[str] = field(default_factory=list)
-    source: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.differences and not self.missing_inputs
 
 
 @dataclass
@@ -82,7 +62,7 @@ class ReplayInputs:
 
 
 def _decision_line(envelope: Envelope) -> str:
-    return f"{envelope.type} {dumps(envelope.data).decode()}"
+    return event_line(envelope.type, envelope.data)
 
 
 async def _decisions(store: EventStore) -> dict[str, list[str]]:
@@ -151,14 +131,7 @@ async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url:
     running system, decisions still on their way to the topic show as differences without the
     journal; replay when it is quiet, or give the journal.
     """
-    journaled: list[tuple[str, str]] | None = None
-    if journal_url:  # before the topics: every input it lists is on them by then
-        journal_db = Database(journal_url)
-        try:
-            async with journal_db.read() as conn:
-                journaled = await input_order(conn)
-        finally:
-            await journal_db.dispose()
+    journaled = await journaled_order(journal_url)  # before the topics: every input it lists is on them by then
     group = f"{topic('replay')}-{uuid.uuid4().hex[:12]}"
     inputs_topics = {topic("enrolment"), topic("referral")}
     messages = await bus.read_topics([topic("enrolment"), topic("referral"), topic("matching")], group)
@@ -294,12 +267,8 @@ def _compare(report: ReplayReport, recorded: dict[str, list[str]], replayed: dic
     report.decisions_recorded = sum(map(len, recorded.values()))
     report.decisions_replayed = sum(map(len, replayed.values()))
     for stream_id in sorted(set(recorded) | set(replayed)):
-        left, right = recorded.get(stream_id, []), replayed.get(stream_id, [])
-        for i in range(max(len(left), len(right))):
-            a = left[i] if i < len(left) else None
-            b = right[i] if i < len(right) else None
-            if a != b:
-                report.differences.append(Difference(stream_id, i, a, b))
+        report.differences += [Difference(stream_id, i, a, b)
+                               for i, a, b in mismatches(recorded.get(stream_id, []), replayed.get(stream_id, []))]
 
 
 def difference_summary(diff: Difference, width: int = 160) -> dict[str, Any]:

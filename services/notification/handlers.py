@@ -6,7 +6,7 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.consumers import PoisonEvent
+from shared.consumers import reactor
 from shared.errors import RuleViolation
 from shared.events import Envelope
 from shared.service import ConsumerSpec, ServiceRuntime
@@ -23,16 +23,13 @@ REACTIONS: dict[str, Reaction] = {
 """Other event types on this topic do not concern notification."""
 
 
-async def react(runtime: NotificationRuntime, conn: AsyncConnection, event: Envelope) -> None:
-    """The consumer's handler: the reaction to `event`, in the consumer's transaction."""
-    reaction = REACTIONS.get(event.type)
-    if reaction is None:
-        return
-    try:
-        await reaction(runtime, conn, event)
-    except RuleViolation as bad:
-        # a malformed request never gets better on retry: straight to the dead-letter topic
-        raise PoisonEvent(f"malformed {event.type} {event.id}: {bad.detail}") from bad
+def _malformed(event: Envelope, bad: RuleViolation) -> str:
+    return f"malformed {event.type} {event.id}: {bad.detail}"
+
+
+react = reactor(REACTIONS, poison=(RuleViolation,), reason=_malformed)
+"""The consumer's handler: the reaction to `event`, in the consumer's transaction. A malformed request
+never gets better on retry: straight to the dead-letter topic."""
 
 
 def consumers(runtime: ServiceRuntime) -> list[ConsumerSpec]:

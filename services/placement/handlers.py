@@ -6,7 +6,7 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.consumers import PoisonEvent
+from shared.consumers import reactor
 from shared.events import Envelope
 from shared.service import ConsumerSpec, ServiceRuntime
 
@@ -28,16 +28,9 @@ REACTIONS: dict[str, Reaction] = {
 TOPICS = ("referral", "matching")
 
 
-async def react(runtime: Recorder, conn: AsyncConnection, event: Envelope) -> None:
-    """The consumer's handler (and replay's): the reaction to `event`, in the consumer's transaction."""
-    reaction = REACTIONS.get(event.type)
-    if reaction is None:
-        return
-    try:
-        await reaction(runtime, conn, event)
-    except (KeyError, TypeError, ValueError, ArithmeticError) as error:
-        # malformed data never gets better on retry: straight to the dead-letter topic
-        raise PoisonEvent(f"{event.type} {event.id}: unusable data ({error!r})") from error
+react = reactor(REACTIONS)
+"""The consumer's handler (and replay's): the reaction to `event`, in the consumer's transaction.
+Malformed data never gets better on retry: straight to the dead-letter topic (`shared.consumers.reactor`)."""
 
 
 def consumers(runtime: ServiceRuntime) -> list[ConsumerSpec]:

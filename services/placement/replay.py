@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,15 @@ from shared.aggregate import NewEvent
 from shared.bus import Bus
 from shared.consumers import PoisonEvent, input_order, journal
 from shared.db import Database, sqlite_url
-from shared.events import Envelope, dumps
+from shared.events import Envelope
 from shared.migrations import upgrade
-from shared.settings import Settings
+from shared.replay import ReplayRecorder, Report, event_line, journaled_order, mismatches
 from shared.store import EventStore, read_embedded
 
 from . import projections as views
 from .handlers import TOPICS, react
 
 CONSUMER = "placement-main"
-
-
-@dataclass
-class ReplayRecorder:
-    store: EventStore
-    settings: Settings = field(default_factory=Settings)
-
-    def topic(self, short: str) -> str:
-        return self.settings.topic(short)
 
 
 @dataclass
@@ -50,19 +41,10 @@ class Difference:
 
 
 @dataclass
-class ReplayReport:
-    inputs: int = 0
+class ReplayReport(Report[Difference]):
     events_recorded: int = 0
     events_replayed: int = 0
     view_rows_compared: int = 0
-    differences: list[Difference] = field(default_factory=list)
-    missing_inputs: list[str] = field(default_factory=list)
-    dead_lettered: list[str] = field(default_factory=list)
-    source: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.differences and not self.missing_inputs
 
 
 @dataclass
@@ -77,10 +59,6 @@ class ReplayInputs:
 def is_reaction(envelope: Envelope) -> bool:
     """An event the service derived from a consumed input (replay derives it again)."""
     return envelope.type == "placement-opened" and envelope.data.get("origin") == "award"
-
-
-def _line(type_: str, data: Any) -> str:
-    return f"{type_} {dumps(data).decode()}"
 
 
 async def inputs_from_stores(data_dir: Path) -> ReplayInputs:
@@ -101,14 +79,7 @@ async def inputs_from_bus(bus: Bus, topic: Callable[[str], str], *, journal_url:
     `placematch.matching`, the recorded events from `placematch.placement`. The order: the service's
     journal when its database is given, else the bus's log order where it keeps one across topics,
     else event time (ties by stream and sequence)."""
-    journaled: list[tuple[str, str]] | None = None
-    if journal_url:
-        journal_db = Database(journal_url)
-        try:
-            async with journal_db.read() as conn:
-                journaled = await input_order(conn)
-        finally:
-            await journal_db.dispose()
+    journaled = await journaled_order(journal_url)
     input_topics = {topic(t) for t in TOPICS}
     messages = await bus.read_topics([*sorted(input_topics), topic("placement")],
                                      f"{topic('replay')}-placement-{uuid.uuid4().hex[:12]}")
@@ -163,7 +134,7 @@ async def replay_placement(data_dir: Path, output: Path, *, source: ReplayInputs
                 # else: the opening was not re-derived; the stream comparison reports it
         replayed: dict[str, list[str]] = {}
         async for envelope in store.iter_all():
-            replayed.setdefault(envelope.subject, []).append(_line(envelope.type, envelope.data))
+            replayed.setdefault(envelope.subject, []).append(event_line(envelope.type, envelope.data))
         async with fresh.read() as conn:
             fresh_rows = await views.dump_tables(conn)
     finally:
@@ -171,7 +142,7 @@ async def replay_placement(data_dir: Path, output: Path, *, source: ReplayInputs
 
     recorded: dict[str, list[str]] = {}
     for envelope in source.recorded:
-        recorded.setdefault(envelope.subject, []).append(_line(envelope.type, envelope.data))
+        recorded.setdefault(envelope.subject, []).append(event_line(envelope.type, envelope.data))
     report.events_recorded = sum(map(len, recorded.values()))
     report.events_replayed = sum(map(len, replayed.values()))
     for stream_id in sorted(set(recorded) | set(replayed)):
@@ -192,11 +163,7 @@ async def replay_placement(data_dir: Path, output: Path, *, source: ReplayInputs
 
 
 def _compare(report: ReplayReport, where: str, left: list[str], right: list[str]) -> None:
-    for i in range(max(len(left), len(right))):
-        a = left[i] if i < len(left) else None
-        b = right[i] if i < len(right) else None
-        if a != b:
-            report.differences.append(Difference(where, i, a, b))
+    report.differences += [Difference(where, i, a, b) for i, a, b in mismatches(left, right)]
 
 
 def difference_summary(diff: Difference, width: int = 160) -> dict[str, Any]:
