@@ -165,6 +165,6 @@ def install_webhooks(app: Any) -> None:
         doc = built()
         if "webhooks" not in doc:
             openapi_webhooks(doc)
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     app.openapi = openapi
