@@ -42,7 +42,9 @@ async def test_every_port_serves_its_service_metrics(stack: Stack) -> None:
         assert sample(pages["referral"], "placematch_http_requests_total", method="POST", route="/referrals",
                       status="201") == 1
         assert sample(pages["enrolment"], "placematch_http_requests_total", route="/referrals") is None
-        assert sample(pages["matching"], "placematch_events_appended_total", type="referral-matched") == 1
+        # at least once: matching may match the referral again when the provider's approval reaches it after
+        # the referral (two topics), and a transaction retried after a conflict counts its appends again
+        assert (sample(pages["matching"], "placematch_events_appended_total", type="referral-matched") or 0) >= 1
         for text in pages.values():
             assert referral_id not in text and provider_id not in text
         listed = cli("dlq", "list", "--data-dir", str(stack.data_dir), "--json")

@@ -467,7 +467,9 @@ REFERRAL = {
     "outcomes": ["Attend school full time by spring term"]}
 SCHOOL = {
     "kind": "independent_special_school", "lots": ["ASD", "SEMH"], "age_min": 5, "age_max": 19,
-    "genders": ["female", "male"], "placement_types": ["day", "residential_38"], "capacity": 4,
+    "genders": ["female", "male"], "placement_types": ["day", "residential_38"],
+    # every award now takes a place (live capacity, issue 16): room for every award a load test makes
+    "capacity": 1000,
     "location": {"postcode": "SE1 7PB", "lat": 51.501, "lon": -0.115}, "boroughs_served": [],
     "contact_email": "admissions@school.example"}
 BOROUGH = "croydon"
