@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -89,7 +89,20 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; on commit, wakes whoever waits on `committed`."""
+        """A write transaction; on commit, runs what `after_commit` queued and wakes whoever waits
+        on `committed`. A transaction rolled back (or retried after a conflict) runs nothing."""
+        async with self._begin() as conn:
+            conn.info.pop(AFTER_COMMIT, None)  # nothing left by a use of this connection outside here
+            try:
+                yield conn
+            finally:
+                pending: list[Callable[[], None]] = conn.info.pop(AFTER_COMMIT, [])
+        for done in pending:
+            done()
+        self.committed.set()
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self._write_lock is not None and self._write_engine is None:
             async with self._write_lock, self.engine.begin() as conn:
                 yield conn
@@ -108,7 +121,6 @@ class Database:
         else:
             async with self.engine.begin() as conn:
                 yield conn
-        self.committed.set()
 
     def sqlite_writer(self, conn: AsyncConnection) -> sqlite3.Connection | None:
         """The sqlite3 connection under `conn` when `conn` is this database's SQLite writer inside
@@ -222,6 +234,14 @@ class _InlineSqlite(aiosqlite.Connection):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+AFTER_COMMIT = "placematch.after_commit"
+
+
+def after_commit(conn: AsyncConnection, done: Callable[[], None]) -> None:
+    """Run `done` once the `Database.transaction` of `conn` has committed (never if it rolls back)."""
+    conn.info.setdefault(AFTER_COMMIT, []).append(done)
 
 
 def driver_error(statement: str, error: Exception) -> Exception:

@@ -25,6 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.db import after_commit
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UNMATCHED = "<unmatched>"
 _registries: dict[str, CollectorRegistry] = {}
@@ -147,13 +149,19 @@ class MetricsMiddleware:
 
 
 def instrument_store(store: Any, metrics: ServiceMetrics) -> None:
-    """Count the events `store.append_many` appends, by type (wrapping the instance's method)."""
+    """Count the events `store.append_many` appends, by type, when their transaction commits (wrapping
+    the instance's method)."""
     inner = store.append_many
 
     async def append_many(conn: Any, batches: Any, **kwargs: Any) -> Any:
         recorded = await inner(conn, batches, **kwargs)
-        for envelope in recorded:
-            metrics.events_appended.labels(envelope.type).inc()
+        types = [envelope.type for envelope in recorded]
+
+        def count() -> None:  # once committed: a transaction retried after a conflict counts once
+            for type_ in types:
+                metrics.events_appended.labels(type_).inc()
+
+        after_commit(conn, count)
         return recorded
 
     store.append_many = append_many
